@@ -1,0 +1,63 @@
+"""python -m jobgen.localcluster up|down|status|env [--state-dir DIR]"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .bins import BINARIES, ensure_binaries
+from .cluster import LocalCluster, default_state_dir
+from .errors import ClusterError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobgen.localcluster",
+        description="Local Kubernetes control plane with the Kubeflow training-operator and kwok GPU nodes.",
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "env", "bins"])
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where pidfiles, logs, certs and kubeconfig live "
+                             "(default: $JOBGEN_LOCALCLUSTER_DIR or <cache>/localcluster/default)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds `up` may take (default 180)")
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.state_dir or default_state_dir())
+    try:
+        if args.command == "bins":
+            bins = ensure_binaries(tuple(BINARIES))
+            for name in BINARIES:
+                print(bins.path(name))
+        elif args.command == "up":
+            info = cluster.up(timeout=args.timeout)
+            print(info.kubeconfig)
+        elif args.command == "down":
+            stopped = cluster.down()
+            print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        elif args.command == "status":
+            procs = cluster.processes()
+            if not procs:
+                print(f"local cluster is down ({cluster.state_dir})")
+                return 1
+            for name, ok in procs.items():
+                print(f"{name:24} {'running' if ok else 'NOT RUNNING'}")
+            up = cluster.is_up()
+            print(f"apiserver {'ready' if up else 'NOT READY'}; kubeconfig {cluster.kubeconfig}")
+            return 0 if up else 1
+        elif args.command == "env":
+            if cluster.info() is None:
+                print(f"local cluster is not up; run: python -m jobgen.localcluster up", file=sys.stderr)
+                return 1
+            print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
+    except ClusterError as e:
+        print(f"localcluster: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("localcluster: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

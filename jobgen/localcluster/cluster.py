@@ -1,0 +1,336 @@
+"""Start and stop the local control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, the Kubeflow training-operator and kwok, each a tracked process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import nodes, pki, procs, waits
+from .bins import REPO_ROOT, Binaries, cache_dir, ensure_binaries
+from .errors import ClusterError
+
+OPERATOR_NAMESPACE = "kubeflow"
+OPERATOR_SA = "training-operator"
+OPERATOR_MANIFESTS = REPO_ROOT / "manifests" / "training-operator"
+TRAINING_MANIFESTS = REPO_ROOT / "manifests" / "training"
+# The operator's webhook server reads its certs from this fixed path (pkg/cert in v1.9.4).
+WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
+# Kinds of the operator install that need the operator running in the cluster.
+IN_CLUSTER_KINDS = {"Deployment", "Service", "ValidatingWebhookConfiguration"}
+FIELD_MANAGER = "jobgen-localcluster"
+SERVICE_CIDR = "10.96.0.0/16"
+EXIT_CODE_ANNOTATION = "localcluster.jobgen.io/exit-code"
+RUN_FOR_ANNOTATION = "localcluster.jobgen.io/run-for"
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_state_dir(name: str = "default") -> Path:
+    return Path(os.environ.get("JOBGEN_LOCALCLUSTER_DIR") or cache_dir() / "localcluster" / name)
+
+
+@dataclass
+class ClusterInfo:
+    """What `up` wrote to <state>/state.json."""
+
+    kubeconfig: str
+    context: str
+    server: str
+    bin_dir: str
+    state_dir: str
+    ports: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    startup_seconds: float = 0.0
+
+
+class LocalCluster:
+    """One local control plane rooted at `state_dir` (pidfiles, logs, PKI, etcd data, kubeconfigs)."""
+
+    def __init__(self, state_dir: Path | None = None, context: str = "jobgen-local", log: Log = _stderr) -> None:
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+        self.context = context
+        self.log = log
+        self.pki = pki.PKI(self.state_dir / "pki")
+
+    # --- paths -------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def info(self) -> ClusterInfo | None:
+        try:
+            return ClusterInfo(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    # --- status ------------------------------------------------------------
+    def processes(self) -> dict[str, bool]:
+        """name -> running, for every pidfile in the state dir."""
+        out: dict[str, bool] = {}
+        for pf in procs.pidfiles(self.state_dir):
+            entry = pf.read()
+            out[pf.name] = entry is not None and procs.running(*entry)
+        return out
+
+    def is_up(self) -> bool:
+        info = self.info()
+        ps = self.processes()
+        if info is None or not ps or not all(ps.values()):
+            return False
+        return waits.http_ok(
+            "127.0.0.1", info.ports["apiserver"], "/readyz", tls=True, ca=self.pki.ca_cert,
+            cert=(self.pki.cert(pki.ADMIN.name), self.pki.key(pki.ADMIN.name)),
+        )
+
+    # --- down --------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop every process this state dir started (newest first). Returns their names."""
+        stopped = []
+        for pf in reversed(procs.pidfiles(self.state_dir)):
+            if procs.stop(pf):
+                stopped.append(pf.name)
+        shutil.rmtree(self.state_dir / "etcd-data", ignore_errors=True)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    # --- up ----------------------------------------------------------------
+    def up(self, timeout: float = 180.0) -> ClusterInfo:
+        if self.is_up():
+            info = self.info()
+            assert info is not None
+            self.log(f"local cluster already running (kubeconfig {info.kubeconfig})")
+            return info
+        if procs.pidfiles(self.state_dir):
+            self.down()  # leftovers of a half-started or crashed cluster
+        t0 = time.monotonic()
+        bins = ensure_binaries()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            info = self._start(bins, t0, timeout)
+        except BaseException:
+            self.down()
+            raise
+        self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n")
+        self.log(f"local cluster up in {info.startup_seconds:.1f}s; kubeconfig {info.kubeconfig}")
+        return info
+
+    def _start(self, bins: Binaries, t0: float, timeout: float) -> ClusterInfo:
+        deadline = t0 + timeout
+        sd = self.state_dir
+        operator_ident = pki.service_account_identity(OPERATOR_NAMESPACE, OPERATOR_SA)
+        idents = (pki.ADMIN, pki.CONTROLLER_MANAGER, pki.SCHEDULER, pki.KWOK, operator_ident)
+        self.pki.ensure(idents)
+        names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler",
+                 "operator-webhook", "operator-metrics", "operator-probe", "kwok")
+        ports = {n: procs.free_port() for n in names}
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        kc = {
+            ident.name: self.pki.kubeconfig(sd / f"{ident.name}.kubeconfig", server, ident, self.context)
+            for ident in idents
+        }
+        self.pki.kubeconfig(self.kubeconfig, server, pki.ADMIN, self.context)
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 1.0)
+
+        # etcd
+        data = sd / "etcd-data"
+        shutil.rmtree(data, ignore_errors=True)
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+        self._spawn("etcd", [
+            str(bins.path("etcd")), "--name=jobgen", f"--data-dir={data}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=jobgen={peer_url}", "--unsafe-no-fsync=true", "--log-level=warn",
+        ])
+        self._wait("etcd", lambda: waits.http_ok("127.0.0.1", ports["etcd"], "/health"), left())
+
+        # kube-apiserver
+        p = self.pki
+        self._spawn("kube-apiserver", [
+            str(bins.path("kube-apiserver")),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={p.cert('apiserver')}", f"--tls-private-key-file={p.key('apiserver')}",
+            f"--client-ca-file={p.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
+            f"--cert-dir={sd / 'apiserver-certs'}",
+        ])
+        admin_cert = (p.cert(pki.ADMIN.name), p.key(pki.ADMIN.name))
+        self._wait("kube-apiserver", lambda: waits.http_ok(
+            "127.0.0.1", ports["apiserver"], "/readyz", tls=True, ca=p.ca_cert, cert=admin_cert), left())
+
+        # controllers and scheduler
+        cm_kc = kc[pki.CONTROLLER_MANAGER.name]
+        self._spawn("kube-controller-manager", [
+            str(bins.path("kube-controller-manager")),
+            f"--kubeconfig={cm_kc}", f"--authentication-kubeconfig={cm_kc}", f"--authorization-kubeconfig={cm_kc}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['controller-manager']}",
+            "--use-service-account-credentials=true", f"--service-account-private-key-file={p.sa_key}",
+            f"--root-ca-file={p.ca_cert}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--cluster-name={self.context}", "--profiling=false",
+        ])
+        sch_kc = kc[pki.SCHEDULER.name]
+        self._spawn("kube-scheduler", [
+            str(bins.path("kube-scheduler")),
+            f"--kubeconfig={sch_kc}", f"--authentication-kubeconfig={sch_kc}", f"--authorization-kubeconfig={sch_kc}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
+            "--profiling=false",
+        ])
+
+        # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
+        self._apply_install(bins, left())
+        self._write_webhook_certs()
+        self._spawn("training-operator", [
+            str(bins.path("training-operator")),
+            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob",
+            f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
+            f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
+            f"--webhook-server-port={ports['operator-webhook']}",
+            "--leader-elect=false",
+        ], env={"KUBECONFIG": str(kc[operator_ident.name]), "MY_POD_NAMESPACE": OPERATOR_NAMESPACE})
+
+        # kwok and the fake GKE nodes
+        stages = sd / "kwok-stages.yaml"
+        stages.write_text(resources.files("jobgen.localcluster").joinpath("data/stages.yaml").read_text())
+        self._spawn("kwok", [
+            str(bins.path("kwok")),
+            f"--kubeconfig={kc[pki.KWOK.name]}", f"--config={stages}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-label-selector={'='.join(nodes.KWOK_LABEL)}",
+            f"--server-address=127.0.0.1:{ports['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=10.128.0.2",
+            "--node-lease-duration-seconds=40",
+        ])
+        self.kubectl(bins, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
+                     input=yaml.safe_dump_all(nodes.node_objects()))
+
+        self._wait("kube-scheduler", lambda: waits.http_ok(
+            "127.0.0.1", ports["scheduler"], "/healthz", tls=True), left())
+        self._wait("kube-controller-manager", lambda: waits.http_ok(
+            "127.0.0.1", ports["controller-manager"], "/healthz", tls=True), left())
+        self._wait("training-operator", lambda: waits.http_ok(
+            "127.0.0.1", ports["operator-probe"], "/readyz"), left())
+        self._wait("nodes Ready", lambda: self._nodes_ready(bins), left(), proc="kwok")
+        self._wait("default ServiceAccount", lambda: self.kubectl(
+            bins, "get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False
+        ).returncode == 0, left(), proc="kube-controller-manager")
+
+        return ClusterInfo(
+            kubeconfig=str(self.kubeconfig), context=self.context, server=server, bin_dir=str(bins.dir),
+            state_dir=str(sd), ports=ports, started_at=time.time(), startup_seconds=time.monotonic() - t0,
+        )
+
+    # --- helpers -----------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        procs.start(name, argv, self.state_dir, env=env)
+
+    def _wait(self, what: str, check: Callable[[], bool], timeout: float, proc: str | None = None) -> None:
+        name = proc or what
+        t = time.monotonic()
+
+        def alive() -> str | None:
+            for pf in procs.pidfiles(self.state_dir):
+                entry = pf.read()
+                if entry and not procs.running(*entry):
+                    tail = procs.log_tail(self.state_dir, pf.name, 5)
+                    return f"{pf.name} exited during startup; log {self.state_dir}/logs/{pf.name}.log:\n{tail}"
+            return None
+
+        try:
+            waits.until(check, timeout, what, alive)
+        except ClusterError as e:
+            if "timed out" in str(e):
+                tail = procs.log_tail(self.state_dir, name, 5)
+                raise ClusterError(f"{e}; log {self.state_dir}/logs/{name}.log:\n{tail}") from None
+            raise
+        self.log(f"  {what} ready ({time.monotonic() - t:.1f}s)")
+
+    def kubectl(self, bins: Binaries | None, *args: str, input: str | None = None, check: bool = True,
+                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        exe = (bins or ensure_binaries()).path("kubectl")
+        proc = subprocess.run(
+            [str(exe), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+    def _apply_install(self, bins: Binaries, timeout: float) -> None:
+        t = time.monotonic()
+        rendered = self.kubectl(bins, "kustomize", str(OPERATOR_MANIFESTS)).stdout
+        docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") not in IN_CLUSTER_KINDS]
+        crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
+                     "-f", "-", input=yaml.safe_dump_all(crds))
+        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
+                     "-f", "-", input=yaml.safe_dump_all(rest))
+        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
+                     "-k", str(TRAINING_MANIFESTS))
+        self.kubectl(bins, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
+                     *(f"crd/{d['metadata']['name']}" for d in crds))
+        self.log(f"  CRDs, operator RBAC and manifests/training applied ({time.monotonic() - t:.1f}s)")
+
+    def _write_webhook_certs(self) -> None:
+        """The operator only starts its controllers once tls.crt/tls.key exist in its cert dir.
+
+        The path is fixed and shared by every local cluster on this machine, so all of them
+        use one self-signed pair (kept in the cache); no webhook configuration points at it."""
+        if (WEBHOOK_CERT_DIR / "tls.crt").exists() and (WEBHOOK_CERT_DIR / "tls.key").exists():
+            return
+        WEBHOOK_CERT_DIR.mkdir(parents=True, exist_ok=True)
+        crt, key = pki.self_signed_serving_pair(f"{OPERATOR_SA}.{OPERATOR_NAMESPACE}.svc")
+        for fname, data in (("tls.key", key), ("tls.crt", crt)):
+            tmp = WEBHOOK_CERT_DIR / f".{fname}.{os.getpid()}"
+            tmp.write_bytes(data)
+            tmp.replace(WEBHOOK_CERT_DIR / fname)
+
+    def _nodes_ready(self, bins: Binaries) -> bool:
+        out = self.kubectl(bins, "get", "nodes", "-l", "=".join(nodes.KWOK_LABEL), "-o",
+                           "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+                           check=False).stdout.split()
+        return len(out) == len(nodes.node_objects()) and all(s == "True" for s in out)
+
+    # --- test hooks ----------------------------------------------------------
+    @staticmethod
+    def pod_annotations(exit_code: int | None = None, run_for: str | None = None) -> dict[str, str]:
+        """Annotations for a pod template: every attempt exits with `exit_code` after `run_for`."""
+        ann: dict[str, str] = {}
+        if exit_code is not None:
+            ann[EXIT_CODE_ANNOTATION] = str(exit_code)
+        if run_for is not None:
+            ann[RUN_FOR_ANNOTATION] = run_for
+        return ann
+
+    def fail_replica(self, namespace: str, pod: str, exit_code: int, after: str = "0s") -> None:
+        """Make one live pod's containers exit with `exit_code` (0 succeeds) `after` from now.
+
+        Only this pod attempt is affected: a pod the operator recreates runs normally."""
+        patch: dict[str, Any] = {"metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code),
+                                                               RUN_FOR_ANNOTATION: after}}}
+        self.kubectl(None, "patch", "pod", pod, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
