@@ -14,8 +14,8 @@ class Problem:
 
     def render(self, source: str | None) -> str:
         where = f"{source}: " if source else ""
-        at = self.path or "<root>"
-        return f"{where}{at}: {self.message}"
+        at = f"{self.path}: " if self.path else ""
+        return f"{where}{at}{self.message}"
 
 
 @dataclass

@@ -1,0 +1,283 @@
+"""The `jobgen` command line.
+
+Start-up stays light: each command imports what it needs (pydantic and Jinja2 for rendering, the
+kubernetes client only for commands that talk to a cluster). User errors print one message per
+problem, naming file and field, and exit 2; cluster errors print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from jobgen import __version__
+from jobgen.errors import ClusterError, UserError
+
+OUTPUT_FORMATS = click.Choice(["yaml", "json"])
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message if message.startswith("error") else f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns known errors into messages and exit codes instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from jobgen.kube import ApiRejected
+
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            _fail("\n".join(f"error: {line}" for line in str(exc).splitlines()), exc.exit_code)
+        except ClusterError as exc:
+            _fail(str(exc), exc.exit_code)
+        except ApiRejected as exc:
+            _fail(f"the apiserver rejected the request ({exc.status} {exc.reason}): {exc}", 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            sys.exit(0)
+
+
+def _pairs(values: tuple[str, ...], option: str, typed: bool) -> list[tuple[str, Any]]:
+    from jobgen.loader import parse_set_value
+
+    out = []
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected PATH=VALUE, got {item!r}", param_hint=option)
+        out.append((key, parse_set_value(raw) if typed else raw))
+    return out
+
+
+def _set_options(fn: Any) -> Any:
+    fn = click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=True),
+                      envvar="JOBGEN_TEMPLATES", help="Directory searched for templates before the packaged ones.")(fn)
+    fn = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                      help="Hyperparameter value, checked against its declared type and bounds.")(fn)
+    fn = click.option("--set-string", "set_strings", multiple=True, metavar="PATH=VALUE",
+                      help="Like --set, but the value is always a string.")(fn)
+    fn = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+                      help="Override a spec field, e.g. --set replicas.Worker.replicas=4 (helm syntax).")(fn)
+    return fn
+
+
+def _cluster_options(fn: Any) -> Any:
+    fn = click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False),
+                      help="Path to the kubeconfig file.")(fn)
+    fn = click.option("--context", "context", help="The kube context to use.")(fn)
+    return fn
+
+
+def _render_file(path: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+                 template_dir: str | None) -> dict[str, Any]:
+    """Render a spec, or read a manifest as is (``--set``/``--param`` only apply to specs)."""
+    from jobgen.loader import is_manifest, load_spec, read_document
+
+    overrides = _pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False)
+    param_values = dict(_pairs(params, "--param", False))
+    doc = read_document(path)
+    if is_manifest(doc):
+        if overrides or param_values:
+            raise UserError.one("", "--set/--set-string/--param apply to job specs, not to kubeflow.org manifests", path)
+        return doc
+    from jobgen.render import render
+
+    spec = load_spec(path, overrides) if overrides else _parse(doc, path)
+    return render(spec, param_values, template_dir, source=path)
+
+
+def _parse(doc: dict[str, Any], path: str) -> Any:
+    from jobgen.loader import parse_spec
+
+    return parse_spec(doc, path)
+
+
+def _validated(manifest: dict[str, Any], path: str) -> dict[str, Any]:
+    from jobgen.validate import manifest_problems
+
+    problems = manifest_problems(manifest)
+    if problems:
+        raise UserError(problems, f"{path} (rendered {manifest.get('kind')})")
+    return manifest
+
+
+def _emit(data: Any, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        from jobgen.render import dump_yaml
+
+        click.echo(dump_yaml(data), nl=False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jobgen")
+def main() -> None:
+    """Render, validate and submit Kubeflow PyTorchJob/TFJob (kubeflow.org/v1) training jobs."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@_set_options
+@click.option("-o", "--output", type=OUTPUT_FORMATS, default="yaml", show_default=True)
+def render(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+           template_dir: str | None, output: str) -> None:
+    """Print the PyTorchJob/TFJob manifest rendered from SPEC."""
+    _emit(_render_file(spec, sets, set_strings, params, template_dir), output)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@_set_options
+def validate(files: tuple[str, ...], sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+             template_dir: str | None) -> None:
+    """Validate job specs or manifests offline.
+
+    Checks the vendored training-operator v1.9.4 CRD schema, the Kubernetes v1.36 pod template
+    schema and the operator webhook's rules. Exits 2 if any file has a problem.
+    """
+    failed: list[UserError] = []
+    for path in files:
+        try:
+            manifest = _validated(_render_file(path, sets, set_strings, params, template_dir), path)
+        except UserError as exc:
+            failed.append(exc)
+            continue
+        click.echo(f"{path}: valid {manifest['kind']} {manifest['metadata']['name']}")
+    if failed:
+        raise UserError([], None, hint="\n".join(str(exc) for exc in failed))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@_set_options
+@click.option("--dry-run", type=click.Choice(["none", "client", "server"]), default="none", show_default=True,
+              help="client: render and validate only; server: ask the apiserver to validate without persisting.")
+@click.option("--force-conflicts", is_flag=True, help="Take over fields that another field manager owns.")
+@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
+@_cluster_options
+def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+           template_dir: str | None, dry_run: str, force_conflicts: bool, output: str, context: str | None,
+           kubeconfig: str | None) -> None:
+    """Render, validate and server-side apply SPEC (field manager "jobgen"). Idempotent."""
+    manifest = _validated(_render_file(spec, sets, set_strings, params, template_dir), spec)
+    if dry_run == "client":
+        result, suffix = manifest, " (dry run)"
+    else:
+        from jobgen import kube
+
+        cluster = kube.connect(context, kubeconfig)
+        result = kube.apply(cluster, manifest, server_dry_run=dry_run == "server", force_conflicts=force_conflicts)
+        suffix = " (server dry run)" if dry_run == "server" else ""
+    if output == "name":
+        click.echo(f"{result['kind'].lower()}.kubeflow.org/{result['metadata']['name']} serverside-applied{suffix}")
+    else:
+        _emit(result, output)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", help="Namespace (default: the kube context's).")
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-l", "--selector", help="Label selector, e.g. team=vision.")
+@click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
+@_cluster_options
+def status(name: str | None, namespace: str | None, all_namespaces: bool, selector: str | None, output: str,
+           context: str | None, kubeconfig: str | None) -> None:
+    """Show state, replicas ready/succeeded/failed, age, and why a job is Pending or Failed."""
+    from jobgen import kube
+    from jobgen.status import status_table, summarize
+
+    cluster = kube.connect(context, kubeconfig)
+    ns = namespace or cluster.namespace
+    if name:
+        job = kube.get_job(cluster, name, ns)
+        if job is None:
+            raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
+        statuses = [summarize(job, kube.job_pods(cluster, name, ns), kube.job_events(cluster, name, ns))]
+    else:
+        if all_namespaces:
+            jobs = _all_namespaces(cluster, selector)
+        else:
+            jobs = kube.list_jobs(cluster, ns, selector)
+        statuses = []
+        for job in sorted(jobs, key=lambda j: (j["metadata"]["namespace"], j["metadata"]["name"])):
+            state = summarize(job)
+            if state.reason or state.state == "Pending":
+                meta = job["metadata"]
+                state = summarize(job, kube.job_pods(cluster, meta["name"], meta["namespace"]))
+            statuses.append(state)
+    if output == "table":
+        if not statuses:
+            click.echo(f"No jobs found in namespace {ns}." if not all_namespaces else "No jobs found.", err=True)
+            return
+        click.echo(status_table(statuses))
+    else:
+        _emit([s.as_dict() for s in statuses] if not name else statuses[0].as_dict(), output)
+
+
+def _all_namespaces(cluster: Any, selector: str | None) -> list[dict[str, Any]]:
+    from jobgen import kube
+
+    namespaces = kube._call(cluster, "list namespaces", cluster.core().list_namespace).items
+    return [j for ns in namespaces for j in kube.list_jobs(cluster, ns.metadata.name, selector)]
+
+
+@main.command()
+@click.argument("name")
+@click.option("--replica", default=None, metavar="ROLE-INDEX",
+              help="Which replica, e.g. master-0, worker-1 (default: master-0, chief-0 or worker-0).")
+@click.option("-f", "--follow", is_flag=True, help="Stream new log lines.")
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines from the end to show.")
+@click.option("-n", "--namespace")
+@_cluster_options
+def logs(name: str, replica: str | None, follow: bool, tail: int | None, namespace: str | None,
+         context: str | None, kubeconfig: str | None) -> None:
+    """Print the logs of one replica of job NAME."""
+    from jobgen import kube
+
+    cluster = kube.connect(context, kubeconfig)
+    ns = namespace or cluster.namespace
+    job = kube.get_job(cluster, name, ns)
+    if job is None:
+        raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
+    roles = [r.lower() for r in (job["spec"].get("pytorchReplicaSpecs") or job["spec"].get("tfReplicaSpecs") or {})]
+    if replica is None:
+        replica = next(f"{r}-0" for r in ("master", "chief", "worker", *roles) if r in roles)
+    role, _, index = replica.rpartition("-")
+    if role not in roles or not index.isdigit():
+        choices = ", ".join(f"{r}-N" for r in roles)
+        raise UserError.one("--replica", f"{replica!r} is not a replica of {name}; expected one of {choices}")
+    pod = f"{name}-{replica}"
+    out = click.get_binary_stream("stdout")
+    for chunk in kube.pod_logs(cluster, pod, ns, kube.CONTAINERS[job["kind"]], follow, tail):
+        out.write(chunk)
+        out.flush()
+
+
+@main.command()
+@click.argument("name")
+@click.option("-n", "--namespace")
+@_cluster_options
+def delete(name: str, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+    """Delete job NAME (its pods and Services go with it)."""
+    from jobgen import kube
+
+    cluster = kube.connect(context, kubeconfig)
+    ns = namespace or cluster.namespace
+    job = kube.get_job(cluster, name, ns)
+    if job is None:
+        raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
+    kube.delete_job(cluster, job["kind"], name, ns)
+    click.echo(f"{job['kind'].lower()}.kubeflow.org/{name} deleted")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Test helpers for the local control plane: the handle the `local_cluster` pytest fixture
+yields, a poller, and hand-written PyTorchJob/TFJob objects (independent of jobgen's renderer)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cluster import LocalCluster
+from .pki import write_kubeconfig
+
+@dataclass
+class LocalClusterHandle:
+    """What integration tests get from the `local_cluster` fixture."""
+
+    cluster: LocalCluster
+    kubeconfig: str  # admin kubeconfig (system:masters)
+    context: str
+    server: str
+    bin_dir: str
+    kubectl_path: str
+
+    # --- kubectl -----------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                kubeconfig: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+                              input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def get(self, kind: str, name: str | None = None, namespace: str | None = None,
+            selector: str | None = None) -> Any:
+        args = ["get", kind, "-o", "json"]
+        if name:
+            args.insert(2, name)
+        if namespace:
+            args += ["-n", namespace]
+        if selector:
+            args += ["-l", selector]
+        return json.loads(self.kubectl(*args).stdout)
+
+    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str,
+              kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        docs = obj if isinstance(obj, list) else [obj]
+        return self.kubectl("apply", "--server-side", "--field-manager=jobgen-tests", *extra, "-f", "-",
+                            input=yaml.safe_dump_all(docs), kubeconfig=kubeconfig, check=check)
+
+    def create_namespace(self, prefix: str = "t") -> str:
+        """A fresh namespace whose default ServiceAccount exists (pods need it)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        wait_for(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+                 30, f"ServiceAccount default in {name}")
+        return name
+
+    # --- identities --------------------------------------------------------
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> str:
+        """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token."""
+        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
+        ca = self.cluster.pki.ca_cert.read_bytes()
+        write_kubeconfig(path, server=self.server, ca_pem=ca, context=self.context, user={"token": token})
+        return str(path)
+
+    # --- pod lifecycle hooks (kwok stages) -----------------------------------
+    @staticmethod
+    def pod_annotations(exit_code: int | None = None, run_for: str | None = None) -> dict[str, str]:
+        """Pod-template annotations: every attempt exits with `exit_code` after `run_for` (e.g. "1h")."""
+        return LocalCluster.pod_annotations(exit_code, run_for)
+
+    def fail_replica(self, namespace: str, pod: str, exit_code: int, after: str = "0s") -> None:
+        """Make this one live pod exit with `exit_code` (0 = succeed); a recreated pod runs normally."""
+        self.cluster.fail_replica(namespace, pod, exit_code, after)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll until `check()` returns something truthy; return it. Fails with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+IMAGE = "python:3.11-slim"  # never pulled: kwok runs no containers
+
+
+def container(name: str, gpus: int = 0, cpu: str = "500m") -> dict[str, Any]:
+    res: dict[str, Any] = {"requests": {"cpu": cpu, "memory": "512Mi"}, "limits": {"memory": "512Mi"}}
+    if gpus:
+        res["requests"]["nvidia.com/gpu"] = gpus
+        res["limits"]["nvidia.com/gpu"] = gpus
+    return {"name": name, "image": IMAGE, "command": ["python", "-c", "print('hi')"], "resources": res}
+
+
+def placement(accelerator: str | None = None, spot: bool = False, pool: str | None = None) -> dict[str, Any]:
+    """nodeSelector + tolerations as jobgen renders them for GKE."""
+    selector: dict[str, str] = {}
+    tolerations: list[dict[str, str]] = []
+    if accelerator:
+        selector["cloud.google.com/gke-accelerator"] = accelerator
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    if spot:
+        selector["cloud.google.com/gke-spot"] = "true"
+        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+                            "effect": "NoSchedule"})
+    if pool:
+        selector["cloud.google.com/gke-nodepool"] = pool
+    out: dict[str, Any] = {}
+    if selector:
+        out["nodeSelector"] = selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    return out
+
+
+def replica(cname: str, replicas: int, *, gpus: int = 0, restart: str = "OnFailure",
+            annotations: dict[str, str] | None = None, **place: Any) -> dict[str, Any]:
+    template: dict[str, Any] = {"spec": {"containers": [container(cname, gpus)], **placement(**place)}}
+    if annotations:
+        template["metadata"] = {"annotations": annotations}
+    return {"replicas": replicas, "restartPolicy": restart, "template": template}
+
+
+def pytorchjob(name: str, namespace: str, workers: int = 1, *, gpus: int = 0, restart: str = "OnFailure",
+               worker_annotations: dict[str, str] | None = None, master_annotations: dict[str, str] | None = None,
+               backoff_limit: int | None = None, **place: Any) -> dict[str, Any]:
+    run_policy: dict[str, Any] = {"cleanPodPolicy": "None"}
+    if backoff_limit is not None:
+        run_policy["backoffLimit"] = backoff_limit
+    specs = {"Master": replica("pytorch", 1, gpus=gpus, restart=restart, annotations=master_annotations, **place)}
+    if workers:
+        specs["Worker"] = replica("pytorch", workers, gpus=gpus, restart=restart,
+                                  annotations=worker_annotations, **place)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs},
+    }
+
+
+def tfjob(name: str, namespace: str, workers: int = 2, ps: int = 1, **place: Any) -> dict[str, Any]:
+    specs = {
+        "Chief": replica("tensorflow", 1, **place),
+        "Worker": replica("tensorflow", workers, **place),
+    }
+    if ps:
+        specs["PS"] = replica("tensorflow", ps, **place)
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "tfReplicaSpecs": specs},
+    }
+
+
+def condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for c in job.get("status", {}).get("conditions", []) or []:
+        if c.get("type") == ctype and c.get("status") == "True":
+            return c
+    return None
+
+
+def env_of(pod: dict[str, Any], container_name: str) -> dict[str, str]:
+    for c in pod["spec"]["containers"]:
+        if c["name"] == container_name:
+            return {e["name"]: e.get("value", "") for e in c.get("env", [])}
+    raise AssertionError(f"pod {pod['metadata']['name']} has no container {container_name}")
