@@ -40,6 +40,8 @@ _SLOTS_VAR = "_jobgen_slots"
 @jinja2.pass_context
 def _placeholder(context: jinja2.runtime.Context, value: Any) -> str:
     """Jinja ``finalize``: record the value and emit a quoted placeholder in its stead."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the missing value
     slots: list[Any] = context[_SLOTS_VAR]
     slots.append(value)
     return f'"\\u0000jobgen-value:{len(slots) - 1}"'

@@ -37,6 +37,8 @@ KINDS: dict[str, dict[str, Any]] = {
         "roles": ("Chief", "Master", "Worker", "PS", "Evaluator"),
     },
 }
+CLEAN_POD_POLICIES = ("None", "Running", "All")
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 MANAGED_BY = ("kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue")
 
 
@@ -123,6 +125,10 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
         if role not in info["roles"]:
             problems.append(Problem(here, f"unsupported replica type; expected one of {', '.join(info['roles'])}"))
         rspec = rspec if isinstance(rspec, dict) else {}
+        restart = rspec.get("restartPolicy")
+        if restart not in (None, *RESTART_POLICIES):
+            problems.append(Problem(f"{here}.restartPolicy", f"expected one of {', '.join(RESTART_POLICIES)}, "
+                                                              f"got {restart!r}"))
         replicas = rspec.get("replicas", 1)
         if isinstance(replicas, int):
             sizes[role.lower()] = replicas
@@ -160,6 +166,10 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
         if isinstance(max_r, int) and "worker" in sizes:
             sizes["worker"] = max(sizes["worker"], max_r)
 
+    clean = (spec.get("runPolicy") or {}).get("cleanPodPolicy")
+    if clean not in (None, *CLEAN_POD_POLICIES):
+        problems.append(Problem("spec.runPolicy.cleanPodPolicy", f"expected one of {', '.join(CLEAN_POD_POLICIES)}, "
+                                                                  f"got {clean!r}"))
     managed_by = (spec.get("runPolicy") or {}).get("managedBy")
     if managed_by not in (None, "", *MANAGED_BY):
         problems.append(Problem("spec.runPolicy.managedBy", f"expected one of {', '.join(MANAGED_BY)}"))

@@ -1,0 +1,91 @@
+# Kubeflow-on-GKE training platform. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JOBGEN := $(VENV)/bin/jobgen
+JOB ?=
+PYTEST_ARGS ?=
+# The local control plane's kubeconfig (written by `make local-cluster`).
+LOCAL_KUBECONFIG = $(shell $(PY) -m jobgen.localcluster kubeconfig 2>/dev/null)
+
+##@ Getting started
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target> [JOB=jobs/x.yaml]\n"} \
+	  /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+	  /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: demo
+demo: venv bins ## Run the main job locally: render, validate and run jobs/cpu-ddp.yaml on the local control plane.
+	$(PY) -m jobgen.demo
+
+.PHONY: test
+test: venv bins ## Run all tests (unit, integration against the local control plane, e2e if kind is present).
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+##@ Jobs (JOB=jobs/x.yaml; the current kube context, or KUBECONFIG)
+
+.PHONY: render
+render: venv ## Print the manifest rendered from JOB.
+	@test -n "$(JOB)" || { echo "usage: make render JOB=jobs/x.yaml" >&2; exit 2; }
+	@$(JOBGEN) render $(JOB)
+
+.PHONY: validate
+validate: venv ## Validate JOB (or every spec in jobs/) offline.
+	@$(JOBGEN) validate $(or $(JOB),jobs/*.yaml)
+
+.PHONY: submit
+submit: venv ## Render, validate and server-side apply JOB.
+	@test -n "$(JOB)" || { echo "usage: make submit JOB=jobs/x.yaml" >&2; exit 2; }
+	@$(JOBGEN) submit $(JOB)
+
+.PHONY: status
+status: venv ## Show the state of every PyTorchJob/TFJob in the current namespace.
+	@$(JOBGEN) status
+
+##@ Local control plane (no Docker needed)
+
+.PHONY: bins
+bins: ## Build the pinned control-plane binaries into the version-keyed cache (cold: minutes; warm: instant).
+	hack/build-bins.sh
+
+.PHONY: local-cluster
+local-cluster: venv bins ## Start kube-apiserver, etcd, scheduler, controller-manager, kwok GPU nodes and the training-operator.
+	$(PY) -m jobgen.localcluster up
+
+.PHONY: local-cluster-down
+local-cluster-down: venv ## Stop everything local-cluster started.
+	$(PY) -m jobgen.localcluster down
+
+.PHONY: operator
+operator: ## Install the training-operator v1.9.4 and the platform's namespace/RBAC into the current context.
+	kubectl apply --server-side -k manifests/training-operator
+	kubectl apply --server-side -k manifests/platform
+
+##@ Development
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create or update .venv with the package and its test dependencies.
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: schema
+schema: venv ## Regenerate the committed JSON schemas (job spec, CRDs) after changing jobgen/spec.py.
+	$(PY) -m jobgen.schemagen
+
+.PHONY: bench
+bench: venv ## Run the benchmarks in bench/ and print the numbers for docs/benchmarks.md.
+	$(PY) bench/render_bench.py
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches in the work tree (not the binary cache).
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
