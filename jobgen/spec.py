@@ -296,7 +296,9 @@ class JobSpec(_Model):
     distribution: Distribution | None = None
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     restart_policy: Literal["Always", "OnFailure", "Never", "ExitCode"] = Field(
-        "OnFailure", description="ExitCode retries exit codes 1-127 minus 1,2,126,127 (training-operator rules)."
+        "OnFailure",
+        description="ExitCode: the operator recreates a replica that exited 130, 137 or 143 (SIGINT/SIGKILL/SIGTERM, "
+        "e.g. preemption) or 138 (SIGUSR1, user-defined retryable) and fails the job on any other code.",
     )
     success_policy: Literal["", "AllWorkers"] | None = Field(None, description="TFJob only.")
     hyperparameters: dict[StrictStr, Hyperparameter] = Field(default_factory=dict)

@@ -142,7 +142,8 @@ class LocalCluster:
         self.pki.ensure(idents)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler",
                  "operator-webhook", "operator-metrics", "operator-probe", "kwok")
-        ports = {n: procs.free_port() for n in names}
+        taken: set[int] = set()
+        ports = {n: procs.free_port(taken) for n in names}
         server = f"https://127.0.0.1:{ports['apiserver']}"
         kc = {
             ident.name: self.pki.kubeconfig(sd / f"{ident.name}.kubeconfig", server, ident, self.context)
@@ -290,8 +291,8 @@ class LocalCluster:
                      "-f", "-", input=yaml.safe_dump_all(crds))
         self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
                      "-f", "-", input=yaml.safe_dump_all(rest))
-        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-                     "-k", str(TRAINING_MANIFESTS))
+        # kubectl's default field manager, as `make operator` uses, so re-applying by hand just works
+        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", "-k", str(TRAINING_MANIFESTS))
         self.kubectl(bins, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
                      *(f"crd/{d['metadata']['name']}" for d in crds))
         self.log(f"  CRDs, operator RBAC and manifests/training applied ({time.monotonic() - t:.1f}s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,10 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Listening ports are picked below the kernel's ephemeral range (32768-60999 by default):
+# a port from that range, free when picked, can be taken by an outgoing connection
+# (e.g. the apiserver's to etcd) before the process meant to listen on it starts.
+PORT_RANGE = (20000, 32000)
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A loopback TCP port that is free now, outside the ephemeral range and not in `taken`."""
+    taken = taken if taken is not None else set()
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise OSError(f"no free port in {PORT_RANGE}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Render throughput and CLI cold start, each against a baseline measured in the same run.
+
+    .venv/bin/python bench/render_bench.py [--seconds 3] [--runs 21]
+
+1. In-process: manifests rendered per second (spec already parsed; Jinja2 render, YAML parse, value
+   substitution), per example; and render + full validation, for comparison.
+2. Cold start: wall time of `jobgen render jobs/cpu-ddp.yaml` as a new process, against the floor
+   `python -c "import yaml"` with the same interpreter, runs interleaved; medians and their ratio.
+
+Targets (docs/benchmarks.md): >= 1,000 renders/s; cold start <= 0.3 s or <= 2x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def throughput(fn, seconds: float) -> float:
+    fn()  # warm caches (templates, validators)
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(50):
+            fn()
+        count += 50
+    return count / elapsed
+
+
+def wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per throughput measurement")
+    parser.add_argument("--runs", type=int, default=21, help="cold-start runs of each command")
+    args = parser.parse_args()
+
+    from jobgen.loader import load_spec
+    from jobgen.render import render
+    from jobgen.validate import manifest_problems
+
+    results: dict[str, object] = {"python": platform.python_version(), "machine": platform.machine()}
+    rows = []
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        spec = load_spec(path)
+        rate = throughput(lambda: render(spec), args.seconds)
+        rate_validated = throughput(lambda: manifest_problems(render(spec)), args.seconds)
+        rows.append({"spec": path.name, "renders_per_s": round(rate), "render_and_validate_per_s": round(rate_validated)})
+    results["throughput"] = rows
+
+    jobgen = str(Path(sys.executable).parent / "jobgen")
+    render_cmd = [jobgen, "render", "jobs/cpu-ddp.yaml"]
+    floor_cmd = [sys.executable, "-c", "import yaml"]
+    wall(render_cmd), wall(floor_cmd)  # warm the page cache
+    cold, floor = [], []
+    for _ in range(args.runs):
+        cold.append(wall(render_cmd))
+        floor.append(wall(floor_cmd))
+    results["cold_start"] = {
+        "command": " ".join(["jobgen", *render_cmd[1:]]),
+        "runs": args.runs,
+        "median_s": round(statistics.median(cold), 4),
+        "floor_median_s": round(statistics.median(floor), 4),
+        "ratio_to_floor": round(statistics.median(cold) / statistics.median(floor), 2),
+    }
+
+    print(json.dumps(results, indent=2))
+    worst = min(r["renders_per_s"] for r in rows)
+    cs = results["cold_start"]
+    ok_rate = worst >= 1000
+    ok_cold = cs["median_s"] <= 0.3 or cs["ratio_to_floor"] <= 2
+    print(f"\nrender throughput: worst {worst}/s (target >= 1000): {'ok' if ok_rate else 'MISSED'}")
+    print(f"cold start: {cs['median_s']}s, {cs['ratio_to_floor']}x the floor {cs['floor_median_s']}s "
+          f"(target <= 0.3 s or <= 2x): {'ok' if ok_cold else 'MISSED'}")
+    return 0 if ok_rate and ok_cold else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
