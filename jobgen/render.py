@@ -186,7 +186,9 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         volumes.append({"name": vol.name, "csi": {"driver": "gcsfuse.csi.storage.gke.io",
                                                    "readOnly": vol.read_only, "volumeAttributes": attrs}})
         mounts.append({"name": vol.name, "mountPath": vol.mount_path, "readOnly": vol.read_only})
-    pod_annotations = {GCSFUSE_ANNOTATION: "true"} if spec.volumes.gcsfuse else {}
+    pod_annotations = dict(spec.pod_annotations)
+    if spec.volumes.gcsfuse:
+        pod_annotations[GCSFUSE_ANNOTATION] = "true"
 
     roles = [
         _role(spec, name, rep, spec.labels, pod_annotations, env, hp_args, volumes, mounts)

@@ -308,7 +308,8 @@ class JobSpec(_Model):
         None, description="Kubernetes ServiceAccount, bound to a Google service account by Workload Identity."
     )
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Annotations of the job.")
+    pod_annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Annotations of every pod.")
     volumes: Volumes = Field(default_factory=Volumes)
     template: StrictStr | None = Field(None, description="Template file name, looked up in --templates first.")
 
@@ -332,7 +333,7 @@ class JobSpec(_Model):
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         return _string_map("label", v, _QUALIFIED_NAME, _LABEL_VALUE)
 
-    @field_validator("annotations")
+    @field_validator("annotations", "pod_annotations")
     @classmethod
     def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
         return _string_map("annotation", v, _QUALIFIED_NAME, None)

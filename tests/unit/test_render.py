@@ -38,7 +38,7 @@ def test_gpu_placement():
     res = spec["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == 1 and res["requests"]["nvidia.com/gpu"] == 1
     assert spec["priorityClassName"] == "training-default"
-    assert spec["serviceAccountName"] == "training"
+    assert spec["serviceAccountName"] == "jobgen-trainer"
 
 
 def test_cpu_job_has_no_gpu_placement(cpu_spec):
@@ -185,3 +185,10 @@ def test_dump_round_trips(cpu_spec):
 
     m = render(parse_spec(cpu_spec, "x"))
     assert yaml.safe_load(dump_yaml(m)) == m
+
+
+def test_pod_annotations(cpu_spec):
+    cpu_spec["podAnnotations"] = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+    m = render(parse_spec(cpu_spec, "x"))
+    assert pod(m, "Worker")["metadata"]["annotations"] == cpu_spec["podAnnotations"]
+    assert m["metadata"]["annotations"] == {}
