@@ -10,101 +10,17 @@ Set JOBGEN_LOCALCLUSTER_REUSE=1 to use (and leave running) the cluster of
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from jobgen.localcluster import ClusterError, LocalCluster, default_state_dir
 from jobgen.localcluster.bins import binaries
-from jobgen.localcluster.pki import write_kubeconfig
+from jobgen.localcluster.testing import LocalClusterHandle
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-@dataclass
-class LocalClusterHandle:
-    """What integration tests get from the `local_cluster` fixture."""
-
-    cluster: LocalCluster
-    kubeconfig: str  # admin kubeconfig (system:masters)
-    context: str
-    server: str
-    bin_dir: str
-    kubectl_path: str
-
-    # --- kubectl -----------------------------------------------------------
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                kubeconfig: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-                              input=input, capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc
-
-    def get(self, kind: str, name: str | None = None, namespace: str | None = None,
-            selector: str | None = None) -> Any:
-        args = ["get", kind, "-o", "json"]
-        if name:
-            args.insert(2, name)
-        if namespace:
-            args += ["-n", namespace]
-        if selector:
-            args += ["-l", selector]
-        return json.loads(self.kubectl(*args).stdout)
-
-    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str,
-              kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        docs = obj if isinstance(obj, list) else [obj]
-        return self.kubectl("apply", "--server-side", "--field-manager=jobgen-tests", *extra, "-f", "-",
-                            input=yaml.safe_dump_all(docs), kubeconfig=kubeconfig, check=check)
-
-    def create_namespace(self, prefix: str = "t") -> str:
-        """A fresh namespace whose default ServiceAccount exists (pods need it)."""
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        self.kubectl("create", "namespace", name)
-        wait_for(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-                 30, f"ServiceAccount default in {name}")
-        return name
-
-    # --- identities --------------------------------------------------------
-    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> str:
-        """A kubeconfig that authenticates as the ServiceAccount with a TokenRequest token."""
-        token = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
-        ca = self.cluster.pki.ca_cert.read_bytes()
-        write_kubeconfig(path, server=self.server, ca_pem=ca, context=self.context, user={"token": token})
-        return str(path)
-
-    # --- pod lifecycle hooks (kwok stages) -----------------------------------
-    @staticmethod
-    def pod_annotations(exit_code: int | None = None, run_for: str | None = None) -> dict[str, str]:
-        """Pod-template annotations: every attempt exits with `exit_code` after `run_for` (e.g. "1h")."""
-        return LocalCluster.pod_annotations(exit_code, run_for)
-
-    def fail_replica(self, namespace: str, pod: str, exit_code: int, after: str = "0s") -> None:
-        """Make this one live pod exit with `exit_code` (0 = succeed); a recreated pod runs normally."""
-        self.cluster.fail_replica(namespace, pod, exit_code, after)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll until `check()` returns something truthy; return it. Fails with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _unavailable(reason: str) -> None:

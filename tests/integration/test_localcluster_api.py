@@ -10,8 +10,7 @@ import yaml
 
 from jobgen.localcluster.bins import REPO_ROOT
 
-from .conftest import LocalClusterHandle
-from .jobs import pytorchjob
+from jobgen.localcluster.testing import LocalClusterHandle, pytorchjob, wait_for
 
 pytestmark = pytest.mark.integration
 MANIFESTS = REPO_ROOT / "manifests"
@@ -26,8 +25,17 @@ def test_server_side_dry_run_rejects_invalid_manifest(local_cluster: LocalCluste
                       input=yaml.safe_dump(job), check=False)
     assert proc.returncode != 0
     assert "spec.pytorchReplicaSpecs.Worker.replicas" in proc.stderr, proc.stderr
-    assert "integer" in proc.stderr, proc.stderr
+    assert "expected numeric" in proc.stderr, proc.stderr
     assert lc.kubectl("get", "pytorchjob", "broken", "-n", ns, check=False).returncode != 0
+
+    # the CRD's OpenAPI schema (required fields of the pod template) is enforced on create too
+    job = pytorchjob("nameless", ns, workers=1)
+    del job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["name"]
+    proc = lc.kubectl("create", "--dry-run=server", "-f", "-",
+                      input=yaml.safe_dump(job), check=False)
+    assert proc.returncode != 0
+    assert "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].name: Required value" in proc.stderr, \
+        proc.stderr
 
     # a valid job passes the same dry run and is still not created
     ok = lc.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-",
@@ -83,7 +91,7 @@ def test_manifests_training_namespace_rbac_and_priorityclasses(local_cluster: Lo
                        ("clusterrole", "jobgen-job-submitter")):
         assert lc.kubectl("get", kind, name, check=False).returncode == 0, f"{kind}/{name} missing"
     # re-applying the kustomization is idempotent
-    lc.kubectl("apply", "--server-side", "--field-manager=jobgen-tests", "-k", str(MANIFESTS / "training"))
+    lc.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / "training"))
 
     sub = lc.token_kubeconfig("training", "jobgen-submitter", tmp_path / "submitter.kubeconfig")
     job = pytorchjob("by-submitter", "training", workers=1, pool="cpu")
@@ -102,7 +110,6 @@ def test_manifests_training_namespace_rbac_and_priorityclasses(local_cluster: Lo
     assert can.stdout.strip() == "yes"
 
     # the master pod got the priority of its class from the real Priority admission plugin
-    from .conftest import wait_for
     pod = wait_for(lambda: lc.kubectl("get", "pod", "by-submitter-master-0", "-n", "training", "-o",
                                       "jsonpath={.spec.priority}", check=False).stdout, 60, "master pod")
     assert pod == "100000"

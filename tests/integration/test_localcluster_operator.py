@@ -10,8 +10,7 @@ import pytest
 
 from jobgen.localcluster import MAX_GPUS_PER_NODE
 
-from .conftest import LocalClusterHandle, wait_for
-from .jobs import condition, env_of, pytorchjob, tfjob
+from jobgen.localcluster.testing import LocalClusterHandle, condition, env_of, pytorchjob, tfjob, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -167,9 +166,14 @@ def test_exit_code_retryable_failure_restarts_replica(local_cluster: LocalCluste
     first_uid = first["metadata"]["uid"]
 
     lc.fail_replica(ns, "flaky-worker-0", 137)  # SIGKILL-like: retryable under ExitCode
-    wait_condition(lc, "pytorchjob", ns, "flaky", "Restarting")
     second = wait_for(lambda: (p := pod_named(lc, ns, "flaky-worker-0")) and p["metadata"]["uid"] != first_uid
                       and p["status"].get("phase") == "Running" and p, 60, "recreated worker Running")
+    # the Restarting condition is transient (Running replaces it); the operator's events stay
+    reasons = wait_for(lambda: {e["reason"] for e in lc.get("events", namespace=ns)["items"]
+                                if e["involvedObject"]["name"] == "flaky"} >= {"PyTorchJobRestarting"}
+                       and {e["reason"]: e["message"] for e in lc.get("events", namespace=ns)["items"]},
+                       30, "PyTorchJobRestarting event")
+    assert "exited with code 137" in reasons["ExitedWithCode"], reasons
     job = lc.get("pytorchjob", "flaky", ns)
     assert condition(job, "Failed") is None
 
