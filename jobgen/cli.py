@@ -226,7 +226,7 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
 def _all_namespaces(cluster: Any, selector: str | None) -> list[dict[str, Any]]:
     from jobgen import kube
 
-    namespaces = kube._call(cluster, "list namespaces", cluster.core().list_namespace).items
+    namespaces = kube._call(cluster, cluster.core().list_namespace).items
     return [j for ns in namespaces for j in kube.list_jobs(cluster, ns.metadata.name, selector)]
 
 

@@ -95,7 +95,7 @@ class ApiRejected(Exception):
         self.reason = reason
 
 
-def _call(cluster: Cluster, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(cluster: Cluster, fn: Any, *args: Any, **kwargs: Any) -> Any:
     from kubernetes.client.exceptions import ApiException
 
     try:
@@ -111,6 +111,16 @@ def _call(cluster: Cluster, what: str, fn: Any, *args: Any, **kwargs: Any) -> An
         if type(exc).__module__.startswith("urllib3"):
             raise _unreachable(cluster, exc) from None
         raise
+
+
+def _json_call(cluster: Cluster, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a CustomObjectsApi method and decode its JSON body (the generated client returns
+    ``object``-typed results unreliably, so the raw response is decoded here)."""
+    resp = _call(cluster, fn, *args, _preload_content=False, **kwargs)
+    try:
+        return json.loads(resp.data) if resp.data else {}
+    finally:
+        resp.release_conn()
 
 
 def _unreachable(cluster: Cluster, reason: Any) -> ClusterError:
@@ -134,8 +144,8 @@ def apply(cluster: Cluster, manifest: dict[str, Any], server_dry_run: bool = Fal
     namespace = meta.get("namespace") or cluster.namespace
     body = {**manifest, "metadata": {**meta, "namespace": namespace}}
     try:
-        return _call(
-            cluster, "apply", cluster.custom().patch_namespaced_custom_object,
+        return _json_call(
+            cluster, cluster.custom().patch_namespaced_custom_object,
             GROUP, VERSION, namespace, PLURALS[kind], meta["name"], body,
             dry_run="All" if server_dry_run else None,
             field_manager=FIELD_MANAGER,
@@ -154,7 +164,7 @@ def get_job(cluster: Cluster, name: str, namespace: str, kind: str | None = None
     """The job named ``name`` (trying PyTorchJob, then TFJob, unless ``kind`` is given)."""
     for k in [kind] if kind else list(PLURALS):
         try:
-            return _call(cluster, "get", cluster.custom().get_namespaced_custom_object,
+            return _json_call(cluster, cluster.custom().get_namespaced_custom_object,
                          GROUP, VERSION, namespace, PLURALS[k], name)
         except ApiRejected as exc:
             if exc.status != 404:
@@ -166,7 +176,7 @@ def list_jobs(cluster: Cluster, namespace: str, label_selector: str | None = Non
     jobs: list[dict[str, Any]] = []
     for plural in PLURALS.values():
         try:
-            result = _call(cluster, "list", cluster.custom().list_namespaced_custom_object,
+            result = _json_call(cluster, cluster.custom().list_namespaced_custom_object,
                            GROUP, VERSION, namespace, plural, label_selector=label_selector)
         except ApiRejected as exc:
             if exc.status == 404:  # CRD not installed
@@ -177,25 +187,25 @@ def list_jobs(cluster: Cluster, namespace: str, label_selector: str | None = Non
 
 
 def job_pods(cluster: Cluster, name: str, namespace: str) -> list[dict[str, Any]]:
-    pods = _call(cluster, "list pods", cluster.core().list_namespaced_pod, namespace,
+    pods = _call(cluster, cluster.core().list_namespaced_pod, namespace,
                  label_selector=f"{JOB_NAME_LABEL}={name}")
     return [cluster.plain(p) for p in pods.items]
 
 
 def job_events(cluster: Cluster, name: str, namespace: str) -> list[dict[str, Any]]:
-    events = _call(cluster, "list events", cluster.core().list_namespaced_event, namespace,
+    events = _call(cluster, cluster.core().list_namespaced_event, namespace,
                    field_selector=f"involvedObject.name={name}")
     return [cluster.plain(e) for e in events.items]
 
 
 def delete_job(cluster: Cluster, kind: str, name: str, namespace: str) -> None:
-    _call(cluster, "delete", cluster.custom().delete_namespaced_custom_object,
+    _json_call(cluster, cluster.custom().delete_namespaced_custom_object,
           GROUP, VERSION, namespace, PLURALS[kind], name, propagation_policy="Background")
 
 
 def pod_logs(cluster: Cluster, pod: str, namespace: str, container: str, follow: bool,
              tail: int | None = None) -> Iterator[bytes]:
-    resp = _call(cluster, "logs", cluster.core().read_namespaced_pod_log, pod, namespace,
+    resp = _call(cluster, cluster.core().read_namespaced_pod_log, pod, namespace,
                  container=container, follow=follow, tail_lines=tail, _preload_content=False)
     try:
         yield from resp.stream(4096)
