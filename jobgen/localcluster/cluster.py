@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,8 @@ class LocalCluster:
         def left() -> float:
             return max(deadline - time.monotonic(), 1.0)
 
+        rendering = self._render_install(bins)
+
         # etcd
         data = sd / "etcd-data"
         shutil.rmtree(data, ignore_errors=True)
@@ -205,7 +208,7 @@ class LocalCluster:
         ])
 
         # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
-        self._apply_install(bins, left())
+        self._apply_install(bins, rendering, left())
         self._write_webhook_certs()
         self._spawn("training-operator", [
             str(bins.path("training-operator")),
@@ -281,20 +284,36 @@ class LocalCluster:
             raise ClusterError(f"kubectl {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
-    def _apply_install(self, bins: Binaries, timeout: float) -> None:
+    def _render_install(self, bins: Binaries) -> subprocess.Popen[str]:
+        """`kubectl kustomize` of the operator install, started early to overlap with etcd/apiserver startup."""
+        return subprocess.Popen([str(bins.path("kubectl")), "kustomize", str(OPERATOR_MANIFESTS)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _apply_install(self, bins: Binaries, rendering: subprocess.Popen[str], timeout: float) -> None:
         t = time.monotonic()
-        rendered = self.kubectl(bins, "kustomize", str(OPERATOR_MANIFESTS)).stdout
-        docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") not in IN_CLUSTER_KINDS]
-        crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-        rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
-        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-                     "-f", "-", input=yaml.safe_dump_all(crds))
-        self.kubectl(bins, "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-                     "-f", "-", input=yaml.safe_dump_all(rest))
+        rendered, err = rendering.communicate()
+        if rendering.returncode != 0:
+            raise ClusterError(f"kubectl kustomize {OPERATOR_MANIFESTS} failed: {err.strip()}")
+        # Split without parsing: the CRDs are megabytes of YAML and PyYAML is slow.
+        crds: list[str] = []
+        rest: list[str] = []
+        crd_names: list[str] = []
+        for doc in _yaml_docs(rendered):
+            kind = _top_level(doc, "kind")
+            if kind in IN_CLUSTER_KINDS:
+                continue
+            if kind == "CustomResourceDefinition":
+                crds.append(doc)
+                crd_names.append(_crd_name(doc))
+            else:
+                rest.append(doc)
+        apply = ("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}", "-f", "-")
+        self.kubectl(bins, *apply, input="\n---\n".join(crds))
+        self.kubectl(bins, *apply, input="\n---\n".join(rest))
         # kubectl's default field manager, as `make operator` uses, so re-applying by hand just works
         self.kubectl(bins, "apply", "--server-side", "--force-conflicts", "-k", str(TRAINING_MANIFESTS))
         self.kubectl(bins, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
-                     *(f"crd/{d['metadata']['name']}" for d in crds))
+                     *(f"crd/{n}" for n in crd_names))
         self.log(f"  CRDs, operator RBAC and manifests/training applied ({time.monotonic() - t:.1f}s)")
 
     def _write_webhook_certs(self) -> None:
@@ -335,3 +354,19 @@ class LocalCluster:
         patch: dict[str, Any] = {"metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code),
                                                                RUN_FOR_ANNOTATION: after}}}
         self.kubectl(None, "patch", "pod", pod, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+
+def _yaml_docs(text: str) -> list[str]:
+    return [d for d in re.split(r"^---[ \t]*$", text, flags=re.MULTILINE) if d.strip()]
+
+
+def _top_level(doc: str, key: str) -> str | None:
+    m = re.search(rf"^{key}:[ \t]*(\S+)[ \t]*$", doc, flags=re.MULTILINE)
+    return m.group(1).strip("'\"") if m else None
+
+
+def _crd_name(doc: str) -> str:
+    m = re.search(r"^metadata:\n(?:[ \t]+.*\n)*?[ \t]{2}name:[ \t]*(\S+)", doc, flags=re.MULTILINE)
+    if not m:
+        raise ClusterError("a CustomResourceDefinition in the operator install has no metadata.name")
+    return m.group(1).strip("'\"")
