@@ -4,8 +4,10 @@
 #   ${JOBGEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobgen}/bin/<name>-<version>
 #
 # Usage: hack/build-bins.sh [--print-dir] [group...]
-#   groups: kubernetes etcd kwok training-operator helm   (default: all)
+#   groups: kubernetes etcd kwok training-operator helm   (default: these five)
+#           kind                                          (only on request: hack/kind/kind.sh)
 # A group whose binaries are all cached is skipped, so a warm run takes < 1 s.
+# Concurrent runs (two test sessions, say) are serialized with flock.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,6 +34,10 @@ esac
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$bindir" "$workroot"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$workroot/.lock"
+  flock 9
+fi
 
 k8s_minor="${KUBERNETES_VERSION#v1.}"          # 36.3
 staging_version="v0.${k8s_minor}"              # v0.36.3
@@ -139,6 +145,9 @@ build_training_operator() {
 build_helm() {
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 }
+build_kind() {
+  go_install kind "$KIND_VERSION" sigs.k8s.io/kind
+}
 
 groups=("$@")
 [[ ${#groups[@]} -gt 0 ]] || groups=(kubernetes etcd kwok training-operator helm)
@@ -150,7 +159,8 @@ for g in "${groups[@]}"; do
     kwok) build_kwok ;;
     training-operator) build_training_operator ;;
     helm) build_helm ;;
-    *) die "unknown group '$g' (kubernetes etcd kwok training-operator helm)" ;;
+    kind) build_kind ;;
+    *) die "unknown group '$g' (kubernetes etcd kwok training-operator helm kind)" ;;
   esac
 done
 echo "build-bins: binaries ready in $bindir ($(( $(stamp) - t_all ))s)"

@@ -1,4 +1,12 @@
-"""python -m jobgen.localcluster up|down|status|env [--state-dir DIR]"""
+"""python -m jobgen.localcluster up|down|status|env|kubeconfig|bins [--state-dir DIR]
+
+  up          build missing binaries, start the cluster, print the kubeconfig path
+  down        stop exactly the processes `up` started
+  status      each process and the apiserver's readiness (exit 1 when down)
+  env         print `export KUBECONFIG=...` (eval "$(python -m jobgen.localcluster env)")
+  kubeconfig  print the kubeconfig path (exit 1 when not up)
+  bins        build all pinned binaries (also helm) and print their paths
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m jobgen.localcluster",
         description="Local Kubernetes control plane with the Kubeflow training-operator and kwok GPU nodes.",
     )
-    parser.add_argument("command", choices=["up", "down", "status", "env", "bins"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "kubeconfig", "bins"])
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where pidfiles, logs, certs and kubeconfig live "
                              "(default: $JOBGEN_LOCALCLUSTER_DIR or <cache>/localcluster/default)")
@@ -26,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster(args.state_dir or default_state_dir())
     try:
         if args.command == "bins":
-            bins = ensure_binaries(tuple(BINARIES))
-            for name in BINARIES:
+            names = tuple(n for n in BINARIES if n != "kind")
+            bins = ensure_binaries(names)
+            for name in names:
                 print(bins.path(name))
         elif args.command == "up":
             info = cluster.up(timeout=args.timeout)
@@ -45,11 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             up = cluster.is_up()
             print(f"apiserver {'ready' if up else 'NOT READY'}; kubeconfig {cluster.kubeconfig}")
             return 0 if up else 1
-        elif args.command == "env":
+        elif args.command in ("env", "kubeconfig"):
             if cluster.info() is None:
-                print(f"local cluster is not up; run: python -m jobgen.localcluster up", file=sys.stderr)
+                print("localcluster: the local cluster is not up; run: python -m jobgen.localcluster up",
+                      file=sys.stderr)
                 return 1
-            print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
+            if args.command == "env":
+                print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")
+            else:
+                print(cluster.kubeconfig)
     except ClusterError as e:
         print(f"localcluster: {e}", file=sys.stderr)
         return 1

@@ -24,9 +24,10 @@ BINARIES: dict[str, str] = {
     "kwok": "KWOK_VERSION",
     "training-operator": "TRAINING_OPERATOR_VERSION",
     "helm": "HELM_VERSION",
+    "kind": "KIND_VERSION",
 }
-# What `up` needs; helm is built by `make bins` for the chart tests only.
-CLUSTER_BINARIES = tuple(n for n in BINARIES if n != "helm")
+# What `up` needs; helm is built by `make bins` for the chart tests, kind by hack/kind/kind.sh.
+CLUSTER_BINARIES = tuple(n for n in BINARIES if n not in ("helm", "kind"))
 
 
 def cache_dir() -> Path:
@@ -96,4 +97,5 @@ def _group(name: str) -> str:
         "KWOK_VERSION": "kwok",
         "TRAINING_OPERATOR_VERSION": "training-operator",
         "HELM_VERSION": "helm",
+        "KIND_VERSION": "kind",
     }[key]
