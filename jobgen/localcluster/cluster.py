@@ -238,7 +238,7 @@ class LocalCluster:
             "127.0.0.1", ports["controller-manager"], "/healthz", tls=True), left())
         self._wait("training-operator", lambda: waits.http_ok(
             "127.0.0.1", ports["operator-probe"], "/readyz"), left())
-        self._wait("nodes Ready", lambda: self._nodes_ready(bins), left(), proc="kwok")
+        self._wait("kwok nodes", lambda: self._nodes_ready(bins), left(), proc="kwok")
         self._wait("default ServiceAccount", lambda: self.kubectl(
             bins, "get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False
         ).returncode == 0, left(), proc="kube-controller-manager")
@@ -253,6 +253,7 @@ class LocalCluster:
         procs.start(name, argv, self.state_dir, env=env)
 
     def _wait(self, what: str, check: Callable[[], bool], timeout: float, proc: str | None = None) -> None:
+        """Wait for `check`; fail in one line naming the log if it times out or a process dies."""
         name = proc or what
         t = time.monotonic()
 
@@ -260,18 +261,25 @@ class LocalCluster:
             for pf in procs.pidfiles(self.state_dir):
                 entry = pf.read()
                 if entry and not procs.running(*entry):
-                    tail = procs.log_tail(self.state_dir, pf.name, 5)
-                    return f"{pf.name} exited during startup; log {self.state_dir}/logs/{pf.name}.log:\n{tail}"
+                    return f"{pf.name} exited during startup: {self._last_log_line(pf.name)} (log: {self._log(pf.name)})"
             return None
 
         try:
             waits.until(check, timeout, what, alive)
         except ClusterError as e:
             if "timed out" in str(e):
-                tail = procs.log_tail(self.state_dir, name, 5)
-                raise ClusterError(f"{e}; log {self.state_dir}/logs/{name}.log:\n{tail}") from None
+                raise ClusterError(f"{e}: {self._last_log_line(name)} (log: {self._log(name)})") from None
             raise
         self.log(f"  {what} ready ({time.monotonic() - t:.1f}s)")
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _last_log_line(self, name: str) -> str:
+        lines = [ln.strip() for ln in procs.log_tail(self.state_dir, name, 20).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "fatal", "panic"))]
+        line = (errors or lines or ["(empty log)"])[-1]
+        return line if len(line) <= 300 else line[:297] + "..."
 
     def kubectl(self, bins: Binaries | None, *args: str, input: str | None = None, check: bool = True,
                 kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -281,7 +289,8 @@ class LocalCluster:
             input=input, capture_output=True, text=True, check=False,
         )
         if check and proc.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            msg = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+            raise ClusterError(f"kubectl {' '.join(args[:2])} failed: {msg[:500]}")
         return proc
 
     def _render_install(self, bins: Binaries) -> subprocess.Popen[str]:
