@@ -198,6 +198,8 @@ class LocalCluster:
             "--use-service-account-credentials=true", f"--service-account-private-key-file={p.sa_key}",
             f"--root-ca-file={p.ca_cert}", f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cluster-name={self.context}", "--profiling=false",
+            # Pod IPs are loopback addresses (kwok --cidr below), which Endpoints/EndpointSlices reject.
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
         ])
         sch_kc = kc[pki.SCHEDULER.name]
         self._spawn("kube-scheduler", [
@@ -219,14 +221,15 @@ class LocalCluster:
             "--leader-elect=false",
         ], env={"KUBECONFIG": str(kc[operator_ident.name]), "MY_POD_NAMESPACE": OPERATOR_NAMESPACE})
 
-        # kwok and the fake GKE nodes
+        # kwok and the fake GKE nodes. Node and pod IPs are loopback addresses, so that nothing
+        # (apiserver proxy, kubectl logs/exec) can ever send traffic off this machine.
         stages = sd / "kwok-stages.yaml"
         stages.write_text(resources.files("jobgen.localcluster").joinpath("data/stages.yaml").read_text())
         self._spawn("kwok", [
             str(bins.path("kwok")),
             f"--kubeconfig={kc[pki.KWOK.name]}", f"--config={stages}",
             "--manage-all-nodes=false", f"--manage-nodes-with-label-selector={'='.join(nodes.KWOK_LABEL)}",
-            f"--server-address=127.0.0.1:{ports['kwok']}", "--cidr=10.244.0.0/16", "--node-ip=10.128.0.2",
+            f"--server-address=127.0.0.1:{ports['kwok']}", "--cidr=127.64.0.0/16", "--node-ip=127.0.0.1",
             "--node-lease-duration-seconds=40",
         ])
         self.kubectl(bins, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
