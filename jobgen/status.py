@@ -68,6 +68,19 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
 
+def exit_codes(pods: list[dict[str, Any]]) -> str:
+    """``pod: exit code N (Reason)`` for every container that ended in failure."""
+    found = []
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if term and term.get("exitCode"):
+                why = f" {term['reason']}" if term.get("reason") not in (None, "Error") else ""
+                found.append(f"{name}: exit code {term['exitCode']}{why}")
+    return ", ".join(found)
+
+
 def pending_reason(pods: list[dict[str, Any]], events: list[dict[str, Any]] | None = None) -> str:
     """Why a job's pods are not running: unschedulable, image pulls, crash loops, or no pods yet."""
     for pod in pods:
@@ -109,6 +122,9 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None,
     reason = ""
     if state in ("Failed", "Restarting") and cond:
         reason = f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ")
+        exits = exit_codes(pods)
+        if exits:
+            reason += f" ({exits})"
     elif state == "Pending" and not status:
         reason = "no status yet: is the training-operator running?"
     elif state in ("Pending", "Running") and any(r.ready < r.desired for r in roles):

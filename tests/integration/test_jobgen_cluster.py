@@ -132,7 +132,7 @@ def test_permanent_exit_code_fails_job_and_status_says_why(local_cluster):
     row = out.stdout.splitlines()[1]
     assert row.split()[2] == "Failed"
     reason = row.split(None, 7)[7]
-    assert "PyTorchJob" in reason or "failed" in reason.lower(), row
+    assert "PyTorchJobFailed" in reason and f"{name}-master-0: exit code 1" in reason, row
 
 
 def test_server_dry_run_rejection_shows_apiserver_message(local_cluster):
