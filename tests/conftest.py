@@ -30,3 +30,27 @@ def write_spec(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory):
+    """fake-gcs-server + the Pub/Sub emulator, started for this test session and stopped after it.
+
+    Yields an EmulatorInfo; ``info.env()`` has STORAGE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST.
+    fake-gcs-server publishes GCS notifications (JSON_API_V1) to topic ``info.topic``.
+    """
+    import os
+
+    from jobgen.emulators import EmulatorError, Emulators
+
+    emu = Emulators(tmp_path_factory.mktemp("emulators"))
+    try:
+        info = emu.up()
+    except EmulatorError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"emulators unavailable in CI: {exc}", pytrace=False)
+        pytest.skip(f"emulators unavailable: {exc}")
+    try:
+        yield info
+    finally:
+        emu.down()
