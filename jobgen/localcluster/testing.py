@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from .bins import binaries
 from .cluster import LocalCluster
 from .pki import write_kubeconfig
+
 
 @dataclass
 class LocalClusterHandle:
@@ -27,6 +29,10 @@ class LocalClusterHandle:
     server: str
     bin_dir: str
     kubectl_path: str
+
+    def binary(self, name: str) -> str:
+        """Path of a pinned binary in the cache, e.g. binary("helm") (built by `make bins`)."""
+        return str(binaries().path(name))
 
     # --- kubectl -----------------------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
@@ -167,7 +173,8 @@ def tfjob(name: str, namespace: str, workers: int = 2, ps: int = 1, **place: Any
 
 
 def condition(job: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for c in job.get("status", {}).get("conditions", []) or []:
+    conditions: list[dict[str, Any]] = job.get("status", {}).get("conditions", []) or []
+    for c in conditions:
         if c.get("type") == ctype and c.get("status") == "True":
             return c
     return None
