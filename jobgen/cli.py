@@ -279,5 +279,33 @@ def delete(name: str, namespace: str | None, context: str | None, kubeconfig: st
     click.echo(f"{job['kind'].lower()}.kubeflow.org/{name} deleted")
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--local", "local", is_flag=True, required=True,
+              help="Run every replica as a local process (CPU, gloo) with the operator's env contract.")
+@_set_options
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Stop every replica after this many seconds.")
+@click.option("--dry-run", is_flag=True, help="Print each replica's command and env as JSON; run nothing.")
+def run(spec: str, local: bool, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+        template_dir: str | None, timeout: float | None, dry_run: bool) -> None:
+    """Run SPEC (or a manifest) on this machine, one process per replica.
+
+    Each replica gets the env training-operator v1.9.4 would inject (MASTER_ADDR, RANK, WORLD_SIZE,
+    PET_*, or TF_CONFIG), with addresses on 127.0.0.1. Exits with the first failing replica's code.
+    """
+    from jobgen import localrun
+
+    manifest = _validated(_render_file(spec, sets, set_strings, params, template_dir), spec)
+    replicas = localrun.plan(manifest, source=spec)
+    if dry_run:
+        click.echo(localrun.describe(replicas))
+        return
+    code = localrun.run(replicas, timeout=timeout)
+    click.echo(localrun.summary(replicas), err=True)
+    state = "Succeeded" if code == 0 else "Failed"
+    click.echo(f"{manifest['kind'].lower()}/{manifest['metadata']['name']} {state} (local)", err=True)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()
