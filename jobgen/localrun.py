@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from jobgen.errors import UserError
-from jobgen.operator_env import operator_env, pod_name, replica_specs, replicas, tf_config
+from jobgen.operator_env import operator_env, pod_name, replica_specs, replicas
 
 LOOPBACK = "127.0.0.1"
 _PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
@@ -42,10 +42,48 @@ class Replica:
     pump: threading.Thread | None = field(default=None, repr=False)
 
 
-def _free_port() -> int:
-    from jobgen.localcluster.procs import free_port
+class LocalPorts:
+    """Maps the job's ``host:port`` endpoints (Service names) to free ports on 127.0.0.1, one each."""
 
-    return free_port()
+    def __init__(self) -> None:
+        self._ports: dict[tuple[str, str], int] = {}
+
+    def __call__(self, host: str, port: str | int) -> int:
+        from jobgen.localcluster.procs import free_port
+
+        key = (host, str(port))
+        if key not in self._ports:
+            self._ports[key] = free_port(set(self._ports.values()))
+        return self._ports[key]
+
+    def endpoint(self, endpoint: str) -> str:
+        host, _, port = endpoint.rpartition(":")
+        return f"{LOOPBACK}:{self(host, port)}"
+
+
+def localize(env: dict[str, str], ports: LocalPorts) -> dict[str, str]:
+    """Point the operator's addresses (MASTER_ADDR/PORT, PET_RDZV_ENDPOINT, TF_CONFIG) at loopback."""
+    out = dict(env)
+    for addr_key, port_key in (("MASTER_ADDR", "MASTER_PORT"), ("PET_MASTER_ADDR", "PET_MASTER_PORT")):
+        if addr_key in out and port_key in out:
+            out[port_key] = str(ports(out[addr_key], out[port_key]))
+            out[addr_key] = LOOPBACK
+    if out.get("PET_RDZV_ENDPOINT"):
+        out["PET_RDZV_ENDPOINT"] = ports.endpoint(out["PET_RDZV_ENDPOINT"])
+    if out.get("TF_CONFIG"):
+        config = json.loads(out["TF_CONFIG"])
+        config["cluster"] = {role: [ports.endpoint(e) for e in endpoints]
+                             for role, endpoints in config.get("cluster", {}).items()}
+        out["TF_CONFIG"] = json.dumps(config, separators=(",", ":"))
+    return out
+
+
+def local_argv(command: list[str], args: list[str], python: str = sys.executable) -> list[str]:
+    """The container's command line, with a leading ``python`` meaning this interpreter."""
+    argv = [*command, *args]
+    if argv and argv[0] in _PYTHON_NAMES:
+        argv[0] = python
+    return argv
 
 
 def _container(manifest: dict[str, Any], role: str) -> dict[str, Any]:
@@ -56,40 +94,21 @@ def _container(manifest: dict[str, Any], role: str) -> dict[str, Any]:
 
 def plan(manifest: dict[str, Any], source: str | None = None, python: str = sys.executable) -> list[Replica]:
     """The local processes for ``manifest``: argv and env of every replica."""
-    master_port, rdzv_port = _free_port(), _free_port()
-    tf_endpoints = None
-    if manifest["kind"] == "TFJob":
-        tf_endpoints = {}
-        for role, _ in replicas(manifest):
-            tf_endpoints.setdefault(role.lower(), []).append(f"{LOOPBACK}:{_free_port()}")
+    ports = LocalPorts()
     out = []
     for role, index in replicas(manifest):
         container = _container(manifest, role)
-        command = list(container.get("command") or [])
-        if not command:
+        if not container.get("command"):
             raise UserError.one(f"{role}.command", "a local run needs the container's command (the image's "
                                 "entrypoint is not known outside the image)", source)
-        if command[0] in _PYTHON_NAMES:
-            command[0] = python
         env: dict[str, str] = {}
         for item in container.get("env") or []:
             if "value" not in item:
                 raise UserError.one(f"{role}.env.{item.get('name')}", "valueFrom is not supported in local runs", source)
             env[item["name"]] = item["value"]
-        injected = operator_env(manifest, role, index)
-        for key in ("MASTER_ADDR", "PET_MASTER_ADDR"):
-            if key in injected:
-                injected[key] = LOOPBACK
-        for key in ("MASTER_PORT", "PET_MASTER_PORT"):
-            if key in injected:
-                injected[key] = str(master_port)
-        if "PET_RDZV_ENDPOINT" in injected:
-            injected["PET_RDZV_ENDPOINT"] = f"{LOOPBACK}:{rdzv_port}"
-        if "TF_CONFIG" in injected:
-            injected["TF_CONFIG"] = tf_config(manifest, role, index, tf_endpoints) or ""
-        env.update(injected)
+        env.update(localize(operator_env(manifest, role, index), ports))
         out.append(Replica(name=pod_name(manifest["metadata"]["name"], role, index), role=role, index=index,
-                           argv=[*command, *(container.get("args") or [])], env=env))
+                           argv=local_argv(container["command"], container.get("args") or [], python), env=env))
     return out
 
 
