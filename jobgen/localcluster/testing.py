@@ -8,7 +8,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class LocalClusterHandle:
     server: str
     bin_dir: str
     kubectl_path: str
+    created_namespaces: list[str] = field(default_factory=list)
 
     def binary(self, name: str) -> str:
         """Path of a pinned binary in the cache, e.g. binary("helm") (built by `make bins`)."""
@@ -64,9 +65,17 @@ class LocalClusterHandle:
         """A fresh namespace whose default ServiceAccount exists (pods need it)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
+        self.created_namespaces.append(name)
         wait_for(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
                  30, f"ServiceAccount default in {name}")
         return name
+
+    def delete_created_namespaces(self) -> None:
+        """Delete (without waiting) the namespaces create_namespace made."""
+        if self.created_namespaces:
+            self.kubectl("delete", "namespace", "--wait=false", "--ignore-not-found", *self.created_namespaces,
+                         check=False)
+            self.created_namespaces.clear()
 
     # --- identities --------------------------------------------------------
     def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> str:

@@ -52,7 +52,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     try:
         yield handle
     finally:
-        if not reuse:
+        if reuse:
+            handle.delete_created_namespaces()  # leave the shared cluster as we found it
+        else:
             cluster.down()
             leftover = [name for name, running in cluster.processes().items() if running]
             assert not leftover, f"processes still running after down: {leftover}"
