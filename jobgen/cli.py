@@ -307,5 +307,18 @@ def run(spec: str, local: bool, sets: tuple[str, ...], set_strings: tuple[str, .
     sys.exit(code)
 
 
+@main.command()
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False),
+              help="Watcher config (YAML): jobs, triggers, sources; see docs/watcher.md.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@_cluster_options
+def watch(config: str, log_level: str, context: str | None, kubeconfig: str | None) -> None:
+    """Retrain on new data: GCS notifications/polling/requests → one job per data version."""
+    from jobgen.watcher.server import main as watch_main
+
+    sys.exit(watch_main(config, kubeconfig=kubeconfig, context=context, log_level=log_level))
+
+
 if __name__ == "__main__":
     main()
