@@ -8,8 +8,6 @@ PY := $(VENV)/bin/python
 JOBGEN := $(VENV)/bin/jobgen
 JOB ?=
 PYTEST_ARGS ?=
-# The local control plane's kubeconfig (written by `make local-cluster`).
-LOCAL_KUBECONFIG = $(shell $(PY) -m jobgen.localcluster kubeconfig 2>/dev/null)
 
 ##@ Getting started
 
@@ -62,9 +60,16 @@ local-cluster-down: venv ## Stop everything local-cluster started.
 	$(PY) -m jobgen.localcluster down
 
 .PHONY: operator
-operator: ## Install the training-operator v1.9.4 and the platform's namespace/RBAC into the current context.
-	kubectl apply --server-side -k manifests/training-operator
-	kubectl apply --server-side -k manifests/platform
+operator: ## Install training-operator v1.9.4 (with its webhook) and namespace/RBAC/PriorityClasses into the current context (a real cluster, not the local one).
+	kubectl apply --server-side -k manifests
+
+.PHONY: kind-up
+kind-up: ## Create a kind cluster (needs Docker) from hack/kind/config.yaml and install manifests/.
+	hack/kind/kind.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster.
+	hack/kind/kind.sh down
 
 ##@ Development
 
