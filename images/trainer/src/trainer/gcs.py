@@ -1,0 +1,98 @@
+"""Small GCS helpers shared by the data, checkpoint and registry code (no torch import).
+
+Everything goes through the google-cloud-storage client, so ``STORAGE_EMULATOR_HOST`` points it at
+fake-gcs-server in tests and at GCS in a pod (workload identity gives the credentials).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+log = logging.getLogger("trainer")
+
+T = TypeVar("T")
+
+
+class TrainerError(Exception):
+    """An error with a message meant for the user: printed without a traceback, exit code 2."""
+
+
+@dataclass(frozen=True)
+class GcsUri:
+    bucket: str
+    path: str  # no leading or trailing slash; may be empty
+
+    @classmethod
+    def parse(cls, uri: str, what: str = "URI") -> GcsUri:
+        if not isinstance(uri, str) or not uri.startswith("gs://"):
+            raise TrainerError(f"{what} must be a gs://bucket/path URI, got {uri!r}")
+        rest = uri[len("gs://"):]
+        bucket, _, path = rest.partition("/")
+        if not bucket or any(c in bucket for c in " \t\n#?*[]"):
+            raise TrainerError(f"{what} has no valid bucket name: {uri!r}")
+        return cls(bucket, path.strip("/"))
+
+    def join(self, *parts: str) -> GcsUri:
+        path = "/".join(p.strip("/") for p in (self.path, *parts) if p.strip("/"))
+        return GcsUri(self.bucket, path)
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.path}" if self.path else f"gs://{self.bucket}"
+
+
+@functools.lru_cache(maxsize=None)
+def client():  # type: ignore[no-untyped-def]
+    """One storage client per process. Anonymous against the emulator, ADC otherwise."""
+    from google.cloud import storage
+
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
+def blob(uri: GcsUri, generation: int | None = None):  # type: ignore[no-untyped-def]
+    return client().bucket(uri.bucket).blob(uri.path, generation=generation)
+
+
+def _transient(exc: BaseException) -> bool:
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 429, 500, 502, 503, 504):
+        return True
+    try:
+        import requests
+
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, base: float = 0.2, cap: float = 10.0,
+                 transient: Callable[[BaseException], bool] = _transient,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``fn`` until it succeeds, retrying transient errors with exponential backoff and full jitter.
+
+    Non-transient errors (404, 403, precondition failures, …) are raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if attempt == attempts or not transient(exc):
+                raise
+            delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+            log.warning("%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt,
+                        attempts - 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,138 @@
+"""The model registry in GCS: versioned outputs and an atomically promoted LATEST pointer.
+
+No torch or TensorFlow import here: the PyTorch and TF trainers share it. Layout, for
+``OUTPUT_URI=gs://<models>/<model>``::
+
+    <version>/model.pt          # PyTorch: state_dict (+ model.torchscript.pt when scriptable)
+    <version>/saved_model/…     # TensorFlow: a SavedModel directory (tf_trainer)
+    <version>/metrics.json      # final metrics, the promotion metric named
+    <version>/lineage.json      # data URI + generations, job, image, hyperparameters, code, times, world size
+    <version>/curves.csv        # step, epoch, train_loss, val_loss, val_accuracy, lr per epoch
+    <version>/_COMPLETE         # written last: a version without it is unfinished
+    LATEST                      # {"version", "uri", "metric", "value", "mode", "promoted_at"}
+
+Promotion reads LATEST with its generation, compares metrics, and writes the new pointer with
+``ifGenerationMatch`` = that generation (0 when there is none). A lost race (HTTP 412) re-reads and
+compares again, so of any number of concurrent promoters the best model always ends up as LATEST,
+and a worse one never replaces a better one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trainer import gcs
+from trainer.gcs import GcsUri, TrainerError
+
+log = logging.getLogger("trainer")
+
+LATEST = "LATEST"
+COMPLETE = "_COMPLETE"
+CURVE_FIELDS = ["step", "epoch", "train_loss", "val_loss", "val_accuracy", "lr"]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def better(value: float, current: float, mode: str) -> bool:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be max or min, got {mode!r}")
+    if math.isnan(value):
+        return False
+    if math.isnan(current):
+        return True
+    return value > current if mode == "max" else value < current
+
+
+def curves_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    fields = list(CURVE_FIELDS) + sorted({k for r in rows for k in r} - set(CURVE_FIELDS))
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in fields})
+    return buf.getvalue().encode()
+
+
+@dataclass
+class Promotion:
+    promoted: bool
+    latest: dict[str, Any]  # the pointer as it is after this call
+    attempts: int
+
+
+class Registry:
+    def __init__(self, output_uri: str) -> None:
+        self.base = GcsUri.parse(output_uri, "OUTPUT_URI")
+        if not self.base.path:
+            raise TrainerError(f"OUTPUT_URI must name a model under a bucket, gs://<models>/<model>, got {output_uri!r}")
+
+    def version_uri(self, version: str) -> GcsUri:
+        return self.base.join(version)
+
+    def publish(self, version: str, files: Mapping[str, bytes], metrics: Mapping[str, Any],
+                lineage: Mapping[str, Any], curves: Sequence[Mapping[str, Any]]) -> str:
+        """Upload one version's files; ``_COMPLETE`` last. Returns the version's URI."""
+        if not version or "/" in version or version in (LATEST, COMPLETE) or version.startswith("."):
+            raise TrainerError(f"bad model version {version!r}")
+        vuri = self.version_uri(version)
+        objects = dict(files)
+        objects["metrics.json"] = json.dumps(dict(metrics), indent=1, sort_keys=True).encode()
+        objects["lineage.json"] = json.dumps(dict(lineage), indent=1, sort_keys=True, default=str).encode()
+        objects["curves.csv"] = curves_csv(curves)
+        for name, data in objects.items():
+            b = gcs.blob(vuri.join(name))
+            ctype = "application/json" if name.endswith(".json") else (
+                "text/csv" if name.endswith(".csv") else "application/octet-stream")
+            gcs.with_retries(lambda b=b, d=data, c=ctype: b.upload_from_string(d, content_type=c), f"upload {vuri.join(name)}")
+        done = gcs.blob(vuri.join(COMPLETE))
+        gcs.with_retries(lambda: done.upload_from_string(now(), content_type="text/plain"), f"upload {vuri.join(COMPLETE)}")
+        return str(vuri)
+
+    def latest(self) -> tuple[dict[str, Any] | None, int]:
+        """The LATEST pointer and its generation (None, 0 when there is none)."""
+        from google.api_core import exceptions as gexc
+
+        b = gcs.client().bucket(self.base.bucket).get_blob(self.base.join(LATEST).path)
+        if b is None:
+            return None, 0
+        try:
+            raw = b.download_as_bytes(if_generation_match=b.generation)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            return self.latest()  # replaced between the two calls: read again
+        return json.loads(raw), int(b.generation)
+
+    def promote(self, version: str, metric: str, value: float, mode: str = "max",
+                max_attempts: int = 100) -> Promotion:
+        """Point LATEST at ``version`` if ``value`` beats the current LATEST's (compare-and-swap)."""
+        from google.api_core import exceptions as gexc
+
+        if mode not in ("max", "min"):
+            raise TrainerError(f"promotion mode must be max or min, got {mode!r}")
+        doc = {"version": version, "uri": str(self.version_uri(version)), "metric": metric, "value": float(value),
+               "mode": mode, "promoted_at": now()}
+        for attempt in range(1, max_attempts + 1):
+            cur, gen = self.latest()
+            if cur is not None:
+                if cur.get("metric") != metric:
+                    log.warning("LATEST of %s was promoted on %r, not %r: comparing the values anyway",
+                                self.base, cur.get("metric"), metric)
+                if cur.get("version") == version or not better(float(value), float(cur.get("value", math.nan)), mode):
+                    return Promotion(False, cur, attempt)
+            b = gcs.blob(self.base.join(LATEST))
+            try:
+                b.upload_from_string(json.dumps(doc, indent=1), content_type="application/json",
+                                     if_generation_match=gen)
+                return Promotion(True, doc, attempt)
+            except gexc.PreconditionFailed:
+                time.sleep(0.01 * attempt)  # somebody else moved it: read again and compare
+        raise TrainerError(f"could not promote {version} to {self.base.join(LATEST)} after {max_attempts} attempts")
