@@ -1,0 +1,265 @@
+"""The watcher against real parts: fake-gcs-server publishing real notifications to the Pub/Sub
+emulator, the local control plane (kube-apiserver, training-operator), `jobgen watch` as a process."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from tests.watcher.conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def env_of(job: dict) -> dict[str, str]:
+    c = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "") for e in c.get("env", [])}
+
+
+def n_jobs(case, n: int):
+    def check():
+        jobs = case.jobs()
+        return jobs if len(jobs) == n else None
+
+    return check
+
+
+def keys(jobs: list[dict]) -> list[str]:
+    return [j["metadata"]["annotations"]["retrain.jobgen.io/key"] for j in jobs]
+
+
+def test_one_job_per_version_republish_and_overwrite(case_factory, wenv):
+    case = case_factory()
+    w = case.start()
+    case.upload("mnist/v1/part-0.csv", b"1,2,3")
+    case.upload("mnist/v1/part-1.csv", b"4,5,6")
+    gen = case.upload("mnist/v1/_SUCCESS")
+    (job,) = wait_for(lambda: case.jobs(), 30, "the job")
+    meta = job["metadata"]
+    assert meta["annotations"]["retrain.jobgen.io/object"] == f"gs://{case.bucket}/mnist/v1/_SUCCESS"
+    assert meta["labels"]["retrain.jobgen.io/generation"] == str(gen)
+    env = env_of(job)
+    assert env["DATA_URI"] == f"gs://{case.bucket}/mnist/v1/" and env["DATA_GENERATION"] == str(gen)
+    events = wenv.cluster.get("events", namespace=case.ns)["items"]
+    assert any(e["involvedObject"]["name"] == meta["name"] and e["reason"] == "RetrainTriggered" for e in events)
+
+    # The same notification again, three times, each with a new message ID: no second job.
+    notes = [m for m in case.tap_messages(3) if m.attributes["bucketId"] == case.bucket]
+    marker = next(m for m in notes if m.attributes["objectId"] == "mnist/v1/_SUCCESS")
+    ids = {case.publish(marker.data, **dict(marker.attributes)) for _ in range(3)}
+    assert len(ids) == 3 and marker.message_id not in ids
+    wait_for(lambda: w.metric("retrain_events_deduped_total") >= 3, 30, "3 dedupes")
+    # An overwrite of the marker (overwroteGeneration set): policy ignore → skipped.
+    case.upload("mnist/v1/_SUCCESS", b"again")
+    wait_for(lambda: w.metric("retrain_events_skipped_total", reason="overwrite") >= 1, 30, "overwrite skipped")
+    # A second version → a second job.
+    case.upload("mnist/v2/_SUCCESS")
+    wait_for(lambda: len(case.jobs()) == 2, 30, "the second job")
+    time.sleep(1)
+    assert len(case.jobs()) == 2 and w.metric("retrain_jobs_created_total") == 2
+    assert w.http("/healthz")[0] == 200
+    assert w.terminate() == 0
+    lines = w.log_lines()
+    assert all("raw" not in line for line in lines), [line for line in lines if "raw" in line][:3]
+    assert any(line["msg"] == "job created" and line.get("generation") == gen for line in lines)
+
+
+def test_overwrite_policy_retrain(case_factory):
+    case = case_factory(overwrites="retrain")
+    case.start()
+    g1 = case.upload("mnist/v1/_SUCCESS")
+    wait_for(lambda: len(case.jobs()) == 1, 30, "first job")
+    g2 = case.upload("mnist/v1/_SUCCESS", b"fixed")
+    jobs = wait_for(n_jobs(case, 2), 30, "a job for the overwrite")
+    assert sorted(j["metadata"]["labels"]["retrain.jobgen.io/generation"] for j in jobs) == sorted([str(g1), str(g2)])
+
+
+def test_hostile_input_dead_letter(case_factory):
+    case = case_factory(requests=True)
+    w = case.start()
+    good = json.dumps({"bucket": case.bucket, "name": "mnist/v1/_SUCCESS", "generation": "5"}).encode()
+    base = {"eventType": "OBJECT_FINALIZE", "bucketId": case.bucket, "objectId": "mnist/v1/_SUCCESS",
+            "objectGeneration": "5", "payloadFormat": "JSON_API_V1"}
+
+    def named(name: str) -> tuple[bytes, dict[str, str]]:
+        return (json.dumps({"bucket": case.bucket, "name": name, "generation": "5"}).encode(),
+                {**base, "objectId": name})
+
+    hostile = [
+        (b"\x00\xffnot json", base),
+        (good, {k: v for k, v in base.items() if k != "bucketId"}),
+        (good, {**base, "eventType": "OBJECT_PWNED"}),
+        named("mnist/../../../etc/_SUCCESS"),
+        named("mnist/v1\x1b[31m/_SUCCESS"),
+        named("mnist/v\u0131\u0307/_SUCCESS"),
+        named("mnist/" + "v" * 1024 + "/_SUCCESS"),
+    ]
+    for data, attrs in hostile:
+        case.publish(data, **attrs)
+    requests = [
+        {"job": "train", "params": {"lr": "0.1\nimage: evil:latest"}},  # YAML injection
+        {"job": "train", "params": {"backend": "{{ lookup('env','HOME') }}"}},  # template injection
+        {"job": "train", "params": {"image": "evil"}},  # unknown key
+        {"job": "train", "params": {"epochs": "3; rm -rf /"}},  # wrong type
+        {"job": "train", "params": {"epochs": True}},  # wrong type
+        {"job": "nope", "params": {}},
+    ]
+    for r in requests:
+        case.publish(json.dumps(r).encode(), topic=case.req_topic)
+    want = len(hostile) + len(requests)
+    dead = case.dead_letters(want)
+    assert len(dead) == want, [d.attributes.get("deadLetterReason") for d in dead]
+    reasons = sorted(d.attributes["deadLetterReason"] for d in dead)
+    assert reasons.count("bad_object_name") == 4 and reasons.count("bad_param") == 5
+    assert {"bad_payload", "missing_attribute", "bad_event_type", "unknown_job"} <= set(reasons)
+    assert w.metric("retrain_events_rejected_total") == want
+    rejected_logs = [ln for ln in w.log_lines() if ln.get("msg") == "message rejected"]
+    assert len(rejected_logs) == want
+    assert case.jobs() == [] and w.http("/healthz")[0] == 200 and w.proc.poll() is None
+    # ... and a good request still works.
+    case.publish(json.dumps({"job": "train", "params": {"lr": 0.01, "epochs": 4}, "id": "r-1"}).encode(),
+                 topic=case.req_topic)
+    (job,) = wait_for(lambda: case.jobs(), 30, "the requested job")
+    args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    assert "--lr=0.01" in args and "--epochs=4" in args
+    assert "Traceback" not in w.log_text()
+
+
+def _upload_versions(case, n: int, dup: int, start: int = 0, pause: float = 0.0) -> dict[str, int]:
+    """n versions with a marker each; every marker notification is also republished `dup` times."""
+    gens = {}
+    for i in range(start, start + n):
+        name = f"mnist/v{i:05d}/_SUCCESS"
+        gens[name] = case.upload(name)
+        if pause:
+            time.sleep(pause)
+    return gens
+
+
+def _check_exactly_once(case, gens: dict[str, int], timeout: float) -> None:
+    def complete():
+        jobs = case.jobs()
+        return jobs if len(jobs) >= len(gens) else None
+
+    jobs = wait_for(complete, timeout, f"{len(gens)} jobs", interval=1)
+    time.sleep(2)
+    jobs = case.jobs()
+    ks = keys(jobs)
+    assert len(jobs) == len(gens), f"{len(jobs)} jobs for {len(gens)} versions"
+    assert len(set(ks)) == len(ks), "duplicate keys"
+    got = {json.loads(k)[2]: json.loads(k)[3] for k in ks}
+    assert got == gens
+
+
+def test_kill9_at_random_points_200_events(case_factory):
+    """kill -9 the watcher at random moments while 200 versions arrive; restart it each time."""
+    case = case_factory()
+    rng = random.Random(int(time.time()))
+    w = case.start()
+    gens: dict[str, int] = {}
+    uploader = threading.Thread(target=lambda: gens.update(_upload_versions(case, 200, 0, pause=0.02)))
+    uploader.start()
+    kills = 0
+    while uploader.is_alive() or kills < 3:
+        time.sleep(rng.uniform(0.3, 2.5))
+        w.kill9()
+        kills += 1
+        w = case.start(ready=rng.random() < 0.5)  # sometimes kill it again before it is even ready
+        if kills >= 8:
+            break
+    uploader.join()
+    w.wait_ready()
+    _check_exactly_once(case, gens, 180)
+    assert kills >= 3
+
+
+def test_apiserver_restart_mid_run(case_factory, wenv):
+    from jobgen.localcluster import procs
+
+    case = case_factory()
+    w = case.start()
+    cluster = wenv.cluster.cluster
+    pidfile = next(p for p in procs.pidfiles(cluster.state_dir) if p.name == "kube-apiserver")
+    pid, exe = pidfile.read()
+    argv = open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").split(b"\0")
+    gens: dict[str, int] = {}
+    uploader = threading.Thread(target=lambda: gens.update(_upload_versions(case, 60, 0, pause=0.05)))
+    uploader.start()
+    time.sleep(1.0)
+    procs.stop(pidfile)  # SIGTERM the apiserver
+    down_at = time.monotonic()
+    time.sleep(4)
+    procs.start("kube-apiserver", [a.decode() for a in argv], cluster.state_dir)
+    wait_for(cluster.is_up, 90, "the apiserver to come back")
+    uploader.join()
+    _check_exactly_once(case, gens, 120)
+    assert w.metric("retrain_errors_total", stage="cluster") >= 1, "the outage was not noticed"
+    assert w.proc.poll() is None and time.monotonic() - down_at > 4
+
+
+def test_sigterm_is_graceful(case_factory):
+    case = case_factory()
+    w = case.start()
+    case.upload("mnist/v1/_SUCCESS")
+    wait_for(lambda: case.jobs(), 30, "the job")
+    t = time.monotonic()
+    assert w.terminate(30) == 0 and time.monotonic() - t < 20
+    msgs = [ln.get("msg") for ln in w.log_lines()]
+    assert "stopping: no new messages; finishing in-flight work" in msgs and "stopped" in msgs
+
+
+def test_debounce_mode(case_factory):
+    case = case_factory(completion="debounce", quietSeconds=2)
+    w = case.start()
+    for i in range(3):
+        case.upload(f"mnist/v1/part-{i}.csv", b"x")
+        time.sleep(0.5)
+    time.sleep(1)
+    assert case.jobs() == []  # not quiet yet (at most ~1s since the last object)
+    (job,) = wait_for(lambda: case.jobs(), 30, "the debounced job")
+    assert env_of(job)["DATA_URI"] == f"gs://{case.bucket}/mnist/v1/"
+    time.sleep(3)
+    assert len(case.jobs()) == 1 and w.metric("retrain_jobs_created_total") == 1
+
+
+def test_polling_fallback_persists_state(case_factory, wenv):
+    case = case_factory(sources={"poll": {"intervalSeconds": 1}}, dead_letter=False)
+    for i in range(3):
+        case.upload(f"mnist/v{i}/data.csv", b"x")
+        case.upload(f"mnist/v{i}/_SUCCESS")
+    case.upload("mnist/v9/data.csv", b"x")  # incomplete: no marker yet
+    w = case.start()
+    wait_for(lambda: len(case.jobs()) == 3, 30, "3 polled jobs")
+    state = json.loads(wenv.cluster.get("configmap", "retrain-watcher-state", namespace=case.ns)["data"]["poll"])
+    assert state["data"]["pending"] == ["mnist/v9/"]
+    assert w.terminate() == 0
+    w2 = case.start()  # restart: the state says v0-v2 are done; nothing is re-triggered
+    case.upload("mnist/v9/_SUCCESS")
+    wait_for(lambda: len(case.jobs()) == 4, 30, "the 4th job")
+    time.sleep(2)
+    assert w2.metric("retrain_jobs_created_total") == 1 and w2.metric("retrain_events_deduped_total") == 0
+
+
+def test_forbid_queues_newest_version(case_factory, wenv):
+    case = case_factory(concurrency="Forbid")
+    w = case.start()
+    case.upload("mnist/v1/_SUCCESS")
+    (first,) = wait_for(lambda: case.jobs(), 30, "first job")
+    g2 = case.upload("mnist/v2/_SUCCESS")
+    g3 = case.upload("mnist/v3/_SUCCESS")
+    wait_for(lambda: w.metric("retrain_versions_queued_total") >= 2, 30, "both queued")
+    assert len(case.jobs()) == 1
+    # The first job finishes (the suspended job is marked Succeeded by hand, as the operator would).
+    name = first["metadata"]["name"]
+    status = {"status": {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Test",
+                                         "message": "done", "lastUpdateTime": "2026-01-01T00:00:00Z",
+                                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+    wenv.cluster.kubectl("patch", "pytorchjob", name, "-n", case.ns, "--subresource=status", "--type=merge",
+                         "-p", json.dumps(status))
+    jobs = wait_for(n_jobs(case, 2), 30, "the queued job")
+    gens = {j["metadata"]["labels"]["retrain.jobgen.io/generation"] for j in jobs}
+    assert str(g3) in gens and str(g2) not in gens  # coalesced to the newest
