@@ -1,0 +1,123 @@
+# shellcheck shell=bash
+# Shared by cluster.sh, images.sh and destroy.sh: prerequisite checks with
+# one-line errors, and the Terraform invocation.
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+tf_dir="${TF_DIR:-$repo/terraform}"
+tf_vars="$(realpath -m "${TF_VARS_FILE:-$tf_dir/terraform.tfvars}")"
+generated="$tf_dir/generated"
+namespace="${K8S_NAMESPACE:-training}"
+
+# APIs the platform uses; Terraform does not enable them (so destroy never
+# disables an API other things in the project may use).
+required_apis=(
+  cloudresourcemanager.googleapis.com
+  serviceusage.googleapis.com
+  iam.googleapis.com
+  iamcredentials.googleapis.com
+  compute.googleapis.com
+  container.googleapis.com
+  storage.googleapis.com
+  pubsub.googleapis.com
+  artifactregistry.googleapis.com
+  logging.googleapis.com
+  monitoring.googleapis.com
+)
+
+die() { echo "${script_name:-terraform}: error: $*" >&2; exit 1; }
+say() { echo "${script_name:-terraform}: $*" >&2; }
+
+# need CMD HINT: fail unless CMD is on PATH.
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH: $2"
+}
+
+need_terraform() {
+  need terraform "install Terraform >= 1.9 (https://developer.hashicorp.com/terraform/install)"
+  local v
+  v="$(terraform version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([0-9.]*\)".*/\1/p' | head -n1)"
+  [[ -n "$v" ]] || die "could not read the Terraform version from 'terraform version -json'"
+  local major minor
+  major="${v%%.*}"; minor="${v#*.}"; minor="${minor%%.*}"
+  if (( major < 1 || (major == 1 && minor < 9) )); then
+    die "Terraform >= 1.9 is needed, found $v"
+  fi
+}
+
+need_gcloud() {
+  need gcloud "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)"
+  local account
+  account="$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null | head -n1)"
+  [[ -n "$account" ]] || die "gcloud has no active account: run 'gcloud auth login'"
+}
+
+need_adc() {
+  gcloud auth application-default print-access-token >/dev/null 2>&1 \
+    || die "no Application Default Credentials for Terraform: run 'gcloud auth application-default login'"
+}
+
+need_tfvars() {
+  [[ -f "$tf_vars" ]] || die "$tf_vars not found: copy terraform/terraform.tfvars.example (or one of terraform/examples/*.tfvars) to it and edit project_id"
+}
+
+# The project: $PROJECT, else project_id in terraform.tfvars, else gcloud's.
+resolve_project() {
+  local p="${PROJECT:-}"
+  if [[ -z "$p" && -f "$tf_vars" ]]; then
+    p="$(sed -n 's/^[[:space:]]*project_id[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$tf_vars" | head -n1)"
+  fi
+  if [[ -z "$p" ]]; then
+    p="$(gcloud config get-value project 2>/dev/null || true)"
+  fi
+  [[ -n "$p" && "$p" != "(unset)" ]] || die "no GCP project set: set project_id in $tf_vars, PROJECT=..., or 'gcloud config set project ID'"
+  [[ "$p" != "my-project-id" ]] || die "project_id in $tf_vars is still the example's 'my-project-id': set your project"
+  gcloud projects describe "$p" --format='value(projectId)' >/dev/null 2>&1 \
+    || die "project '$p' not found or not accessible to $(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null | head -n1)"
+  project="$p"
+}
+
+# Fail (or, with ENABLE_APIS=1, enable them) when required APIs are disabled.
+check_apis() {
+  local enabled missing=() api
+  enabled="$(gcloud services list --enabled --project "$project" --format='value(config.name)' 2>/dev/null)" \
+    || die "could not list the enabled APIs of $project (is serviceusage.googleapis.com enabled and may you list services?)"
+  for api in "${required_apis[@]}" "$@"; do
+    grep -qx "$api" <<<"$enabled" || missing+=("$api")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ "${ENABLE_APIS:-0}" == 1 ]]; then
+    say "enabling ${missing[*]}"
+    gcloud services enable "${missing[@]}" --project "$project" >&2 || die "enabling APIs failed"
+  else
+    die "required APIs are disabled in $project: ${missing[*]} (enable them: gcloud services enable ${missing[*]} --project $project, or rerun with ENABLE_APIS=1)"
+  fi
+}
+
+# tf ARGS...: terraform in the root module. TF_PLUGIN_DIR uses a local
+# provider mirror (hack/terraform/build-provider.sh) instead of the registry.
+tf() {
+  terraform -chdir="$tf_dir" "$@"
+}
+
+tf_init() {
+  local args=(init -input=false)
+  if [[ -n "${TF_PLUGIN_DIR:-}" ]]; then
+    args+=("-plugin-dir=$TF_PLUGIN_DIR")
+  fi
+  if [[ -n "${TF_BACKEND_CONFIG:-}" ]]; then
+    args+=("-backend-config=$TF_BACKEND_CONFIG")
+  fi
+  tf "${args[@]}" >&2 || die "terraform init failed (see above)"
+}
+
+var_args() {
+  local args=("-var-file=$tf_vars")
+  if [[ -n "${PROJECT:-}" ]]; then
+    args+=("-var=project_id=$project")
+  fi
+  printf '%s\n' "${args[@]}"
+}
+
+tf_output() { # tf_output NAME: raw output value
+  tf output -raw "$1" 2>/dev/null || die "terraform output $1 is missing: has 'make cluster' applied the configuration?"
+}

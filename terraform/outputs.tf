@@ -1,0 +1,99 @@
+output "project_id" {
+  description = "Project everything was created in."
+  value       = var.project_id
+}
+
+output "cluster_name" {
+  description = "GKE cluster name."
+  value       = google_container_cluster.this.name
+}
+
+output "cluster_location" {
+  description = "GKE cluster location (region or zone), for `gcloud container clusters get-credentials --location`."
+  value       = google_container_cluster.this.location
+}
+
+output "get_credentials_command" {
+  description = "Command that writes the cluster's kubeconfig entry."
+  value       = "gcloud container clusters get-credentials ${google_container_cluster.this.name} --location ${google_container_cluster.this.location} --project ${var.project_id}"
+}
+
+output "node_service_account" {
+  description = "Email of the nodes' service account."
+  value       = google_service_account.nodes.email
+}
+
+output "gpu_node_pools" {
+  description = "GPU node pools and their capacity settings."
+  value       = { for k, m in module.gpu_pool : k => m.pool }
+}
+
+output "data_bucket" {
+  description = "Training data bucket (new objects under data_notification_prefix trigger retraining)."
+  value       = module.bucket_data.name
+}
+
+output "models_bucket" {
+  description = "Model registry bucket: gs://<bucket>/<model>/<version>/..."
+  value       = module.bucket_models.name
+}
+
+output "checkpoints_bucket" {
+  description = "Checkpoints bucket (objects deleted after checkpoint_retention_days)."
+  value       = module.bucket_checkpoints.name
+}
+
+output "data_events_topic" {
+  description = "Topic that receives OBJECT_FINALIZE notifications of the data bucket."
+  value       = google_pubsub_topic.data_events.id
+}
+
+output "watcher_subscription" {
+  description = "Full path of the watcher's subscription (projects/P/subscriptions/S)."
+  value       = google_pubsub_subscription.watcher.id
+}
+
+output "dead_letter_subscription" {
+  description = "Subscription holding messages the watcher failed to process."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "image_repository" {
+  description = "Docker repository prefix for the images: <repository>/<image>:<tag>."
+  value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
+output "k8s_namespace" {
+  description = "Namespace of the training pods and the watcher."
+  value       = var.k8s_namespace
+}
+
+output "trainer_ksa" {
+  description = "Kubernetes service account of the training pods and the Google service account it must be annotated with."
+  value = {
+    namespace              = var.k8s_namespace
+    name                   = var.trainer_ksa
+    google_service_account = google_service_account.trainer.email
+    annotation             = { "iam.gke.io/gcp-service-account" = google_service_account.trainer.email }
+  }
+}
+
+output "watcher_ksa" {
+  description = "Kubernetes service account of the watcher and its Google service account."
+  value = {
+    namespace              = var.k8s_namespace
+    name                   = var.watcher_ksa
+    google_service_account = google_service_account.watcher.email
+    annotation             = { "iam.gke.io/gcp-service-account" = google_service_account.watcher.email }
+  }
+}
+
+output "watcher_helm_values" {
+  description = "Helm values for charts/retrain-watcher; `make cluster` writes them to terraform/generated/watcher-values.yaml."
+  value       = local.watcher_values_yaml
+}
+
+output "data_notification_prefix" {
+  description = "Prefix of the data bucket whose new objects notify the watcher."
+  value       = var.data_notification_prefix
+}

@@ -1,0 +1,106 @@
+# New objects in the data bucket -> Pub/Sub -> the retraining watcher.
+
+data "google_storage_project_service_account" "gcs" {
+  project = var.project_id
+}
+
+resource "google_pubsub_topic" "data_events" {
+  project                    = var.project_id
+  name                       = "${var.name}-data-events"
+  kms_key_name               = var.kms_key_name
+  message_retention_duration = "86400s"
+  labels                     = var.labels
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub_agent]
+}
+
+# Cloud Storage publishes notifications as its project service agent.
+resource "google_pubsub_topic_iam_member" "gcs_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.data_events.id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+resource "google_storage_notification" "data_finalize" {
+  bucket             = module.bucket_data.name
+  topic              = google_pubsub_topic.data_events.id
+  payload_format     = "JSON_API_V1"
+  event_types        = ["OBJECT_FINALIZE"]
+  object_name_prefix = var.data_notification_prefix == "" ? null : var.data_notification_prefix
+  custom_attributes = {
+    source = "${var.name}-data"
+  }
+
+  # GCS checks that it may publish when the notification is created.
+  depends_on = [google_pubsub_topic_iam_member.gcs_publisher]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  project                    = var.project_id
+  name                       = "${var.name}-data-events-dead-letter"
+  kms_key_name               = var.kms_key_name
+  message_retention_duration = "604800s"
+  labels                     = var.labels
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub_agent]
+}
+
+resource "google_pubsub_subscription" "watcher" {
+  project                    = var.project_id
+  name                       = "${var.name}-retrain-watcher"
+  topic                      = google_pubsub_topic.data_events.id
+  ack_deadline_seconds       = var.watcher_ack_deadline_seconds
+  message_retention_duration = "604800s"
+  retain_acked_messages      = false
+  labels                     = var.labels
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.watcher_max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = "" # never expire, even when the watcher is down for a long time
+  }
+
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+  ]
+}
+
+# Messages in the dead-letter topic are kept for inspection.
+resource "google_pubsub_subscription" "dead_letter" {
+  project                    = var.project_id
+  name                       = "${var.name}-data-events-dead-letter"
+  topic                      = google_pubsub_topic.dead_letter.id
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+  labels                     = var.labels
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# Dead lettering: the Pub/Sub service agent forwards undeliverable messages
+# (publisher on the dead-letter topic) and acks them on the source
+# subscription (subscriber on it).
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${local.pubsub_agent}"
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.watcher.id
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${local.pubsub_agent}"
+}
