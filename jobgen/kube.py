@@ -138,26 +138,27 @@ def _status_message(exc: Any) -> tuple[str, str]:
 
 def apply(cluster: Cluster, manifest: dict[str, Any], server_dry_run: bool = False,
           force_conflicts: bool = False) -> dict[str, Any]:
-    """Server-side apply of a PyTorchJob/TFJob; returns the object the apiserver stored (or would)."""
+    """Server-side apply of a PyTorchJob/TFJob; returns the object the apiserver stored (or would).
+
+    Uses the client's DynamicClient, whose ``server_side_apply`` sends
+    ``application/apply-patch+yaml`` (the generated CustomObjectsApi cannot, before client v31)."""
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
     kind = manifest["kind"]
     meta = manifest["metadata"]
     namespace = meta.get("namespace") or cluster.namespace
     body = {**manifest, "metadata": {**meta, "namespace": namespace}}
+    dynamic = _call(cluster, DynamicClient, cluster.api)
     try:
-        return _json_call(
-            cluster, cluster.custom().patch_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURALS[kind], meta["name"], body,
-            dry_run="All" if server_dry_run else None,
-            field_manager=FIELD_MANAGER,
-            field_validation="Strict",
-            force=force_conflicts or None,
-            _content_type="application/apply-patch+yaml",
-        )
-    except ApiRejected as exc:
-        if exc.status == 404 and exc.reason == "NotFound" and "the server could not find" in str(exc):
-            raise ClusterError(f"kube context {cluster.context!r} has no {kind} resource ({GROUP}/{VERSION}); "
-                               "install the training-operator first: make operator") from None
-        raise
+        resource = _call(cluster, dynamic.resources.get, api_version=f"{GROUP}/{VERSION}", kind=kind)
+    except ResourceNotFoundError:
+        raise ClusterError(f"kube context {cluster.context!r} has no {kind} resource ({GROUP}/{VERSION}); "
+                           "install the training-operator first: make operator") from None
+    result = _call(cluster, dynamic.server_side_apply, resource, body=body,
+                   namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=force_conflicts or None,
+                   dry_run="All" if server_dry_run else None, query_params=[("fieldValidation", "Strict")])
+    return result.to_dict()
 
 
 def get_job(cluster: Cluster, name: str, namespace: str, kind: str | None = None) -> dict[str, Any] | None:
