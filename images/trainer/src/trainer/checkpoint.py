@@ -114,13 +114,19 @@ class CheckpointStore:
                                                                  if_generation_match=0),
                              f"upload part {i} of {final}")
 
+        dest = gcs.blob(final)
+        if gcs.with_retries(dest.exists, f"stat {final}"):
+            # Complete by construction (only compose creates it). GCS would also refuse the compose
+            # below (ifGenerationMatch=0); fake-gcs-server ignores preconditions on compose.
+            log.info("checkpoint %s exists already; keeping it", final)
+            dest.reload()
+            return Saved(str(final), step, dest.size or 0, dest.generation)
         try:
             if n_parts == 1:
                 up(0)
             else:
                 with ThreadPoolExecutor(min(8, n_parts)) as pool:
                     list(pool.map(up, range(n_parts)))
-            dest = gcs.blob(final)
             dest.content_type = "application/octet-stream"
             try:
                 gcs.with_retries(lambda: dest.compose(parts, if_generation_match=0), f"compose {final}")

@@ -304,11 +304,11 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+    def state(self, per_rank: list[dict[str, Any]]) -> dict[str, Any]:
         return {"format": 1, "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "rng": rngs, "world_size": self.world,
-                "loss_sum": self.loss_sum.cpu(), "loss_n": self.loss_n, "curves": self.curves,
+                "scheduler": self.sched.state_dict(), "ranks": per_rank, "world_size": self.world,
+                "loss_n": self.loss_n, "curves": self.curves,
                 "version": self.version, "started_at": self.started_at, "resumes": self.resumes,
                 "data": self.manifest.lineage()}
 
@@ -319,9 +319,10 @@ class Trainer:
         from trainer import checkpoint
 
         t0 = time.perf_counter()
-        rngs = self._gather(_rng_state())
+        # Per-rank parts: RNG streams (dropout differs by rank) and this rank's running loss sum.
+        per_rank = self._gather({"rng": _rng_state(), "loss_sum": self.loss_sum.item()})
         if self.rank == 0:
-            saved = self.store.write(self.step, checkpoint.serialize(self.state(rngs)))
+            saved = self.store.write(self.step, checkpoint.serialize(self.state(per_rank)))
             self.store.prune()
             log.info("checkpoint %s (%s, %.1f KiB, %.2fs)", saved.uri, reason, saved.size / 1024,
                      time.perf_counter() - t0)
@@ -345,14 +346,19 @@ class Trainer:
         self.net.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
+        torch = self.torch
         if st["world_size"] == self.world:
-            _set_rng_state(st["rng"][self.rank])
+            mine = st["ranks"][self.rank]
+            _set_rng_state(mine["rng"])
+            self.loss_sum = torch.tensor(mine["loss_sum"], dtype=torch.float64, device=self.device)
         else:
             log.warning("world size changed %d → %d: RNG streams reseeded (resume is not bitwise exact)",
                         st["world_size"], self.world)
             self.torch.manual_seed(self.args.seed + 1 + self.rank + 1000 * step)
+            mean = sum(r["loss_sum"] for r in st["ranks"]) / len(st["ranks"])
+            self.loss_sum = torch.tensor(mean, dtype=torch.float64, device=self.device)
         self.step, self.epoch, self.step_in_epoch = st["step"], st["epoch"], st["step_in_epoch"]
-        self.loss_sum, self.loss_n = st["loss_sum"].to(self.device), st["loss_n"]
+        self.loss_n = st["loss_n"]
         self.curves, self.version, self.started_at = st["curves"], st["version"], st["started_at"]
         self.resumes = [*st["resumes"], step]
         if self.rank == 0:
@@ -386,6 +392,9 @@ class Trainer:
         F = torch.nn.functional
         self.stop.install()
         self.restore()
+        if self.rank == 0:
+            log.info("training %s: %d processes (%s, %s), %d steps from step %d", self.manifest.uri, self.world,
+                     self.dist.mode, self.backend, self.total_steps, self.step)
         self.model.train()
         while self.epoch < args.epochs and self.step < self.total_steps:
             for batch in self.train_reader.epoch(self.epoch, self.step_in_epoch):
@@ -426,6 +435,8 @@ class Trainer:
             self.step_in_epoch = 0
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             self.loss_n = 0
+        if self.rank == 0:
+            log.info("training done at step %d", self.step)
         self.save("final")
         if self.rank == 0:
             self.publish()
