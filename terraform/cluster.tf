@@ -58,6 +58,13 @@ resource "google_container_cluster" "this" {
     }
   }
 
+  dynamic "authenticator_groups_config" {
+    for_each = var.rbac_security_group == null ? [] : [var.rbac_security_group]
+    content {
+      security_group = authenticator_groups_config.value
+    }
+  }
+
   enable_shielded_nodes       = true
   enable_legacy_abac          = false
   enable_intranode_visibility = true
@@ -121,7 +128,11 @@ resource "google_container_cluster" "this" {
     enabled = true
   }
 
-  resource_labels = var.labels
+  # var.labels are added by the provider's default_labels.
+  resource_labels = {
+    platform = "jobgen"
+    cluster  = var.name
+  }
 
   # The default pool lives only while the cluster is created; give it the same
   # hardening so it never runs with the Compute Engine default service account.

@@ -57,3 +57,23 @@ resource "google_compute_router_nat" "this" {
     filter = "ERRORS_ONLY"
   }
 }
+
+# GKE adds the allow rules it needs (priority 1000); everything else that
+# comes in is denied, and logged, explicitly.
+resource "google_compute_firewall" "deny_ingress" {
+  project   = var.project_id
+  name      = "${var.name}-deny-ingress"
+  network   = google_compute_network.this.id
+  direction = "INGRESS"
+  priority  = 65534
+
+  deny {
+    protocol = "all"
+  }
+
+  source_ranges = ["0.0.0.0/0"]
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}

@@ -159,6 +159,17 @@ variable "database_encryption_key" {
   default     = null
 }
 
+variable "rbac_security_group" {
+  description = "Optional Google Groups for RBAC: gke-security-groups@<your domain> (needs Google Workspace or Cloud Identity)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.rbac_security_group == null || startswith(coalesce(var.rbac_security_group, "x"), "gke-security-groups@")
+    error_message = "rbac_security_group must be gke-security-groups@<domain>."
+  }
+}
+
 variable "maintenance_window" {
   description = "Daily maintenance window start time (UTC, HH:MM); null lets GKE choose."
   type        = string

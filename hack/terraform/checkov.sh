@@ -49,5 +49,17 @@ if (($# == 0)); then
   done
   set -- --config-file .checkov.yaml "${dirs[@]}"
 fi
+# checkov renders charts with `helm`; use the pinned one hack/build-bins.sh
+# builds when none is on PATH, so charts/ is never skipped silently.
+if ! command -v helm >/dev/null 2>&1 && [[ -f "$repo/hack/versions.env" ]]; then
+  helm_version="$(sed -n 's/^HELM_VERSION=//p' "$repo/hack/versions.env")"
+  if [[ -x "$cache/bin/helm-$helm_version" ]]; then
+    shim="$(mktemp -d)"
+    ln -s "$cache/bin/helm-$helm_version" "$shim/helm"
+    export PATH="$shim:$PATH"
+  elif [[ -n "$(find "$repo/charts" -name Chart.yaml -print -quit 2>/dev/null)" ]]; then
+    die "charts/ has a chart but helm is not on PATH: run 'make bins' (builds helm $helm_version) or install helm"
+  fi
+fi
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
 exec "$bin" "$@"
