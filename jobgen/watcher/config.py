@@ -103,6 +103,9 @@ class PubSubSource(_Model):
     max_lease_seconds: Annotated[StrictInt, Field(ge=60)] = Field(
         7200, description="Ack deadlines are extended while work is in flight, up to this long.")
     threads: Annotated[StrictInt, Field(ge=1, le=64)] = 8
+    lease_extension_seconds: Annotated[StrictInt, Field(ge=10, le=600)] = Field(
+        60, description="Each ack-deadline extension (and the stream's ack deadline): how soon another "
+        "replica gets the messages of a watcher that died.")
 
     _check = field_validator("subscription")(lambda v: _check_path(v, _SUBSCRIPTION, "subscription"))
 
@@ -117,6 +120,7 @@ class RequestSource(_Model):
     subscription: StrictStr = Field(..., description="Subscription of retrain requests "
                                     '({"job": NAME, "params": {...}, "id": OPTIONAL}).')
     max_messages: Annotated[StrictInt, Field(ge=1, le=1000)] = 20
+    lease_extension_seconds: Annotated[StrictInt, Field(ge=10, le=600)] = 60
     concurrency: Literal["Forbid", "Replace", "Allow"] = "Allow"
 
     _check = field_validator("subscription")(lambda v: _check_path(v, _SUBSCRIPTION, "subscription"))

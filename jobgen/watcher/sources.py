@@ -49,7 +49,9 @@ class PubSubPuller:
 
         max_bytes = getattr(self.cfg, "max_bytes", 4 * 1024 * 1024)
         flow = pubsub_v1.types.FlowControl(max_messages=self.cfg.max_messages, max_bytes=max_bytes,
-                                           max_lease_duration=getattr(self.cfg, "max_lease_seconds", 3600))
+                                           max_lease_duration=getattr(self.cfg, "max_lease_seconds", 3600),
+                                           min_duration_per_lease_extension=self.cfg.lease_extension_seconds,
+                                           max_duration_per_lease_extension=self.cfg.lease_extension_seconds)
         threads = getattr(self.cfg, "threads", 4)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{self.name}-worker")
         self.future = self.subscriber.subscribe(self.cfg.subscription, self._callback, flow_control=flow,

@@ -167,7 +167,8 @@ class Case:
         (self.dir / "job.yaml").write_text(yaml.safe_dump(cpu_spec(self.ns)))
         trig = {"name": "data", "job": "train", "bucket": self.bucket, "prefix": "mnist/",
                 "concurrency": "Allow", **trigger}
-        srcs = sources if sources is not None else {"pubsub": {"subscription": self.sub, "maxMessages": 100}}
+        srcs = sources if sources is not None else {"pubsub": {"subscription": self.sub, "maxMessages": 100,
+                                                                  "leaseExtensionSeconds": 10}}
         cfg: dict[str, Any] = {"namespace": self.ns, "jobs": {"train": {"file": "job.yaml"}}, "triggers": [trig],
                                "sources": dict(srcs), "server": {"host": "127.0.0.1", "port": 0},
                                "retry": {"initialSeconds": 0.2, "maxSeconds": 2}, "ledgerFlushSeconds": 0.5,
@@ -175,7 +176,7 @@ class Case:
         if requests:
             self.req_topic = env.new_topic(f"req-{uid}")
             self.req_sub = env.subscription(f"req-{uid}", self.req_topic)
-            cfg["sources"]["requests"] = {"subscription": self.req_sub}
+            cfg["sources"]["requests"] = {"subscription": self.req_sub, "leaseExtensionSeconds": 10}
         if dead_letter:
             self.dl_topic = env.new_topic(f"dl-{uid}")
             self.dl_sub = env.subscription(f"dl-{uid}", self.dl_topic)
