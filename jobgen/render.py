@@ -168,6 +168,8 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     env = [{"name": k, "value": _env_value(v)} for k, v in spec.env.items()]
     for field, var in ENV_FOR_STORAGE.items():
         uri = getattr(spec.storage, field)
+        if field == "checkpoints" and uri is not None:
+            uri = f"{uri.rstrip('/')}/{spec.name}"  # per job: a new job never resumes another's state
         if uri is not None and var not in spec.env:
             env.append({"name": var, "value": uri})
     hp_args = [f"--{name}={_arg_value(value)}" for name, value in params.items()]

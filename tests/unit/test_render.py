@@ -103,7 +103,7 @@ def test_storage_env():
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["DATA_URI"] == "gs://my-project-data/mnist"
     assert env["OUTPUT_URI"] == "gs://my-project-models/mnist"
-    assert env["CHECKPOINT_URI"] == "gs://my-project-checkpoints/mnist-ddp"
+    assert env["CHECKPOINT_URI"] == "gs://my-project-checkpoints/mnist-ddp"  # <root>/<job name>
 
 
 def test_shm_and_gcsfuse():
