@@ -10,7 +10,7 @@
 #   6. prints the next commands
 #
 # Environment: PROJECT, TF_VARS_FILE, AUTO_APPROVE=1, ENABLE_APIS=1,
-# SKIP_WATCHER=1 (no chart install), TF_PLUGIN_DIR (local provider mirror),
+# SKIP_WATCHER=1 (no chart install), WATCHER_CHART (chart dir), TF_PLUGIN_DIR (local provider mirror),
 # TF_BACKEND_CONFIG (a backend config file for remote state), MAKE.
 set -euo pipefail
 script_name=cluster
@@ -27,7 +27,7 @@ resolve_project
 need_adc
 check_apis
 
-chart="$repo/charts/retrain-watcher"
+chart="${WATCHER_CHART:-$repo/charts/retrain-watcher}"
 if [[ "${SKIP_WATCHER:-0}" != 1 && ! -f "$chart/Chart.yaml" ]]; then
   die "$chart/Chart.yaml not found: the watcher chart is needed (or rerun with SKIP_WATCHER=1 to install it later)"
 fi
@@ -40,6 +40,10 @@ mapfile -t vars < <(var_args)
 # machine types with built-in GPUs itself; attached GPUs (N1) only gcloud sees.
 pools_json="$(tf console "${vars[@]}" <<<'jsonencode([for p in var.gpu_pools : { name = p.name, type = p.accelerator_type, zones = p.zones == null ? [] : p.zones }])' 2>/dev/null)" \
   || die "terraform could not read gpu_pools from $tf_vars (run: terraform -chdir=terraform validate)"
+pool_lines="$(python3 -c 'import json,sys
+for p in json.loads(json.loads(sys.argv[1])):
+    print(p["name"], p["type"], " ".join(p["zones"]), sep="\t")' "$pools_json")" \
+  || die "could not read the GPU pools from terraform console output: $pools_json"
 while IFS=$'\t' read -r pool type zones; do
   [[ -n "$pool" && -n "$zones" ]] || continue
   offered="$(gcloud compute accelerator-types list --project "$project" --filter="name=$type" --format='value(zone.basename())' 2>/dev/null)" \
@@ -47,9 +51,7 @@ while IFS=$'\t' read -r pool type zones; do
   for z in $zones; do
     grep -qx "$z" <<<"$offered" || die "GPU pool $pool: zone $z does not offer $type (zones that do: $(tr '\n' ' ' <<<"$offered"))"
   done
-done < <(python3 -c 'import json,sys
-for p in json.loads(json.loads(sys.argv[1])):
-    print(p["name"], p["type"], " ".join(p["zones"]), sep="\t")' "$pools_json")
+done <<<"$pool_lines"
 
 # ------------------------------------------------------------------ apply ----
 apply_args=(apply -input=false "${vars[@]}")
@@ -69,8 +71,8 @@ kubectl version --request-timeout=20s >/dev/null 2>&1 \
 "${MAKE:-make}" -C "$repo" operator || die "make operator failed (see above)"
 
 trainer_ksa="$(tf output -json trainer_ksa)"
-trainer_name="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["name"])' "$trainer_ksa")"
-trainer_gsa="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["google_service_account"])' "$trainer_ksa")"
+read -r trainer_name trainer_gsa < <(python3 -c 'import json,sys; k = json.loads(sys.argv[1]); print(k["name"], k["google_service_account"])' "$trainer_ksa") \
+  || die "terraform output trainer_ksa is not what this script expects: $trainer_ksa"
 namespace="$(tf_output k8s_namespace)"
 kubectl get serviceaccount "$trainer_name" -n "$namespace" >/dev/null 2>&1 \
   || kubectl create serviceaccount "$trainer_name" -n "$namespace" >&2 \

@@ -1,0 +1,290 @@
+"""PLUMBING ONLY: hack/terraform/{cluster,images,destroy}.sh (what `make
+cluster`, `make images` and `make destroy` run) with stub gcloud, terraform,
+kubectl, helm, make and docker on PATH.
+
+The stubs record their arguments and answer canned values, so these tests
+show the order of steps, the arguments passed and the one-line errors when a
+prerequisite is missing. They are NOT evidence that the targets work against
+GCP: that needs a real project (see docs/terraform.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import HACK, REPO
+
+REQUIRED_APIS = (
+    "cloudresourcemanager.googleapis.com serviceusage.googleapis.com iam.googleapis.com iamcredentials.googleapis.com "
+    "compute.googleapis.com container.googleapis.com storage.googleapis.com pubsub.googleapis.com "
+    "artifactregistry.googleapis.com logging.googleapis.com monitoring.googleapis.com cloudbuild.googleapis.com"
+)
+
+SYSTEM_TOOLS = (
+    "bash env sed grep head tail tr cut sort python3 mkdir rm dirname basename realpath cat find mktemp date "
+    "touch ls flock git tar wc"
+).split()
+
+GCLOUD = r'''#!/usr/bin/env bash
+echo "gcloud $*" >>"$STUB_LOG"
+case "$*" in
+  "auth list"*) [[ -n "${STUB_NO_ACCOUNT:-}" ]] || echo "dev@example.com" ;;
+  "config get-value project"*) echo "${STUB_GCLOUD_PROJECT:-}" ;;
+  "projects describe"*) [[ "$3" == "jobgen-test-project" ]] && echo "$3" || exit 1 ;;
+  "auth application-default print-access-token"*) [[ -n "${STUB_NO_ADC:-}" ]] && exit 1; echo token ;;
+  "services list"*) printf '%s\n' $STUB_ENABLED_APIS ;;
+  "services enable"*) ;;
+  "compute accelerator-types list"*) printf '%s\n' ${STUB_ACCEL_ZONES:-} ;;
+  "container clusters get-credentials"*) ;;
+  "builds submit"*) ;;
+  "auth configure-docker"*) ;;
+  *) echo "stub gcloud: unexpected: $*" >&2; exit 3 ;;
+esac
+'''
+
+TERRAFORM = r'''#!/usr/bin/env bash
+echo "terraform $*" >>"$STUB_LOG"
+args=("$@")
+[[ "${args[0]}" == -chdir=* ]] && args=("${args[@]:1}")
+case "${args[0]}" in
+  version) echo "{\"terraform_version\": \"${STUB_TF_VERSION:-1.11.4}\"}" ;;
+  init|state|destroy) ;;
+  apply) [[ -z "${STUB_TF_APPLY_FAIL:-}" ]] || { echo "Error: quota exceeded" >&2; exit 1; } ;;
+  console) cat >/dev/null; echo "${STUB_TF_POOLS:-\"[]\"}" ;;
+  output)
+    case "${args[*]}" in
+      "output -raw cluster_name") printf jobgen ;;
+      "output -raw cluster_location") printf us-central1 ;;
+      "output -raw k8s_namespace") printf training ;;
+      "output -raw data_bucket") printf jobgen-test-project-jobgen-data ;;
+      "output -raw data_notification_prefix") printf incoming/ ;;
+      "output -raw image_repository") printf us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images ;;
+      "output -raw watcher_helm_values") printf 'gcp:\n  project: jobgen-test-project\n' ;;
+      "output -json trainer_ksa") echo '{"namespace":"training","name":"jobgen-trainer","google_service_account":"jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com"}' ;;
+      *) exit 1 ;;
+    esac ;;
+  *) echo "stub terraform: unexpected: $*" >&2; exit 3 ;;
+esac
+'''
+
+RECORDER = r'''#!/usr/bin/env bash
+echo "NAME $*" >>"$STUB_LOG"
+'''
+
+
+@pytest.fixture
+def stubs(tmp_path: Path):
+    stub = tmp_path / "stubs"
+    sysbin = tmp_path / "sysbin"
+    stub.mkdir()
+    sysbin.mkdir()
+    for tool in SYSTEM_TOOLS:
+        # python3 may be a pyenv shim that needs pyenv on PATH: use this interpreter.
+        real = sys.executable if tool == "python3" else shutil.which(tool)
+        if real:
+            (sysbin / tool).symlink_to(real)
+    scripts = {"gcloud": GCLOUD, "terraform": TERRAFORM}
+    for name in ("kubectl", "helm", "make", "docker"):
+        scripts[name] = RECORDER.replace("NAME", name)
+    for name, text in scripts.items():
+        (stub / name).write_text(text)
+        (stub / name).chmod(0o755)
+    tf_dir = tmp_path / "terraform"
+    tf_dir.mkdir()
+    (tf_dir / "terraform.tfvars").write_text('project_id = "jobgen-test-project"\nregion = "us-central1"\n')
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: retrain-watcher\nversion: 0.1.0\n")
+    log = tmp_path / "calls.log"
+    env = {
+        "PATH": f"{stub}:{sysbin}",
+        "HOME": str(tmp_path),
+        "STUB_LOG": str(log),
+        "STUB_ENABLED_APIS": REQUIRED_APIS,
+        "TF_DIR": str(tf_dir),
+        "WATCHER_CHART": str(chart),
+        "AUTO_APPROVE": "1",
+    }
+
+    class Stubs:
+        dir = stub
+        root = tmp_path
+
+        def run(self, script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(sysbin / "bash"), str(HACK / script)], env={**env, **extra}, capture_output=True, text=True,
+                timeout=60, stdin=subprocess.DEVNULL,
+            )
+
+        def calls(self) -> list[str]:
+            return log.read_text().splitlines() if log.exists() else []
+
+        def remove(self, name: str) -> None:
+            (stub / name).unlink()
+
+    return Stubs()
+
+
+def index(calls: list[str], prefix: str) -> int:
+    for i, c in enumerate(calls):
+        if c.startswith(prefix):
+            return i
+    raise AssertionError(f"no call starting with {prefix!r} in:\n" + "\n".join(calls))
+
+
+def test_cluster_runs_every_step_in_order(stubs):
+    res = stubs.run("cluster.sh")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    order = [
+        index(calls, "gcloud services list --enabled --project jobgen-test-project"),
+        index(calls, f"terraform -chdir={stubs.root}/terraform init -input=false"),
+        index(calls, f"terraform -chdir={stubs.root}/terraform apply -input=false -var-file={stubs.root}/terraform/terraform.tfvars -auto-approve"),
+        index(calls, "gcloud container clusters get-credentials jobgen --location us-central1 --project jobgen-test-project"),
+        index(calls, f"make -C {REPO} operator"),
+        index(calls, "kubectl annotate serviceaccount jobgen-trainer -n training --overwrite iam.gke.io/gcp-service-account=jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com"),
+        index(calls, f"helm upgrade --install retrain-watcher {stubs.root}/chart --namespace training --values {stubs.root}/terraform/generated/watcher-values.yaml"),
+    ]
+    assert order == sorted(order), "\n".join(calls)
+    values = (stubs.root / "terraform" / "generated" / "watcher-values.yaml").read_text()
+    assert values == "gcp:\n  project: jobgen-test-project\n"
+    assert "Next:" in res.stdout and "make images" in res.stdout and "gs://jobgen-test-project-jobgen-data/incoming/" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "missing,message",
+    [
+        ("gcloud", "cluster: error: gcloud not found on PATH: install the Google Cloud CLI"),
+        ("terraform", "cluster: error: terraform not found on PATH: install Terraform >= 1.9"),
+        ("kubectl", "cluster: error: kubectl not found on PATH"),
+        ("helm", "cluster: error: helm not found on PATH: install Helm 3"),
+    ],
+)
+def test_cluster_names_the_missing_tool(stubs, missing, message):
+    stubs.remove(missing)
+    res = stubs.run("cluster.sh")
+    assert res.returncode == 1
+    assert res.stderr.startswith(message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, "one line, no trace"
+    assert not any(c.startswith("terraform -chdir") for c in stubs.calls()), "nothing runs before the checks pass"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"STUB_NO_ACCOUNT": "1"}, "gcloud has no active account: run 'gcloud auth login'"),
+        ({"STUB_TF_VERSION": "1.5.7"}, "Terraform >= 1.9 is needed, found 1.5.7"),
+        ({"STUB_NO_ADC": "1"}, "no Application Default Credentials for Terraform"),
+        ({"STUB_ENABLED_APIS": "compute.googleapis.com"}, "required APIs are disabled in jobgen-test-project: cloudresourcemanager.googleapis.com"),
+        ({"PROJECT": "someone-elses-project"}, "project 'someone-elses-project' not found or not accessible"),
+        ({"SKIP_WATCHER": "0", "WATCHER_CHART": "/nonexistent/chart"}, "/nonexistent/chart/Chart.yaml not found"),
+        ({"STUB_TF_APPLY_FAIL": "1"}, "terraform apply failed"),
+        ({"STUB_TF_POOLS": '"[{\\"name\\":\\"t4\\",\\"type\\":\\"nvidia-tesla-t4\\",\\"zones\\":[\\"us-central1-f\\"]}]"',
+          "STUB_ACCEL_ZONES": "us-central1-a us-central1-b"},
+         "GPU pool t4: zone us-central1-f does not offer nvidia-tesla-t4"),
+    ],
+)
+def test_cluster_prerequisite_errors_are_one_clear_line(stubs, extra, message):
+    res = stubs.run("cluster.sh", **extra)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("cluster: error: ") and message in last, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cluster_enables_apis_when_asked(stubs):
+    res = stubs.run("cluster.sh", STUB_ENABLED_APIS="compute.googleapis.com", ENABLE_APIS="1")
+    assert res.returncode == 0, res.stderr
+    assert any(c.startswith("gcloud services enable cloudresourcemanager.googleapis.com") for c in stubs.calls())
+
+
+def test_cluster_accepts_zones_that_offer_the_gpu(stubs):
+    res = stubs.run(
+        "cluster.sh",
+        STUB_TF_POOLS='"[{\\"name\\":\\"t4\\",\\"type\\":\\"nvidia-tesla-t4\\",\\"zones\\":[\\"us-central1-b\\"]}]"',
+        STUB_ACCEL_ZONES="us-central1-a us-central1-b",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "gcloud compute accelerator-types list --project jobgen-test-project --filter=name=nvidia-tesla-t4 --format=value(zone.basename())" in stubs.calls()
+
+
+def test_cluster_without_tfvars_says_what_to_copy(stubs):
+    (stubs.root / "terraform" / "terraform.tfvars").unlink()
+    res = stubs.run("cluster.sh")
+    assert res.returncode == 1 and "copy terraform/terraform.tfvars.example" in res.stderr
+
+
+def test_cluster_rejects_the_example_project_id(stubs):
+    (stubs.root / "terraform" / "terraform.tfvars").write_text('project_id = "my-project-id"\n')
+    res = stubs.run("cluster.sh")
+    assert res.returncode == 1 and "still the example's 'my-project-id'" in res.stderr
+
+
+def test_images_builds_each_image_with_cloud_build_tagged_with_the_git_sha(stubs, tmp_path):
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    present = [d for d in ("trainer", "tf-trainer", "watcher") if (REPO / "images" / d / "Dockerfile").is_file()]
+    if not present:
+        pytest.skip("no images/*/Dockerfile in the work tree yet")
+    res = stubs.run("images.sh", IMAGES=" ".join(present))
+    assert res.returncode == 0, res.stderr
+    repo = "us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images"
+    builds = [c for c in stubs.calls() if c.startswith("gcloud builds submit")]
+    assert len(builds) == len(present)
+    for image, call in zip(present, builds):
+        assert call.startswith(f"gcloud builds submit {REPO}/images/{image} --project jobgen-test-project --tag {repo}/{image}:{sha}"), call
+    assert res.stdout.split() == [line.split()[-1] for line in res.stdout.splitlines() if line]
+    for line in res.stdout.split():
+        assert line.startswith(f"{repo}/") and f":{sha}" in line
+
+
+def test_images_with_docker_needs_an_engine(stubs):
+    (stubs.dir / "docker").write_text("#!/usr/bin/env bash\nexit 1\n")
+    res = stubs.run("images.sh", BUILDER="docker")
+    assert res.returncode == 1 and "no Docker engine is running" in res.stderr
+
+
+def test_images_rejects_an_unknown_builder(stubs):
+    res = stubs.run("images.sh", BUILDER="kaniko")
+    assert res.returncode == 1 and res.stderr.strip() == "images: error: BUILDER must be cloudbuild or docker, not 'kaniko'"
+
+
+def test_destroy_refuses_without_confirmation(stubs):
+    res = stubs.run("destroy.sh")
+    assert res.returncode == 1 and "rerun with CONFIRM=jobgen" in res.stderr
+    assert not any(" apply " in c or " destroy " in c for c in stubs.calls())
+
+
+def test_destroy_turns_protection_off_then_destroys(stubs):
+    res = stubs.run("destroy.sh", CONFIRM="jobgen")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    tfvars = f"-var-file={stubs.root}/terraform/terraform.tfvars"
+    unprotect = index(calls, f"terraform -chdir={stubs.root}/terraform apply -input=false -auto-approve {tfvars} "
+                             "-var=deletion_protection=false -var=force_destroy_buckets=true -target=google_container_cluster.this")
+    destroy = index(calls, f"terraform -chdir={stubs.root}/terraform destroy -input=false -auto-approve {tfvars} "
+                           "-var=deletion_protection=false -var=force_destroy_buckets=true")
+    assert unprotect < destroy
+    assert "-target=module.bucket_data" in calls[unprotect]
+
+
+def test_destroy_can_keep_the_buckets(stubs):
+    res = stubs.run("destroy.sh", CONFIRM="jobgen", KEEP_BUCKETS="1")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    for b in ("module.bucket_data", "module.bucket_models", "module.bucket_checkpoints"):
+        assert index(calls, f"terraform -chdir={stubs.root}/terraform state rm {b}") < index(calls, f"terraform -chdir={stubs.root}/terraform destroy")
+    assert not any("-target=module.bucket" in c for c in calls)
+
+
+def test_tf_provider_check_reports_absence(tmp_path):
+    """build-provider.sh --check answers from the cache without building."""
+    res = subprocess.run([str(HACK / "build-provider.sh"), "--check"], env={**os.environ, "JOBGEN_CACHE": str(tmp_path)}, capture_output=True)
+    assert res.returncode == 1
+    out = subprocess.run([str(HACK / "build-provider.sh"), "--print-dir"], env={**os.environ, "JOBGEN_CACHE": str(tmp_path)},
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == f"{tmp_path}/terraform-providers"
