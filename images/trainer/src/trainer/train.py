@@ -196,7 +196,9 @@ def _lr_lambda(kind: str, total: int):  # type: ignore[no-untyped-def]
 
 
 class Trainer:
-    def __init__(self, args: argparse.Namespace, dist: env.DistEnv) -> None:
+    def __init__(self, args: argparse.Namespace, dist: env.DistEnv,
+                 dataset: tuple[Any, dict[str, bytes] | None] | None = None) -> None:
+        """``dataset``: an in-memory (manifest, shard bytes) pair instead of DATA_URI (benchmarks)."""
         import torch
 
         from trainer import checkpoint, data, model as model_mod, registry
@@ -210,7 +212,9 @@ class Trainer:
         # Everything that can fail on bad input happens here, before any compute.
         self.model_fn = data.load_hook(args.model, "--model")
         self.batch_fn = data.load_hook(args.batch_fn, "--batch-fn")
-        if args.data_uri:
+        if dataset is not None:
+            self.manifest, blobs = dataset
+        elif args.data_uri:
             self.manifest = data.read_manifest(args.data_uri)
             blobs = None
         else:
@@ -396,7 +400,10 @@ class Trainer:
             log.info("training %s: %d processes (%s, %s), %d steps from step %d", self.manifest.uri, self.world,
                      self.dist.mode, self.backend, self.total_steps, self.step)
         self.model.train()
+        # Wall and CPU time (this process, all threads) in the step loops, not in eval/publish.
+        self.loop_seconds, self.loop_cpu_seconds, first_step = 0.0, 0.0, self.step
         while self.epoch < args.epochs and self.step < self.total_steps:
+            t_epoch, c_epoch = time.perf_counter(), time.process_time()
             for batch in self.train_reader.epoch(self.epoch, self.step_in_epoch):
                 x, y = self.batch_fn(batch)
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -420,6 +427,8 @@ class Trainer:
                     return EXIT_PREEMPTED
                 if self.step >= self.total_steps:
                     break
+            self.loop_seconds += time.perf_counter() - t_epoch
+            self.loop_cpu_seconds += time.process_time() - c_epoch
             val_loss, val_acc = self.evaluate()
             train_loss = (self.loss_sum / max(1, self.loss_n)).item()
             if self.tdist is not None:
@@ -435,8 +444,10 @@ class Trainer:
             self.step_in_epoch = 0
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             self.loss_n = 0
+        self.steps_run = self.step - first_step
         if self.rank == 0:
-            log.info("training done at step %d", self.step)
+            log.info("training done at step %d (%d steps in %.2fs of step loops: %.1f steps/s)", self.step,
+                     self.steps_run, self.loop_seconds, self.steps_run / max(self.loop_seconds, 1e-9))
         self.save("final")
         if self.rank == 0:
             self.publish()
