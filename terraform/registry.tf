@@ -32,3 +32,12 @@ resource "google_artifact_registry_repository" "images" {
 
   depends_on = [google_kms_crypto_key_iam_member.ar_agent]
 }
+
+resource "google_artifact_registry_repository_iam_member" "pushers" {
+  for_each   = toset(var.image_pushers)
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = each.value
+}

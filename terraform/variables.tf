@@ -401,3 +401,18 @@ variable "watcher_image_tag" {
   type        = string
   default     = "latest"
 }
+
+variable "image_pushers" {
+  description = "Principals that may push images to the registry (roles/artifactregistry.writer on the repository only), e.g. \"serviceAccount:123-compute@developer.gserviceaccount.com\" for Cloud Build's default service account or a CI service account."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.image_pushers : can(regex("^(serviceAccount|user|group|principal|principalSet):", m))])
+    error_message = "image_pushers entries must be IAM principals such as serviceAccount:EMAIL or group:EMAIL."
+  }
+  validation {
+    condition     = !anytrue([for m in var.image_pushers : strcontains(m, "allUsers") || strcontains(m, "allAuthenticatedUsers")])
+    error_message = "image_pushers must not be public."
+  }
+}
