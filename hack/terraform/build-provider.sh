@@ -14,7 +14,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=hack/terraform/versions.env
 source "$here/versions.env"
 
 cache="${JOBGEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobgen}"
@@ -67,7 +67,7 @@ fi
 
 t0=$(date +%s)
 echo "tf-provider: building hashicorp/google $v ($TF_GOOGLE_PROVIDER_MODULE@$TF_GOOGLE_PROVIDER_MODULE_VERSION); cold: about 8-12 min and 2.5 GB of Go caches on 2 cores" >&2
-rm -rf "$work/bin"
+rm -rf "${work:?}/bin"
 # `go install mod@version` builds the module as the main module, with its own
 # go.sum, so every dependency is checked against it.
 if ! CGO_ENABLED=0 GOFLAGS=-mod=mod GOBIN="$work/bin" go install -trimpath \
@@ -78,7 +78,7 @@ if ! CGO_ENABLED=0 GOFLAGS=-mod=mod GOBIN="$work/bin" go install -trimpath \
 fi
 install -m 0755 "$work/bin/terraform-provider-google" "$dest/.tmp-provider"
 mv -f "$dest/.tmp-provider" "$bin"
-rm -rf "$work/bin"
+rm -rf "${work:?}/bin"
 secs=$(( $(date +%s) - t0 ))
 echo "$secs" >"$work/build-seconds"
 echo "tf-provider: hashicorp/google $v built in ${secs}s -> $bin" >&2

@@ -14,7 +14,7 @@
 # TF_BACKEND_CONFIG (a backend config file for remote state), MAKE.
 set -euo pipefail
 script_name=cluster
-# shellcheck source=lib.sh
+# shellcheck source=hack/terraform/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ------------------------------------------------------------ prerequisites --
@@ -25,6 +25,7 @@ need helm "install Helm 3 (https://helm.sh/docs/intro/install/)"
 need_tfvars
 resolve_project
 need_adc
+# shellcheck disable=SC2119 # no extra APIs beyond the required ones
 check_apis
 
 chart="${WATCHER_CHART:-$repo/charts/retrain-watcher}"

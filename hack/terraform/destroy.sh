@@ -8,7 +8,7 @@
 # removed from the Terraform state, not deleted).
 set -euo pipefail
 script_name=destroy
-# shellcheck source=lib.sh
+# shellcheck source=hack/terraform/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_gcloud

@@ -10,7 +10,7 @@
 # repository (else: terraform output image_repository). PROJECT as for cluster.
 set -euo pipefail
 script_name=images
-# shellcheck source=lib.sh
+# shellcheck source=hack/terraform/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 builder="${BUILDER:-cloudbuild}"
@@ -66,6 +66,6 @@ cat >&2 <<MSG
 
 Pushed ${#images[@]} image(s) tagged $sha to $repository.
 Next:
-  helm upgrade retrain-watcher charts/retrain-watcher -n $namespace --reuse-values --set image.tag=$sha
+  helm upgrade retrain-watcher charts/retrain-watcher -n ${K8S_NAMESPACE:-training} --reuse-values --set image.tag=$sha
   (jobs: set image: $repository/trainer:$sha in your job spec)
 MSG

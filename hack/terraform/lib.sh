@@ -5,8 +5,8 @@
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tf_dir="${TF_DIR:-$repo/terraform}"
 tf_vars="$(realpath -m "${TF_VARS_FILE:-$tf_dir/terraform.tfvars}")"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 generated="$tf_dir/generated"
-namespace="${K8S_NAMESPACE:-training}"
 
 # APIs the platform uses; Terraform does not enable them (so destroy never
 # disables an API other things in the project may use).

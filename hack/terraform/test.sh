@@ -7,7 +7,7 @@
 # Needs the provider built by hack/terraform/build-provider.sh (make tf-provider).
 set -euo pipefail
 script_name=tf-test
-# shellcheck source=lib.sh
+# shellcheck source=hack/terraform/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_terraform
