@@ -50,7 +50,7 @@ while IFS=$'\t' read -r pool type zones; do
   offered="$(gcloud compute accelerator-types list --project "$project" --filter="name=$type" --format='value(zone.basename())' 2>/dev/null)" \
     || die "could not list accelerator types in $project"
   for z in $zones; do
-    grep -qx "$z" <<<"$offered" || die "GPU pool $pool: zone $z does not offer $type (zones that do: $(tr '\n' ' ' <<<"$offered"))"
+    grep -qx "$z" <<<"$offered" || die "GPU pool $pool: zone $z does not offer $type (zones that do: ${offered//$'\n'/, })"
   done
 done <<<"$pool_lines"
 

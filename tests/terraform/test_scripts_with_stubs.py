@@ -288,3 +288,62 @@ def test_tf_provider_check_reports_absence(tmp_path):
     out = subprocess.run([str(HACK / "build-provider.sh"), "--print-dir"], env={**os.environ, "JOBGEN_CACHE": str(tmp_path)},
                          capture_output=True, text=True)
     assert out.stdout.strip() == f"{tmp_path}/terraform-providers"
+
+
+REAL_TF_WRAPPER = r'''#!/usr/bin/env bash
+# init, console and version go to the real terraform; the rest is stubbed
+# (apply would need GCP credentials).
+echo "terraform $*" >>"$STUB_LOG"
+args=("$@")
+[[ "${args[0]}" == -chdir=* ]] && args=("${args[@]:1}")
+case "${args[0]}" in
+  init|console|version) exec "$REAL_TERRAFORM" "$@" ;;
+esac
+exec "$STUB_TERRAFORM" "$@"
+'''
+
+
+def test_cluster_reads_gpu_pools_through_the_real_terraform(stubs, tmp_path):
+    """With the real terraform for init (from the local provider mirror) and
+    console, cluster.sh reads the pools of examples/spot.tfvars and asks gcloud
+    about the zones of the N1 pool. apply and later steps stay stubbed."""
+    from .conftest import TF_DIR, copy_tf, require_provider
+
+    mirror = require_provider()
+    real = shutil.which("terraform")
+    work = copy_tf(tmp_path / "tf-real")
+    shutil.copy(TF_DIR / "examples" / "spot.tfvars", work / "terraform.tfvars")
+    (work / "terraform.tfvars").write_text(
+        (work / "terraform.tfvars").read_text().replace('"my-project-id"', '"jobgen-test-project"')
+    )
+    stub_tf = stubs.dir / "terraform-stub"
+    (stubs.dir / "terraform").rename(stub_tf)
+    (stubs.dir / "terraform").write_text(REAL_TF_WRAPPER)
+    (stubs.dir / "terraform").chmod(0o755)
+    rc = tmp_path / "terraformrc"
+    rc.touch()
+    res = stubs.run(
+        "cluster.sh", TF_DIR=str(work), TF_PLUGIN_DIR=str(mirror), REAL_TERRAFORM=real, STUB_TERRAFORM=str(stub_tf),
+        TF_CLI_CONFIG_FILE=str(rc), STUB_ACCEL_ZONES="us-central1-a us-central1-b",
+        # No credentials are used, and nothing may try the metadata server.
+        GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+    )
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    accel = [c for c in calls if c.startswith("gcloud compute accelerator-types list")]
+    assert accel == [
+        "gcloud compute accelerator-types list --project jobgen-test-project --filter=name=nvidia-tesla-t4 --format=value(zone.basename())",
+        "gcloud compute accelerator-types list --project jobgen-test-project --filter=name=nvidia-tesla-a100 --format=value(zone.basename())",
+    ]
+    assert (work / ".terraform" / "providers").is_dir(), "init installed the provider from the mirror"
+
+    # The same zone check rejects a zone gcloud does not list.
+    res = stubs.run(
+        "cluster.sh", TF_DIR=str(work), TF_PLUGIN_DIR=str(mirror), REAL_TERRAFORM=real, STUB_TERRAFORM=str(stub_tf),
+        TF_CLI_CONFIG_FILE=str(rc), STUB_ACCEL_ZONES="us-central1-b",
+        GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "cluster: error: GPU pool t4-spot: zone us-central1-a does not offer nvidia-tesla-t4 (zones that do: us-central1-b)"
+    )
