@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make images: build images/trainer, images/tf-trainer and images/watcher and
 # push them to the Artifact Registry repository that `make cluster` created,
-# tagged with the git sha (short, 12 characters; "-dirty" when the work tree
-# has uncommitted changes).
+# tagged with the git sha (short, 12 characters; "-dirty" when tracked files
+# have uncommitted changes), with build args IMAGE_REF and GIT_SHA.
 #
 # BUILDER=cloudbuild (default: builds remotely, needs no Docker engine) or
 # BUILDER=docker (docker build + push; needs a running Docker engine).
@@ -35,28 +35,58 @@ if [[ -z "$repository" ]]; then
   repository="$(tf_output image_repository)"
 fi
 
-sha="$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null)" || die "$repo is not a git checkout: cannot tag images with the git sha"
-if [[ -n "$(git -C "$repo" status --porcelain -- images 2>/dev/null)" ]]; then
+full_sha="$(git -C "$repo" rev-parse HEAD 2>/dev/null)" || die "$repo is not a git checkout: cannot tag images with the git sha"
+sha="${full_sha:0:12}"
+if [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
   sha="$sha-dirty"
 fi
 
+# Build context and Dockerfile of each image, relative to the repo (as the
+# Dockerfiles' headers say: tf-trainer builds from images/, the watcher from
+# the repository root).
+image_spec() {
+  case "$1" in
+    tf-trainer) echo "images images/tf-trainer/Dockerfile" ;;
+    watcher) echo ". images/watcher/Dockerfile" ;;
+    *) echo "images/$1 images/$1/Dockerfile" ;;
+  esac
+}
+
 read -r -a images <<<"${IMAGES:-trainer tf-trainer watcher}"
 for image in "${images[@]}"; do
-  [[ -f "$repo/images/$image/Dockerfile" ]] || die "images/$image/Dockerfile not found"
+  read -r context dockerfile < <(image_spec "$image")
+  [[ -f "$repo/$dockerfile" ]] || die "$dockerfile not found"
 done
 
 if [[ "$builder" == docker ]]; then
   gcloud auth configure-docker "${repository%%/*}" --quiet >&2 || die "gcloud auth configure-docker ${repository%%/*} failed"
 fi
 
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 for image in "${images[@]}"; do
+  read -r context dockerfile < <(image_spec "$image")
   ref="$repository/$image:$sha"
-  say "building $ref with $builder"
+  ctx="$repo/$context"
+  ctx="${ctx%/.}"
+  say "building $ref from $context with $builder"
   if [[ "$builder" == cloudbuild ]]; then
-    gcloud builds submit "$repo/images/$image" --project "$project" --tag "$ref" >&2 \
+    # --tag cannot name a Dockerfile outside the context root: use a build config.
+    cfg="$work/cloudbuild-$image.yaml"
+    rel="$(realpath -m --relative-to="$ctx" "$repo/$dockerfile")"
+    cat >"$cfg" <<CFG
+steps:
+  - name: gcr.io/cloud-builders/docker
+    env: ["DOCKER_BUILDKIT=1"]
+    args: ["build", "-f", "$rel", "-t", "$ref", "--build-arg", "IMAGE_REF=$ref", "--build-arg", "GIT_SHA=$full_sha", "."]
+images: ["$ref"]
+CFG
+    gcloud builds submit "$ctx" --project "$project" --config "$cfg" >&2 \
       || die "Cloud Build of $ref failed (see above)"
   else
-    docker build -t "$ref" "$repo/images/$image" >&2 || die "docker build of $ref failed"
+    DOCKER_BUILDKIT=1 docker build -f "$repo/$dockerfile" -t "$ref" \
+      --build-arg "IMAGE_REF=$ref" --build-arg "GIT_SHA=$full_sha" "$ctx" >&2 \
+      || die "docker build of $ref failed"
     docker push "$ref" >&2 || die "docker push of $ref failed"
   fi
   echo "$ref"

@@ -41,7 +41,9 @@ case "$*" in
   "services enable"*) ;;
   "compute accelerator-types list"*) printf '%s\n' ${STUB_ACCEL_ZONES:-} ;;
   "container clusters get-credentials"*) ;;
-  "builds submit"*) ;;
+  "builds submit"*)
+    args=("$@")
+    for i in "${!args[@]}"; do [[ "${args[$i]}" == --config ]] && cat "${args[$((i + 1))]}" >>"$STUB_LOG"; done; true ;;
   "auth configure-docker"*) ;;
   *) echo "stub gcloud: unexpected: $*" >&2; exit 3 ;;
 esac
@@ -225,21 +227,49 @@ def test_cluster_rejects_the_example_project_id(stubs):
     assert res.returncode == 1 and "still the example's 'my-project-id'" in res.stderr
 
 
-def test_images_builds_each_image_with_cloud_build_tagged_with_the_git_sha(stubs, tmp_path):
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
-    present = [d for d in ("trainer", "tf-trainer", "watcher") if (REPO / "images" / d / "Dockerfile").is_file()]
-    if not present:
-        pytest.skip("no images/*/Dockerfile in the work tree yet")
-    res = stubs.run("images.sh", IMAGES=" ".join(present))
+CONTEXTS = {"trainer": ("images/trainer", "Dockerfile"), "tf-trainer": ("images", "tf-trainer/Dockerfile"),
+            "watcher": (".", "images/watcher/Dockerfile")}
+
+
+def git_tag() -> tuple[str, str]:
+    full = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return full, full[:12] + ("-dirty" if dirty else "")
+
+
+def test_images_builds_each_image_with_cloud_build_tagged_with_the_git_sha(stubs):
+    full, tag = git_tag()
+    res = stubs.run("images.sh")
     assert res.returncode == 0, res.stderr
     repo = "us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images"
-    builds = [c for c in stubs.calls() if c.startswith("gcloud builds submit")]
-    assert len(builds) == len(present)
-    for image, call in zip(present, builds):
-        assert call.startswith(f"gcloud builds submit {REPO}/images/{image} --project jobgen-test-project --tag {repo}/{image}:{sha}"), call
-    assert res.stdout.split() == [line.split()[-1] for line in res.stdout.splitlines() if line]
-    for line in res.stdout.split():
-        assert line.startswith(f"{repo}/") and f":{sha}" in line
+    assert res.stdout.split() == [f"{repo}/{i}:{tag}" for i in ("trainer", "tf-trainer", "watcher")]
+    log = "\n".join(stubs.calls())
+    for image, (context, dockerfile) in CONTEXTS.items():
+        ctx = REPO if context == "." else REPO / context
+        assert f"gcloud builds submit {ctx} --project jobgen-test-project --config " in log, (image, log)
+        ref = f"{repo}/{image}:{tag}"
+        assert (f'args: ["build", "-f", "{dockerfile}", "-t", "{ref}", "--build-arg", "IMAGE_REF={ref}", '
+                f'"--build-arg", "GIT_SHA={full}", "."]') in log, log
+        assert f'images: ["{ref}"]' in log
+
+
+def test_images_with_docker_builds_from_each_context(stubs):
+    full, tag = git_tag()
+    (stubs.dir / "docker").write_text('#!/usr/bin/env bash\necho "docker $*" >>"$STUB_LOG"\n')
+    res = stubs.run("images.sh", BUILDER="docker", IMAGES="watcher tf-trainer")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    ref = f"us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images/watcher:{tag}"
+    assert f"docker build -f {REPO}/images/watcher/Dockerfile -t {ref} --build-arg IMAGE_REF={ref} --build-arg GIT_SHA={full} {REPO}" in calls
+    assert f"docker push {ref}" in calls
+    assert index(calls, "gcloud auth configure-docker us-central1-docker.pkg.dev") < index(calls, "docker build")
+    assert any(c.startswith(f"docker build -f {REPO}/images/tf-trainer/Dockerfile") and c.endswith(f" {REPO}/images") for c in calls)
+
+
+def test_images_names_a_missing_dockerfile(stubs):
+    res = stubs.run("images.sh", IMAGES="nonesuch")
+    assert res.returncode == 1 and res.stderr.strip() == "images: error: images/nonesuch/Dockerfile not found"
 
 
 def test_images_with_docker_needs_an_engine(stubs):
