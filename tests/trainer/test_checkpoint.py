@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.trainer.conftest import require_torch  # noqa: E402
+
+torch = require_torch()
 
 from trainer import checkpoint, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402

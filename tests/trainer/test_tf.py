@@ -63,13 +63,15 @@ def test_bad_tf_config_is_rejected_clearly(raw, message):
 def test_tf_trainer_cli_rejects_bad_hyperparameters_without_importing_tensorflow():
     code = ("import sys\nfrom tf_trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
             "except SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n")
-    p = subprocess.run([sys.executable, "-c", code, "--epochs=-3"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code, "--epochs=-3"], capture_output=True, text=True, timeout=60,
+                       env=child_env({}))
     assert p.stdout.strip() == "exit 2 False" and "argument --epochs: must be >= 1" in p.stderr
 
 
 def test_tf_trainer_shares_the_registry_without_torch():
     code = "import sys, tf_trainer.train, trainer.registry, trainer.data; print('torch' in sys.modules)"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=child_env({}))
     assert p.stdout.strip() == "False", p.stderr
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.trainer.conftest import require_torch  # noqa: E402
+
+torch = require_torch()
 
 from tests.trainer.conftest import (  # noqa: E402
     child_env, free_port, operator_pod_env, run_all, torchrun_cmd, trainer_cmd)
@@ -171,7 +173,8 @@ def test_bad_hyperparameters_fail_before_torch_is_imported(argv, message):
     code = ("import sys\nfrom trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
             "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                       env=child_env({}))
     assert p.stdout.strip() == "exit 2 False", (p.stdout, p.stderr)
     assert message in p.stderr and "Traceback" not in p.stderr
     assert time.monotonic() - t0 < 20

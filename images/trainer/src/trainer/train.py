@@ -414,7 +414,7 @@ class Trainer:
                 self.sched.step()
                 self.step += 1
                 self.step_in_epoch += 1
-                self.loss_sum += loss.detach().double()
+                self.loss_sum.add_(loss.detach())  # float64 accumulator, no per-step allocation
                 self.loss_n += 1
                 if self.rank == 0 and self.step % args.log_every == 0:
                     print(f"step {self.step} epoch {self.epoch} loss {loss.item():.4f} "
@@ -477,8 +477,12 @@ class Trainer:
         files = {"model.pt": buf.getvalue()}
         scripted = model_mod.torchscript(self.net)
         if scripted is not None:
+            import warnings
+
             sbuf = io.BytesIO()
-            torch.jit.save(scripted, sbuf)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still loadable
+                torch.jit.save(scripted, sbuf)
             files["model.torchscript.pt"] = sbuf.getvalue()
         if self.registry is None:
             log.warning("no OUTPUT_URI: the model is not published (metrics %s)", metrics)
