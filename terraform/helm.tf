@@ -2,11 +2,13 @@
 locals {
   watcher_values = {
     gcp = {
-      project      = var.project_id
-      subscription = google_pubsub_subscription.watcher.id
-      dataBucket   = module.bucket_data.name
-      dataPrefix   = var.data_notification_prefix
-      modelsBucket = module.bucket_models.name
+      project              = var.project_id
+      subscription         = google_pubsub_subscription.watcher.id
+      requestsSubscription = google_pubsub_subscription.retrain_requests.id
+      deadLetterTopic      = google_pubsub_topic.dead_letter.id
+      dataBucket           = module.bucket_data.name
+      dataPrefix           = var.data_notification_prefix
+      modelsBucket         = module.bucket_models.name
     }
     serviceAccount = {
       create = true

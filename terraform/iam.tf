@@ -121,3 +121,10 @@ resource "google_kms_crypto_key_iam_member" "gke_agent" {
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:service-${local.project_number}@container-engine-robot.iam.gserviceaccount.com"
 }
+
+resource "google_pubsub_subscription_iam_member" "watcher_requests_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.retrain_requests.id
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.watcher.member
+}

@@ -53,6 +53,16 @@ output "watcher_subscription" {
   value       = google_pubsub_subscription.watcher.id
 }
 
+output "retrain_requests_topic" {
+  description = "Publish here to ask the watcher for a retraining run without new data."
+  value       = google_pubsub_topic.retrain_requests.id
+}
+
+output "dead_letter_topic" {
+  description = "Topic of messages the watcher rejected or Pub/Sub could not deliver."
+  value       = google_pubsub_topic.dead_letter.id
+}
+
 output "dead_letter_subscription" {
   description = "Subscription holding messages the watcher failed to process."
   value       = google_pubsub_subscription.dead_letter.id

@@ -104,3 +104,56 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_agent}"
 }
+
+# The watcher publishes messages it rejects (malformed, hostile) to the
+# dead-letter topic itself, with the reason as attributes, then acks them.
+resource "google_pubsub_topic_iam_member" "watcher_dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.id
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.watcher.member
+}
+
+# Retrain requests: anyone allowed to publish here (project owners, CI) asks
+# the watcher for a run without new data.
+resource "google_pubsub_topic" "retrain_requests" {
+  project                    = var.project_id
+  name                       = "${var.name}-retrain-requests"
+  kms_key_name               = var.kms_key_name
+  message_retention_duration = "86400s"
+  labels                     = var.labels
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub_agent]
+}
+
+resource "google_pubsub_subscription" "retrain_requests" {
+  project                    = var.project_id
+  name                       = "${var.name}-retrain-requests-watcher"
+  topic                      = google_pubsub_topic.retrain_requests.id
+  ack_deadline_seconds       = var.watcher_ack_deadline_seconds
+  message_retention_duration = "604800s"
+  labels                     = var.labels
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.watcher_max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}
+
+resource "google_pubsub_subscription_iam_member" "requests_dead_letter_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.retrain_requests.id
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${local.pubsub_agent}"
+}

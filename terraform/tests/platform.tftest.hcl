@@ -208,6 +208,20 @@ run "workload_identity_grants" {
     }
   }
   override_resource {
+    target          = google_pubsub_subscription.retrain_requests
+    override_during = plan
+    values = {
+      id = "projects/jobgen-test-project/subscriptions/jobgen-retrain-requests-watcher"
+    }
+  }
+  override_resource {
+    target          = google_pubsub_topic.dead_letter
+    override_during = plan
+    values = {
+      id = "projects/jobgen-test-project/topics/jobgen-data-events-dead-letter"
+    }
+  }
+  override_resource {
     target          = google_service_account.watcher
     override_during = plan
     values = {
@@ -236,6 +250,14 @@ run "workload_identity_grants" {
   assert {
     condition     = yamldecode(output.watcher_helm_values).gcp.subscription == "projects/jobgen-test-project/subscriptions/jobgen-retrain-watcher"
     error_message = "the watcher's Helm values carry the subscription path: ${output.watcher_helm_values}"
+  }
+  assert {
+    condition     = yamldecode(output.watcher_helm_values).gcp.requestsSubscription == "projects/jobgen-test-project/subscriptions/jobgen-retrain-requests-watcher" && yamldecode(output.watcher_helm_values).gcp.deadLetterTopic == "projects/jobgen-test-project/topics/jobgen-data-events-dead-letter"
+    error_message = "the watcher's values carry the retrain-requests subscription and the dead-letter topic"
+  }
+  assert {
+    condition     = google_pubsub_topic_iam_member.watcher_dead_letter_publisher.member == "serviceAccount:jobgen-watcher@jobgen-test-project.iam.gserviceaccount.com" && google_pubsub_subscription_iam_member.watcher_requests_subscriber.subscription == "projects/jobgen-test-project/subscriptions/jobgen-retrain-requests-watcher"
+    error_message = "the watcher may publish rejects to the dead-letter topic and pull retrain requests"
   }
   assert {
     condition     = yamldecode(output.watcher_helm_values).serviceAccount.annotations["iam.gke.io/gcp-service-account"] == "jobgen-watcher@jobgen-test-project.iam.gserviceaccount.com"
