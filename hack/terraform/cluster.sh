@@ -39,8 +39,19 @@ mapfile -t vars < <(var_args)
 
 # Zones listed for GPU pools must offer the accelerator. Terraform checks
 # machine types with built-in GPUs itself; attached GPUs (N1) only gcloud sees.
-pools_json="$(tf console "${vars[@]}" <<<'jsonencode([for p in var.gpu_pools : { name = p.name, type = p.accelerator_type, zones = p.zones == null ? [] : p.zones }])' 2>/dev/null)" \
-  || die "terraform could not read gpu_pools from $tf_vars (run: terraform -chdir=terraform validate)"
+console_err="$(mktemp)"
+trap 'rm -f "$console_err"' EXIT
+pools_out="$(tf console -no-color "${vars[@]}" <<<'jsonencode([for p in var.gpu_pools : { name = p.name, type = p.accelerator_type, zones = p.zones == null ? [] : p.zones }])' 2>"$console_err")" \
+  || die "terraform could not read $tf_vars: $(grep -m1 '^Error: ' "$console_err" || echo 'run terraform -chdir=terraform validate')"
+# A variable that fails its validation is reported on stderr, exit code 0:
+# say the validation's own message.
+if grep -q '^Error: ' "$console_err"; then
+  die "$tf_vars: $(python3 -c 'import sys
+lines = open(sys.argv[1]).read().splitlines()
+msg = [l.strip() for l in lines if l.strip() and not l.startswith(("Error:", "  on ", "Warning:")) and not l.lstrip()[:1].isdigit() and "│" not in l and "├" not in l and not l.startswith("This was checked")]
+print(msg[0] if msg else next(l for l in lines if l.startswith("Error: ")))' "$console_err")"
+fi
+pools_json="$(tail -n 1 <<<"$pools_out")"
 pool_lines="$(python3 -c 'import json,sys
 for p in json.loads(json.loads(sys.argv[1])):
     print(p["name"], p["type"], " ".join(p["zones"]), sep="\t")' "$pools_json")" \

@@ -377,3 +377,31 @@ def test_cluster_reads_gpu_pools_through_the_real_terraform(stubs, tmp_path):
     assert res.stderr.strip().splitlines()[-1] == (
         "cluster: error: GPU pool t4-spot: zone us-central1-a does not offer nvidia-tesla-t4 (zones that do: us-central1-b)"
     )
+
+
+def test_cluster_reports_a_failed_validation_in_one_line(stubs, tmp_path):
+    """terraform console exits 0 when a variable fails its validation; cluster.sh
+    still stops before apply and says the validation's own message."""
+    from .conftest import copy_tf, require_provider
+
+    mirror = require_provider()
+    work = copy_tf(tmp_path / "tf-real")
+    (work / "terraform.tfvars").write_text(
+        'project_id = "jobgen-test-project"\n'
+        'gpu_pools = [{ name = "h100-dws", machine_type = "a3-highgpu-8g", accelerator_type = "nvidia-h100-80gb",'
+        ' accelerator_count = 8, max_nodes = 2, queued_provisioning = true, spot = true }]\n'
+    )
+    stub_tf = stubs.dir / "terraform-stub"
+    (stubs.dir / "terraform").rename(stub_tf)
+    (stubs.dir / "terraform").write_text(REAL_TF_WRAPPER)
+    (stubs.dir / "terraform").chmod(0o755)
+    rc = tmp_path / "terraformrc"
+    rc.touch()
+    res = stubs.run(
+        "cluster.sh", TF_DIR=str(work), TF_PLUGIN_DIR=str(mirror), REAL_TERRAFORM=shutil.which("terraform"),
+        STUB_TERRAFORM=str(stub_tf), TF_CLI_CONFIG_FILE=str(rc),
+        GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == f"cluster: error: {work}/terraform.tfvars: queued_provisioning excludes spot: h100-dws."
+    assert not any(" apply " in c for c in stubs.calls())
