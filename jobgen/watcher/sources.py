@@ -125,7 +125,8 @@ class Poller:
                 LOG.warning("polling needs versionDepth 1; trigger not polled", extra={"trigger": t.name})
         self._client = client
         self.clock = clock
-        self.calls = 0  # list/get requests of the last poll (the cost the docs talk about)
+        self.calls = 0  # list pages + object reads of the last poll
+        self.items = 0  # names (folders and objects) those calls returned: the cost that could grow
         self.last_poll_ok = 0.0
 
     @property
@@ -140,7 +141,7 @@ class Poller:
         """One poll of every trigger; returns the number of versions handled. Raises on failures."""
         state = self.watcher.sink.read_state().get(self.STATE_KEY)
         state = state if isinstance(state, dict) else {}
-        self.calls = 0
+        self.calls = self.items = 0
         handled = 0
         for trig in self.triggers:
             st = state.get(trig.name) if isinstance(state.get(trig.name), dict) else {}
@@ -160,8 +161,7 @@ class Poller:
         it = self.client.list_blobs(trig.bucket, **kwargs)
         for page in it.pages:
             self.calls += 1
-            for _ in page:
-                pass
+            self.items += sum(1 for _ in page) + len(page.prefixes)
         return sorted(p for p in it.prefixes if (start is None or p >= start))
 
     def _poll_trigger(self, trig: Trigger, st: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -211,6 +211,7 @@ class Poller:
                 self.calls += 1
                 blob = bucket.get_blob(version + marker)
                 if blob is not None:
+                    self.items += 1
                     return Candidate(trig.name, trig.bucket, version, version + marker, int(blob.generation),
                                      version + marker)
             return None
@@ -223,6 +224,7 @@ class Poller:
         for page in it.pages:
             self.calls += 1
             for blob in page:
+                self.items += 1
                 if trig.glob and not glob_regex(trig.glob).match(blob.name):
                     continue  # servers without matchGlob support return everything
                 count += 1

@@ -266,3 +266,45 @@ def test_forbid_queues_newest_version(case_factory, wenv):
     jobs = wait_for(n_jobs(case, 2), 30, "the queued job")
     gens = {j["metadata"]["labels"]["retrain.jobgen.io/generation"] for j in jobs}
     assert str(g3) in gens and str(g2) not in gens  # coalesced to the newest
+
+
+def test_two_replicas_share_one_subscription(case_factory):
+    """Two watchers on one subscription, each notification also republished: still one job each."""
+    case = case_factory()
+    a, b = case.start(), case.start()
+    gens = _upload_versions(case, 60, 0)
+    notes = [m for m in case.tap_messages(60) if m.attributes["bucketId"] == case.bucket]
+    for m in notes:
+        case.publish(m.data, **dict(m.attributes))
+    _check_exactly_once(case, gens, 120)
+    created = a.metric("retrain_jobs_created_total") + b.metric("retrain_jobs_created_total")
+    assert created == 60 and a.metric("retrain_jobs_created_total") > 0 and b.metric("retrain_jobs_created_total") > 0
+
+
+def test_poll_cost_grows_with_new_versions_only(case_factory, wenv):
+    """The poller against fake-gcs-server and the real apiserver: after the first poll, a poll that
+    finds one new version makes a constant number of GCS calls, however many old versions exist."""
+    from jobgen import kube
+    from jobgen.watcher.app import Watcher
+    from jobgen.watcher.config import load_config, load_jobs
+    from jobgen.watcher.sink import KubeSink
+    from jobgen.watcher.sources import Poller
+
+    case = case_factory(sources={"poll": {"intervalSeconds": 1}}, dead_letter=False)
+    cfg = load_config(case.config)
+    watcher = Watcher(cfg, load_jobs(cfg, case.config),
+                      KubeSink(kube.connect(None, wenv.cluster.kubeconfig), case.ns, cfg.state_config_map))
+    poller = Poller(cfg.sources.poll, watcher, cfg.triggers, client=wenv.gcs)
+    for n_old in (5, 40):
+        for i in range(n_old):
+            case.upload(f"mnist/o{n_old:03d}-{i:03d}/_SUCCESS")
+    assert poller.poll_once() == 45 and len(case.jobs()) == 45
+    costs = []
+    for i in range(3):
+        case.upload(f"mnist/p{i:03d}/_SUCCESS")
+        assert poller.poll_once() == 1
+        costs.append((poller.calls, poller.items))
+    # 1 listing page + the new marker + the rechecked newest version; the names returned do not
+    # grow with the 45 old versions (startOffset skips them).
+    assert max(c for c, _ in costs) <= 4 and max(i for _, i in costs) <= 4, costs
+    assert poller.poll_once() == 0 and len(case.jobs()) == 48
