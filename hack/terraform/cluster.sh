@@ -6,11 +6,14 @@
 #   3. gcloud container clusters get-credentials
 #   4. make operator (training-operator, namespace, RBAC), then annotates the
 #      trainer KSA for Workload Identity
-#   5. helm upgrade --install charts/retrain-watcher with the generated values
+#   5. the watcher image (git sha tag) built unless the registry has it, then
+#      helm upgrade --install charts/retrain-watcher with the generated values
 #   6. prints the next commands
 #
 # Environment: PROJECT, TF_VARS_FILE, AUTO_APPROVE=1, ENABLE_APIS=1,
-# SKIP_WATCHER=1 (no chart install), WATCHER_CHART (chart dir), TF_PLUGIN_DIR (local provider mirror),
+# SKIP_WATCHER=1 (no chart install), WATCHER_CHART (chart dir),
+# WATCHER_IMAGE_TAG (default: the git sha tag), BUILD_WATCHER_IMAGE=0 (fail
+# instead of building a missing watcher image), TF_PLUGIN_DIR (local provider mirror),
 # TF_BACKEND_CONFIG (a backend config file for remote state), MAKE.
 set -euo pipefail
 script_name=cluster
@@ -82,7 +85,7 @@ kubectl version --request-timeout=20s >/dev/null 2>&1 \
 # --------------------------------------------------------------- operator ----
 "${MAKE:-make}" -C "$repo" operator || die "make operator failed (see above)"
 
-trainer_ksa="$(tf output -json trainer_ksa)"
+trainer_ksa="$(tf output -json trainer_ksa 2>/dev/null)" || die "terraform output trainer_ksa is missing"
 read -r trainer_name trainer_gsa < <(python3 -c 'import json,sys; k = json.loads(sys.argv[1]); print(k["name"], k["google_service_account"])' "$trainer_ksa") \
   || die "terraform output trainer_ksa is not what this script expects: $trainer_ksa"
 namespace="$(tf_output k8s_namespace)"
@@ -100,9 +103,21 @@ tf output -raw watcher_helm_values >"$values" || die "terraform output watcher_h
 if [[ "${SKIP_WATCHER:-0}" == 1 ]]; then
   say "SKIP_WATCHER=1: not installing the watcher; values are in $values"
 else
+  # The watcher's image, tagged with this checkout's git sha, must be in the
+  # registry before the chart can start it: build it now if it is not
+  # (BUILD_WATCHER_IMAGE=0 to refuse instead).
+  repository="$(tf_output image_repository)"
+  tag="${WATCHER_IMAGE_TAG:-$(git_tag)}"
+  if ! gcloud artifacts docker images describe "$repository/watcher:$tag" --project "$project" >/dev/null 2>&1; then
+    [[ "${BUILD_WATCHER_IMAGE:-1}" == 1 ]] \
+      || die "$repository/watcher:$tag is not in the registry: run 'make images' first (or unset BUILD_WATCHER_IMAGE)"
+    say "$repository/watcher:$tag is not in the registry yet: building it"
+    IMAGES=watcher IMAGE_REPOSITORY="$repository" PROJECT="$project" bash "$repo/hack/terraform/images.sh" >/dev/null \
+      || die "building the watcher image failed (see above)"
+  fi
   helm upgrade --install retrain-watcher "$chart" --namespace "$namespace" \
-    --values "$values" --wait --timeout 10m >&2 \
-    || die "helm upgrade --install retrain-watcher failed (values: $values)"
+    --values "$values" --set-string "image.tag=$tag" --wait --timeout 10m >&2 \
+    || die "helm upgrade --install retrain-watcher failed (values: $values, image tag $tag)"
 fi
 
 # ------------------------------------------------------------------- next ----
@@ -116,6 +131,6 @@ Next:
   make submit JOB=jobs/cpu-ddp.yaml             # run a job (kubectl context: $(kubectl config current-context 2>/dev/null || echo "?"))
   make status                                   # follow jobs
   gcloud storage cp DATA gs://$data_bucket/$(tf output -raw data_notification_prefix)   # new data triggers retraining
-  helm upgrade retrain-watcher charts/retrain-watcher -n $namespace --reuse-values --set image.tag=SHA   # after make images
+  helm upgrade retrain-watcher charts/retrain-watcher -n $namespace --reuse-values --set-string image.tag=SHA   # after make images of a new commit
   make destroy                                  # remove everything (asks first)
 MSG

@@ -35,11 +35,8 @@ if [[ -z "$repository" ]]; then
   repository="$(tf_output image_repository)"
 fi
 
-full_sha="$(git -C "$repo" rev-parse HEAD 2>/dev/null)" || die "$repo is not a git checkout: cannot tag images with the git sha"
-sha="${full_sha:0:12}"
-if [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-  sha="$sha-dirty"
-fi
+sha="$(git_tag)"
+full_sha="$(git -C "$repo" rev-parse HEAD)"
 
 # Build context and Dockerfile of each image, relative to the repo (as the
 # Dockerfiles' headers say: tf-trainer builds from images/, the watcher from
@@ -96,6 +93,6 @@ cat >&2 <<MSG
 
 Pushed ${#images[@]} image(s) tagged $sha to $repository.
 Next:
-  helm upgrade retrain-watcher charts/retrain-watcher -n ${K8S_NAMESPACE:-training} --reuse-values --set image.tag=$sha
+  helm upgrade retrain-watcher charts/retrain-watcher -n ${K8S_NAMESPACE:-training} --reuse-values --set-string image.tag=$sha
   (jobs: set image: $repository/trainer:$sha in your job spec)
 MSG

@@ -121,3 +121,14 @@ var_args() {
 tf_output() { # tf_output NAME: raw output value
   tf output -raw "$1" 2>/dev/null || die "terraform output $1 is missing: has 'make cluster' applied the configuration?"
 }
+
+# git_tag: the image tag for this checkout: 12 characters of the commit, plus
+# "-dirty" when tracked files have uncommitted changes. Sets full_sha too.
+git_tag() {
+  full_sha="$(git -C "$repo" rev-parse HEAD 2>/dev/null)" || die "$repo is not a git checkout: cannot tag images with the git sha"
+  local tag="${full_sha:0:12}"
+  if [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+    tag="$tag-dirty"
+  fi
+  echo "$tag"
+}

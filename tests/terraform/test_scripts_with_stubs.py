@@ -41,6 +41,7 @@ case "$*" in
   "services enable"*) ;;
   "compute accelerator-types list"*) printf '%s\n' ${STUB_ACCEL_ZONES:-} ;;
   "container clusters get-credentials"*) ;;
+  "artifacts docker images describe"*) [[ -z "${STUB_IMAGE_MISSING:-}" ]] ;;
   "builds submit"*)
     args=("$@")
     for i in "${!args[@]}"; do [[ "${args[$i]}" == --config ]] && cat "${args[$((i + 1))]}" >>"$STUB_LOG"; done; true ;;
@@ -153,6 +154,10 @@ def test_cluster_runs_every_step_in_order(stubs):
         index(calls, f"helm upgrade --install retrain-watcher {stubs.root}/chart --namespace training --values {stubs.root}/terraform/generated/watcher-values.yaml"),
     ]
     assert order == sorted(order), "\n".join(calls)
+    _, tag = git_tag()
+    helm = calls[index(calls, "helm upgrade --install")]
+    assert f"--set-string image.tag={tag} --wait" in helm, helm
+    assert not any(c.startswith("gcloud builds submit") for c in calls), "the image is there: nothing is built"
     values = (stubs.root / "terraform" / "generated" / "watcher-values.yaml").read_text()
     assert values == "gcp:\n  project: jobgen-test-project\n"
     assert "Next:" in res.stdout and "make images" in res.stdout and "gs://jobgen-test-project-jobgen-data/incoming/" in res.stdout
@@ -405,3 +410,23 @@ def test_cluster_reports_a_failed_validation_in_one_line(stubs, tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == f"cluster: error: {work}/terraform.tfvars: queued_provisioning excludes spot: h100-dws."
     assert not any(" apply " in c for c in stubs.calls())
+
+
+def test_cluster_builds_a_missing_watcher_image_before_installing_the_chart(stubs):
+    _, tag = git_tag()
+    res = stubs.run("cluster.sh", STUB_IMAGE_MISSING="1")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    repo = "us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images"
+    describe = index(calls, f"gcloud artifacts docker images describe {repo}/watcher:{tag} --project jobgen-test-project")
+    build = index(calls, f"gcloud builds submit {REPO} --project jobgen-test-project --config ")
+    helm = index(calls, "helm upgrade --install retrain-watcher")
+    assert describe < build < helm
+    assert sum(c.startswith("gcloud builds submit") for c in calls) == 1, "only the watcher is built"
+
+
+def test_cluster_can_refuse_to_build_the_watcher_image(stubs):
+    res = stubs.run("cluster.sh", STUB_IMAGE_MISSING="1", BUILD_WATCHER_IMAGE="0")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].endswith("is not in the registry: run 'make images' first (or unset BUILD_WATCHER_IMAGE)")
+    assert not any(c.startswith("helm ") for c in stubs.calls())
