@@ -33,4 +33,5 @@ for vars in "$work"/examples/*.tfvars; do
   [[ -f "$work/tests/examples/$name.tftest.hcl" ]] || die "examples/$name.tfvars has no tests/examples/$name.tftest.hcl"
   t test -test-directory=tests/examples -filter="tests/examples/$name.tftest.hcl" -var-file="examples/$name.tfvars"
 done
+t test -test-directory=tests/examples -filter=tests/examples/starter.tftest.hcl -var-file=terraform.tfvars.example
 say "all Terraform checks passed"

@@ -32,6 +32,8 @@ def test_terraform_test_root_and_module(tf_initialised: Path):
 
 
 EXAMPLES = sorted(p.stem for p in (TF_DIR / "examples").glob("*.tfvars"))
+# name of the test file -> the tfvars it plans
+PLANNED = {**{n: f"examples/{n}.tfvars" for n in EXAMPLES}, "starter": "terraform.tfvars.example"}
 
 
 def test_every_example_has_plan_tests():
@@ -40,11 +42,11 @@ def test_every_example_has_plan_tests():
         assert (TF_DIR / "tests" / "examples" / f"{name}.tftest.hcl").is_file(), f"examples/{name}.tfvars has no plan test"
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", sorted(PLANNED))
 def test_example_plans(tf_initialised: Path, name: str):
     res = run_tf(
         tf_initialised, "test", "-test-directory=tests/examples",
-        f"-filter=tests/examples/{name}.tftest.hcl", f"-var-file=examples/{name}.tfvars",
+        f"-filter=tests/examples/{name}.tftest.hcl", f"-var-file={PLANNED[name]}",
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"[1-9]\d* passed, 0 failed", res.stdout), res.stdout
