@@ -6,13 +6,15 @@ resource "google_container_node_pool" "system" {
   cluster  = google_container_cluster.this.id
   location = local.cluster_location
 
-  initial_node_count = var.system_pool.min_nodes
+  # Per zone at creation; the autoscaler then keeps the total between the limits.
+  initial_node_count = 1
 
   autoscaling {
-    # Per zone: the system pool runs in every zone of the cluster.
-    min_node_count  = var.system_pool.min_nodes
-    max_node_count  = var.system_pool.max_nodes
-    location_policy = "BALANCED"
+    # Totals across the cluster's zones: a regional cluster does not need three
+    # idle system nodes.
+    total_min_node_count = var.system_pool.min_nodes
+    total_max_node_count = var.system_pool.max_nodes
+    location_policy      = "BALANCED"
   }
 
   management {

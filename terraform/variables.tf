@@ -184,7 +184,7 @@ variable "maintenance_window" {
 # ------------------------------------------------------------- node pools ----
 
 variable "system_pool" {
-  description = "The always-on pool for system pods, the operator and the watcher."
+  description = "The always-on pool for system pods, the operator and the watcher; min_nodes and max_nodes are totals across the cluster's zones."
   type = object({
     machine_type = optional(string, "e2-standard-4")
     min_nodes    = optional(number, 1)
@@ -196,7 +196,7 @@ variable "system_pool" {
 
   validation {
     condition     = var.system_pool.min_nodes >= 1 && var.system_pool.min_nodes <= var.system_pool.max_nodes
-    error_message = "system_pool needs 1 <= min_nodes <= max_nodes (per zone)."
+    error_message = "system_pool needs 1 <= min_nodes <= max_nodes (totals across the cluster's zones)."
   }
 }
 

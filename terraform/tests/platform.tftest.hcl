@@ -112,6 +112,10 @@ run "node_pools_least_privilege_and_gpu_taint" {
     error_message = "the system pool has no taints"
   }
   assert {
+    condition     = google_container_node_pool.system.autoscaling[0].total_min_node_count == 1 && google_container_node_pool.system.autoscaling[0].total_max_node_count == 3
+    error_message = "the system pool keeps 1 to 3 nodes in total"
+  }
+  assert {
     condition     = jsonencode([for t in output.gpu_node_pools["l4"].taints : "${t.key}=${t.value}:${t.effect}"]) == jsonencode(["nvidia.com/gpu=present:NO_SCHEDULE"])
     error_message = "GPU pools carry exactly the nvidia.com/gpu=present:NoSchedule taint"
   }
