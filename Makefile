@@ -18,11 +18,15 @@ help: ## Show this help.
 	  /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: venv bins ## Run the main job locally: render, validate and run jobs/cpu-ddp.yaml on the local control plane.
-	$(PY) -m jobgen.demo
+demo: venv bins ## The retraining loop locally: data lands in GCS → watcher → PyTorchJob → DDP training → registry (no cloud, no Docker).
+	$(PY) -m jobgen.demo $(DEMO_ARGS)
+
+.PHONY: demo-down
+demo-down: venv ## Stop what make demo left running (local cluster, emulators).
+	$(PY) -m jobgen.demo down
 
 .PHONY: test
-test: venv bins ## Run all tests (unit, integration against the local control plane, e2e if kind is present).
+test: venv bins tf-provider ## Run all tests (unit, integration against the local control plane, e2e if kind is present).
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ##@ Jobs (JOB=jobs/x.yaml; the current kube context, or KUBECONFIG)
@@ -70,6 +74,32 @@ kind-up: ## Create a kind cluster (needs Docker) from hack/kind/config.yaml and 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster.
 	hack/kind/kind.sh down
+
+##@ GKE (terraform/, docs/terraform.md)
+
+.PHONY: cluster
+cluster: ## Create the GPU GKE cluster, buckets, registry, identities, notifications; install operator and watcher.
+	hack/terraform/cluster.sh
+
+.PHONY: images
+images: ## Build and push images/{trainer,tf-trainer,watcher} tagged with the git sha (BUILDER=cloudbuild|docker).
+	hack/terraform/images.sh
+
+.PHONY: destroy
+destroy: ## Delete everything make cluster created (asks first; CONFIRM=<cluster name> skips the prompt).
+	hack/terraform/destroy.sh
+
+.PHONY: tf-provider
+tf-provider: ## Build the google Terraform provider from the Go module proxy into the cache (cold: 8-12 min).
+	hack/terraform/build-provider.sh
+
+.PHONY: tf-test
+tf-test: tf-provider ## Offline Terraform checks: fmt, validate, terraform test (mocked provider), example plans.
+	hack/terraform/test.sh
+
+.PHONY: checkov
+checkov: ## Scan terraform/, charts/ and manifests/ with checkov (its own venv in the cache).
+	hack/terraform/checkov.sh
 
 ##@ Development
 

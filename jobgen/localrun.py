@@ -107,7 +107,8 @@ def plan(manifest: dict[str, Any], source: str | None = None, python: str = sys.
                 raise UserError.one(f"{role}.env.{item.get('name')}", "valueFrom is not supported in local runs", source)
             env[item["name"]] = item["value"]
         env.update(localize(operator_env(manifest, role, index), ports))
-        out.append(Replica(name=pod_name(manifest["metadata"]["name"], role, index), role=role, index=index,
+        env["HOSTNAME"] = pod_name(manifest["metadata"]["name"], role, index)  # as the kubelet sets it
+        out.append(Replica(name=env["HOSTNAME"], role=role, index=index,
                            argv=local_argv(container["command"], container.get("args") or [], python), env=env))
     return out
 

@@ -96,7 +96,7 @@ class PodRunner:
         containers = [c for c in pod.spec.containers if c.name in DEFAULT_CONTAINERS] or pod.spec.containers
         container = containers[0]
         env = {e.name: e.value for e in container.env or [] if e.value is not None}
-        env = localize(env, self.ports.setdefault(job, LocalPorts()))
+        env = {"HOSTNAME": name, **localize(env, self.ports.setdefault(job, LocalPorts()))}  # as the kubelet sets it
         argv = local_argv(list(container.command or []), list(container.args or []))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process ends
