@@ -320,5 +320,27 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
     sys.exit(watch_main(config, kubeconfig=kubeconfig, context=context, log_level=log_level))
 
 
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@_set_options
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default="pipeline.yaml", show_default=True,
+              help="Where to write the compiled KFP v2 pipeline (IR YAML).")
+@click.option("--image-registry", default=None, metavar="REGISTRY",
+              help="Registry of the component images built from images/ (default: the spec image's registry).")
+@click.option("--image-tag", default=None, help="Tag of the component images (default: the spec image's tag).")
+def pipeline(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+             template_dir: str | None, output: str, image_registry: str | None, image_tag: str | None) -> None:
+    """Compile SPEC into a KFP v2 pipeline: validate data → train (PyTorchJob) → evaluate → register.
+
+    The spec's hyperparameters become typed pipeline parameters.
+    """
+    from jobgen.pipelines.compile import compile_spec
+
+    path = compile_spec(spec, sets=_pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False),
+                        params=dict(_pairs(params, "--param", False)), template_dir=template_dir, output=output,
+                        image_registry=image_registry, image_tag=image_tag)
+    click.echo(f"wrote {path}")
+
 if __name__ == "__main__":
     main()
