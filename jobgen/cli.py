@@ -188,15 +188,28 @@ def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], param
 @click.option("-A", "--all-namespaces", is_flag=True)
 @click.option("-l", "--selector", help="Label selector, e.g. team=vision.")
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
+@click.option("--sweep", "sweep_name", default=None, metavar="NAME",
+              help="Rank the trials of sweep NAME by the metric each published to the model registry.")
 @_cluster_options
 def status(name: str | None, namespace: str | None, all_namespaces: bool, selector: str | None, output: str,
-           context: str | None, kubeconfig: str | None) -> None:
+           sweep_name: str | None, context: str | None, kubeconfig: str | None) -> None:
     """Show state, replicas ready/succeeded/failed, age, and why a job is Pending or Failed."""
     from jobgen import kube
     from jobgen.status import status_table, summarize
 
     cluster = kube.connect(context, kubeconfig)
     ns = namespace or cluster.namespace
+    if sweep_name:
+        from dataclasses import asdict
+
+        from jobgen import sweep as sweeps
+
+        ranked = sweeps.rank(cluster, sweep_name, ns)
+        if output == "table":
+            click.echo(sweeps.rank_table(ranked))
+        else:
+            _emit([asdict(r) for r in ranked], output)
+        return
     if name:
         job = kube.get_job(cluster, name, ns)
         if job is None:
@@ -320,6 +333,59 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
     sys.exit(watch_main(config, kubeconfig=kubeconfig, context=context, log_level=log_level))
 
 
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@_set_options
+@click.option("--grid", multiple=True, metavar="NAME=V1,V2,…", help="Values of one hyperparameter (repeatable; "
+              "the sweep is their cartesian product).")
+@click.option("--random", "random_count", type=click.IntRange(min=1), default=None, metavar="N",
+              help="N trials sampled from the declared choices / min-max ranges (log-uniform for wide ranges).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--name", default=None, help="Sweep name (default: <job>-<hash of the trials>, so reruns match).")
+@click.option("--parallelism", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Trials running at once; the rest wait suspended.")
+@click.option("--wait/--detach", default=True, show_default=True,
+              help="Wait and resume trials until all finish, or create them and return (rerun to continue).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Stop waiting after this many seconds.")
+@click.option("--dry-run", is_flag=True, help="Print the trials; create nothing.")
+@_cluster_options
+def sweep(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
+          template_dir: str | None, grid: tuple[str, ...], random_count: int | None, seed: int, name: str | None,
+          parallelism: int, wait: bool, timeout: float | None, dry_run: bool, context: str | None,
+          kubeconfig: str | None) -> None:
+    """Run a hyperparameter sweep of SPEC: one job per trial, labelled jobgen.io/sweep=NAME.
+
+    Rank the finished trials with `jobgen status --sweep NAME`.
+    """
+    from jobgen import sweep as sweeps
+    from jobgen.loader import load_spec
+
+    if bool(grid) == bool(random_count):
+        raise UserError.one("--grid/--random", "give either --grid NAME=V1,V2 (repeatable) or --random N")
+    overrides = _pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False)
+    job_spec = load_spec(spec, overrides)
+    fixed = dict(_pairs(params, "--param", False))
+    typed_grid = sweeps.parse_grid(job_spec, list(grid), spec) if grid else None
+    if fixed:  # fixed values become defaults of every trial, checked like any other value
+        from jobgen.render import resolve_params
+
+        values = resolve_params(job_spec, fixed, spec)
+        hps = {n: hp.model_copy(update={"default": values[n]}) for n, hp in job_spec.hyperparameters.items()}
+        job_spec = job_spec.model_copy(update={"hyperparameters": hps})
+    name_, trials = sweeps.plan(job_spec, typed_grid, random_count, seed, name)
+    manifests = sweeps.manifests(job_spec, name_, trials, parallelism, template_dir, spec)
+    if dry_run:
+        for trial in trials:
+            click.echo(f"{trial.name}  {json.dumps(trial.params, sort_keys=True)}")
+        return
+    from jobgen import kube
+
+    cluster = kube.connect(context, kubeconfig)
+    states = sweeps.run(cluster, name_, manifests, parallelism, wait, timeout, echo=click.echo)
+    if wait:
+        click.echo(f"sweep {name_}: " + ", ".join(f"{n} {states.get(n, '?')}" for n in sorted(states)))
+        click.echo(f"rank it: jobgen status --sweep {name_} -n {job_spec.namespace}")
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
