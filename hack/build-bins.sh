@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$here/versions.env"
 
 cache="${JOBGEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobgen}"
@@ -130,7 +130,7 @@ go_install() { # go_install name version module/pkg
   gobin="$workroot/gobin-$name-$ver"
   rm -rf "$gobin"; mkdir -p "$gobin"
   echo "build-bins: building $name $ver"
-  GOBIN="$gobin" GOFLAGS= go install -trimpath -ldflags="-s -w ${4:-}" "$pkg@$ver"
+  GOBIN="$gobin" GOFLAGS='' go install -trimpath -ldflags="-s -w ${4:-}" "$pkg@$ver"
   put "$gobin/$(basename "$pkg")" "$name" "$ver"
   rm -rf "$gobin"
   report "$name" "$t0"
@@ -151,6 +151,22 @@ build_kind() {
 
 groups=("$@")
 [[ ${#groups[@]} -gt 0 ]] || groups=(kubernetes etcd kwok training-operator helm)
+# Say up front what a cold build costs (measured: docs/benchmarks.md).
+declare -A group_bins=([kubernetes]="$KUBERNETES_VERSION ${k8s_bins[*]}" [etcd]="$ETCD_VERSION etcd"
+  [kwok]="$KWOK_VERSION kwok" [training-operator]="$TRAINING_OPERATOR_VERSION training-operator"
+  [helm]="$HELM_VERSION helm" [kind]="${KIND_VERSION:-} kind")
+declare -A group_minutes=([kubernetes]=5 [etcd]=1 [kwok]=1 [training-operator]=2 [helm]=2 [kind]=1)
+todo=() minutes=0
+for g in "${groups[@]}"; do
+  # shellcheck disable=SC2086 # the version and binary names are meant to split
+  if [[ -n "${group_bins[$g]:-}" ]] && ! have_all ${group_bins[$g]}; then
+    todo+=("$g"); minutes=$(( minutes + group_minutes[$g] ))
+  fi
+done
+if [[ ${#todo[@]} -gt 0 ]]; then
+  echo "build-bins: first run on this machine: building ${todo[*]} from source with Go into $bindir"
+  echo "build-bins: this takes roughly ${minutes}-$(( minutes * 2 )) minutes on 2 cores, once; later runs reuse the cache"
+fi
 t_all=$(stamp)
 for g in "${groups[@]}"; do
   case "$g" in
