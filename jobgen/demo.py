@@ -6,6 +6,8 @@
 1. fake-gcs-server and the Pub/Sub emulator start; fake-gcs-server publishes real GCS notifications.
 2. The local control plane starts (kube-apiserver, scheduler, controller-manager, training-operator
    v1.9.4, kwok nodes); the pod runner backs the job's pods with real local processes.
+   DEMO_CLUSTER=kind uses a kind cluster instead (needs Docker): the trainer image is built and
+   loaded into it, and the pods reach the GCS emulator through Docker's bridge.
 3. The watcher (`jobgen watch`) starts on the notification subscription.
 4. Data version v1 lands in gs://demo-data/mnist/v1/ (its _SUCCESS marker last): the watcher creates
    one PyTorchJob, the operator creates master and worker pods, and real DDP training (torch,
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +50,7 @@ NAMESPACE = "training"
 TRIGGER = "mnist-data"
 METRIC = "val_accuracy"
 STATE_CONFIGMAP = "demo-watcher-state"
+KIND_IMAGE = "local/trainer:dev"
 
 
 def _state_dir() -> Path:
@@ -120,8 +124,10 @@ def watcher_config(spec_file: Path, subscription: str, port: int) -> dict[str, A
 
 
 class Demo:
-    def __init__(self, fast: bool, timeout: float) -> None:
+    def __init__(self, fast: bool, timeout: float, kind: bool = False) -> None:
         self.fast = fast
+        self.kind = kind
+        self.pod_env: dict[str, str] = {}
         self.timeout = timeout
         self.state = _state_dir()
         self.watcher: subprocess.Popen[bytes] | None = None
@@ -133,7 +139,13 @@ class Demo:
     def start_emulators(self) -> None:
         from jobgen.emulators import Emulators
 
-        info = Emulators(self.state / "emulators").up(PROJECT, TOPIC, tuple(BUCKETS.values()))
+        if self.kind:  # kind's pods reach the host through the Docker bridge's gateway
+            gateway = _docker(["network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"]).strip()
+            info = Emulators(self.state / "emulators").up(PROJECT, TOPIC, tuple(BUCKETS.values()),
+                                                          gcs_bind="0.0.0.0", gcs_advertise=gateway)  # noqa: S104
+            self.pod_env = {"STORAGE_EMULATOR_HOST": f"http://{gateway}:{info.storage_host.rsplit(':', 1)[1]}"}
+        else:
+            info = Emulators(self.state / "emulators").up(PROJECT, TOPIC, tuple(BUCKETS.values()))
         os.environ.update(info.env())
         self.storage = _storage_client()
         for bucket in BUCKETS.values():  # a rerun starts from empty buckets
@@ -153,13 +165,25 @@ class Demo:
         _say(f"  Pub/Sub {info.pubsub_host}   projects/{PROJECT}/topics/{TOPIC} → {self.subscription}")
 
     def start_cluster(self) -> None:
-        from jobgen.localcluster import LocalCluster, default_state_dir
-
-        info = LocalCluster(default_state_dir()).up()
-        os.environ["KUBECONFIG"] = str(info.kubeconfig)
         from jobgen import kube
 
-        self.cluster = kube.connect(None, str(info.kubeconfig))
+        if self.kind:
+            subprocess.run([str(REPO / "hack/kind/kind.sh"), "up"], check=True)
+            _say(f"  building {KIND_IMAGE} from images/trainer (the first build takes a while)")
+            _docker(["build", "-t", KIND_IMAGE, str(REPO / "images/trainer")], capture=False)
+            kind = subprocess.run([str(REPO / "hack/build-bins.sh"), "--print-dir"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            kind_bin = next(iter(sorted(Path(kind).glob("kind-*"))), None)
+            subprocess.run([str(kind_bin) if kind_bin else "kind", "load", "docker-image", KIND_IMAGE, "--name",
+                            "jobgen"], check=True)
+            self.cluster = kube.connect("kind-jobgen", None)
+            os.environ["KUBECONFIG"] = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config")
+        else:
+            from jobgen.localcluster import LocalCluster, default_state_dir
+
+            info = LocalCluster(default_state_dir()).up()
+            os.environ["KUBECONFIG"] = str(info.kubeconfig)
+            self.cluster = kube.connect(None, str(info.kubeconfig))
         for job in kube.list_jobs(self.cluster, NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
             kube.delete_job(self.cluster, job["kind"], job["metadata"]["name"], NAMESPACE)
         from kubernetes import client
@@ -178,7 +202,11 @@ class Demo:
 
         self.state.mkdir(parents=True, exist_ok=True)
         spec_file = self.state / "mnist-demo.yaml"
-        spec_file.write_text(yaml.safe_dump(spec_doc(self.fast), sort_keys=False))
+        doc = spec_doc(self.fast)
+        if self.kind:  # real containers: the image loaded into kind, the emulator through the bridge
+            doc["image"] = KIND_IMAGE
+            doc["env"] = {**doc.get("env", {}), **self.pod_env}
+        spec_file.write_text(yaml.safe_dump(doc, sort_keys=False))
         port = free_port()
         config = self.state / "watcher.yaml"
         config.write_text(yaml.safe_dump(watcher_config(spec_file, self.subscription, port), sort_keys=False))
@@ -194,6 +222,9 @@ class Demo:
             time.sleep(0.3)
         _say(f"  watcher pid {self.watcher.pid}: `jobgen watch --config {config}` (log {self.state / 'watcher.log'})")
 
+        if self.kind:
+            _say("  kind runs the pods' containers itself (no pod runner)")
+            return
         from jobgen.podrunner import PodRunner
 
         self.runner = PodRunner(self.cluster.core(), NAMESPACE, self.state / "pod-logs", cwd=str(REPO), poll=0.3)
@@ -336,6 +367,13 @@ class DemoError(Exception):
     pass
 
 
+def _docker(args: list[str], capture: bool = True) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=capture, text=True)
+    if proc.returncode != 0:
+        raise DemoError(f"docker {args[0]} failed: {(proc.stderr or '').strip()}")
+    return proc.stdout or ""
+
+
 def _storage_client() -> Any:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -370,6 +408,9 @@ def down() -> int:
     from jobgen.localcluster import LocalCluster, default_state_dir
 
     stopped = LocalCluster(default_state_dir()).down() + Emulators(_state_dir() / "emulators").down()
+    if os.environ.get("DEMO_CLUSTER") == "kind":
+        subprocess.run([str(REPO / "hack/kind/kind.sh"), "down"], check=False)
+        stopped.append("kind cluster jobgen")
     _say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 
@@ -384,7 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         return down()
 
-    demo = Demo(args.fast, args.timeout)
+    kind = os.environ.get("DEMO_CLUSTER", "local") == "kind"
+    if os.environ.get("DEMO_CLUSTER", "local") not in ("local", "kind"):
+        _say(f"error: DEMO_CLUSTER={os.environ['DEMO_CLUSTER']!r}; expected local (default) or kind")
+        return 2
+    if kind and (shutil.which("docker") is None
+                 or subprocess.run(["docker", "info"], capture_output=True).returncode != 0):
+        _say("error: DEMO_CLUSTER=kind needs a running Docker engine ('docker info' failed); "
+             "without Docker, run `make demo` (the local control plane)")
+        return 2
+    demo = Demo(args.fast, args.timeout, kind)
     total = 6
     interrupted = False
     try:

@@ -164,8 +164,12 @@ class Emulators:
         return _get(f"{info.storage_host}/storage/v1/b") and _get(f"http://{info.pubsub_host}/")
 
     def up(self, project: str = DEFAULT_PROJECT, topic: str = DEFAULT_TOPIC, buckets: tuple[str, ...] = (),
-           timeout: float = 90.0) -> EmulatorInfo:
-        """Start both emulators (or return the running ones), create the topic and buckets."""
+           timeout: float = 90.0, gcs_bind: str = "127.0.0.1", gcs_advertise: str | None = None) -> EmulatorInfo:
+        """Start both emulators (or return the running ones), create the topic and buckets.
+
+        ``gcs_bind``/``gcs_advertise``: where fake-gcs-server listens and the address it hands out in
+        upload URLs; only the kind demo, whose pods reach the host through Docker's bridge, changes
+        them."""
         info = self.info()
         if info is not None and self.is_up() and info.project == project and info.topic == topic:
             self._create_buckets(info, buckets)
@@ -184,8 +188,9 @@ class Emulators:
             self._wait(f"Pub/Sub emulator on {pubsub_host}", lambda: _get(f"http://{pubsub_host}/"), timeout, PUBSUB)
             _ensure_topic(pubsub_host, project, topic)
             storage_host = f"http://127.0.0.1:{gcs_port}"
-            procs.start(GCS, [str(fake_gcs), "-scheme", "http", "-host", "127.0.0.1", "-port", str(gcs_port),
-                              "-public-host", f"127.0.0.1:{gcs_port}", "-external-url", storage_host,
+            public = f"{gcs_advertise or '127.0.0.1'}:{gcs_port}"
+            procs.start(GCS, [str(fake_gcs), "-scheme", "http", "-host", gcs_bind, "-port", str(gcs_port),
+                              "-public-host", public, "-external-url", f"http://{public}",
                               "-backend", "filesystem", "-filesystem-root", str(self.state_dir / "gcs-data"),
                               "-event.pubsub-project-id", project, "-event.pubsub-topic", topic,
                               "-event.list", "finalize,delete,metadataUpdate", "-log-level", "warn"],

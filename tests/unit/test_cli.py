@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,11 @@ def test_console_script_installed():
     exe = Path(sys.executable).parent / "jobgen"
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "jobgen, version" in proc.stdout
+
+
+def test_demo_cluster_choices():
+    for value, needle in (("gke", "expected local (default) or kind"), ("kind", "needs a running Docker engine")):
+        proc = subprocess.run([sys.executable, "-m", "jobgen.demo", "--fast"], capture_output=True, text=True,
+                              cwd=REPO, env={**os.environ, "DEMO_CLUSTER": value,
+                                             "PATH": "/usr/bin:/bin" if value == "gke" else "/nonexistent"})
+        assert proc.returncode == 2 and needle in proc.stdout and "Traceback" not in proc.stderr
