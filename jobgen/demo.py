@@ -475,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     kubeconfig = os.environ["KUBECONFIG"]
     _say("\nNext:")
+    _say("  source .venv/bin/activate")
     _say(f"  export KUBECONFIG={shlex.quote(kubeconfig)}")
     _say(f"  kubectl get pytorchjobs -n {NAMESPACE}          # the two retrains")
     _say(f"  jobgen status -n {NAMESPACE}")
