@@ -148,7 +148,7 @@ def build_pipeline(spec_path: str | Path, sets: list[tuple[str, Any]] | None = N
     if problems:
         raise UserError(problems, f"{source} (rendered)")
     trainer_image, launcher_image = component_images(spec.image, image_registry, image_tag)
-    signature = inspect.Signature(pipeline_parameters(spec, defaults, source))
+    signature = inspect.Signature(pipeline_parameters(spec, defaults, source), return_annotation=str)
     hp_params = {hp_name: parameter_name(hp_name) for hp_name in spec.hyperparameters}
 
     from kfp import dsl
@@ -178,10 +178,12 @@ def build_pipeline(spec_path: str | Path, sets: list[tuple[str, Any]] | None = N
         reg = comps.register(output_uri=kwargs["output_uri"], version=ev.outputs["version"],
                              metric=ev.outputs["metric"], value=ev.outputs["value"], mode=ev.outputs["mode"])
         reg.set_display_name("register").set_caching_options(False)
+        return reg.output  # the promotion decision (JSON), the pipeline's output
 
     pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
     pipeline_func.__name__ = parameter_name(spec.name)
-    pipeline_func.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    pipeline_func.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()},
+                                     "return": str}
     from jobgen.names import sanitize
 
     return dsl.pipeline(

@@ -70,6 +70,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
     import hashlib
     import json
     import os
+    import re
     import tempfile
     import time
 
@@ -111,7 +112,15 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
                 fh.write(text)
     try:
         spec = parse_spec(doc, "pipeline job spec")
-        manifest = render(spec, dict(hyperparameters), template_dir, "pipeline parameters")
+        values = dict(hyperparameters)
+        for hp_name, value in values.items():
+            hp = spec.hyperparameters.get(hp_name)
+            # KFP substitutes parameters into the dict as text, integers as protobuf numbers ("3.0").
+            if hp is not None and hp.type == "int" and isinstance(value, (str, float)):
+                text = str(value).strip()
+                if re.fullmatch(r"[-+]?\d+\.0*", text):
+                    values[hp_name] = text.split(".")[0]
+        manifest = render(spec, values, template_dir, "pipeline parameters")
     except UserError as exc:
         errors.append(str(exc))
         manifest = None

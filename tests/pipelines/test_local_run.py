@@ -1,0 +1,157 @@
+"""The compiled pipeline run end to end with kfp.local (SubprocessRunner, this venv): real data
+validation against fake-gcs-server, a real PyTorchJob on the local control plane whose pods the pod
+runner runs as real DDP training, an independent evaluation of the published model, and the
+registry's promotion decision. The registry and the cluster are checked afterwards."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobgen import kube
+from tests.pipelines.conftest import REPO, local_spec, write_yaml
+
+pytestmark = pytest.mark.integration
+NS = "training"
+
+
+@pytest.fixture
+def env(emulators, local_cluster, monkeypatch, tmp_path):
+    """Emulator + kubeconfig env for this process and the component subprocesses; a pod runner."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    from kubernetes import client
+
+    from jobgen.podrunner import PodRunner
+
+    for key, value in emulators.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("KUBECONFIG", str(local_cluster.kubeconfig))
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    gcs = storage.Client(project="test", credentials=AnonymousCredentials())
+    suffix = uuid.uuid4().hex[:6]
+    buckets = {k: gcs.create_bucket(f"kfp-{k}-{suffix}").name for k in ("data", "models", "ckpt")}
+    cluster = kube.connect(None, str(local_cluster.kubeconfig))
+    runner = PodRunner(client.CoreV1Api(cluster.api), NS, tmp_path / "pod-logs", cwd=str(REPO), poll=0.3)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root"))
+    yield {"gcs": gcs, "buckets": buckets, "cluster": cluster, "runner": runner, "tmp": tmp_path}
+    runner.shutdown()
+    thread.join(timeout=10)
+
+
+def write_data(gcs, bucket: str, version: str, n: int = 1200) -> str:
+    from trainer import data
+
+    arrays, classes = data.digits(seed=0)
+    uri = f"gs://{bucket}/digits/{version}"
+    data.write_dataset(uri, {k: v[:n] for k, v in arrays.items()}, classes, shards=4)
+    return uri
+
+
+def compiled(env, name: str, epochs: int = 6):
+    from jobgen.pipelines.compile import build_pipeline
+
+    b = env["buckets"]
+    doc = local_spec(name, f"gs://{b['data']}/digits/v1", f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits",
+                     epochs=epochs)
+    spec = write_yaml(env["tmp"] / f"{name}.yaml", doc)
+    return build_pipeline(spec, image_registry="local", image_tag="dev")
+
+
+def published(gcs, bucket: str) -> dict[str, dict]:
+    """model version → lineage, of the complete versions in the registry."""
+    out = {}
+    names = {b.name for b in gcs.list_blobs(bucket, prefix="digits/")}
+    for n in names:
+        if n.endswith("/lineage.json") and n.replace("lineage.json", "_COMPLETE") in names:
+            out[n.split("/")[-2]] = json.loads(gcs.bucket(bucket).blob(n).download_as_bytes())
+    return out
+
+
+def test_pipeline_trains_evaluates_and_registers(env):
+    from trainer.registry import Registry
+
+    gcs, b = env["gcs"], env["buckets"]
+    data_uri = write_data(gcs, b["data"], "v1")
+    pipeline = compiled(env, "kfp-e2e")
+    t0 = time.monotonic()
+    task = pipeline(data_uri=data_uri, epochs=6, poll_seconds=0.5, timeout_seconds=600, delete_policy="Always")
+    seconds = time.monotonic() - t0
+    decision = json.loads(task.output)
+    print(f"pipeline run: {seconds:.1f}s; decision {decision}")
+
+    versions = published(gcs, b["models"])
+    assert list(versions) == [decision["version"]]  # exactly one model, the one the train step's job made
+    lineage = versions[decision["version"]]
+    job_name = lineage["job_name"]
+    assert job_name.startswith("kfp-e2e-")
+    assert lineage["data"]["uri"].rstrip("/") == data_uri
+    assert lineage["world_size"] == 2  # master + worker really trained together
+    assert lineage["hyperparameters"]["epochs"] == 6
+    metrics = json.loads(gcs.bucket(b["models"]).blob(f"digits/{decision['version']}/metrics.json")
+                         .download_as_bytes())
+    assert abs(metrics["val_accuracy"] - decision["value"]) <= 1e-3  # evaluate's own measurement agrees
+    assert decision["value"] > 0.5  # 6 epochs on digits learn something (chance is 0.1)
+    latest, _ = Registry(f"gs://{b['models']}/digits").latest()
+    assert latest["version"] == decision["version"] and decision["is_latest"]
+    # delete_policy=Always: the job is gone from the cluster; its pods really exited 0.
+    assert kube.get_job(env["cluster"], job_name, NS) is None
+    assert env["runner"].done.get(f"{job_name}-master-0") == 0
+    assert env["runner"].done.get(f"{job_name}-worker-0") == 0
+
+    # A second run with a worse model (1 step): registered but not promoted; LATEST stays.
+    task2 = pipeline(data_uri=data_uri, epochs=1, lr=0.0001, poll_seconds=0.5, delete_policy="Never")
+    second = json.loads(task2.output)
+    assert second["version"] != decision["version"]
+    assert not second["promoted"] and not second["is_latest"]
+    assert second["latest"] == decision["version"]
+    latest, _ = Registry(f"gs://{b['models']}/digits").latest()
+    assert latest["version"] == decision["version"]
+    kept = published(gcs, b["models"])[second["version"]]["job_name"]
+    assert kube.get_job(env["cluster"], kept, NS) is not None  # delete_policy=Never keeps it
+    kube.delete_job(env["cluster"], "PyTorchJob", kept, NS)
+
+
+def _jobs_named(cluster, prefix: str) -> list[str]:
+    return [j["metadata"]["name"] for j in kube.list_jobs(cluster, NS) if j["metadata"]["name"].startswith(prefix)]
+
+
+def test_bad_runtime_parameters_fail_before_any_job(env, capfd):
+    gcs, b = env["gcs"], env["buckets"]
+    data_uri = write_data(gcs, b["data"], "v1", n=300)
+    pipeline = compiled(env, "kfp-reject")
+    cases = [({"lr": 5.0}, "hyperparameters.lr: 5.0 is above the maximum 1.0"),
+             ({"epochs": 0}, "hyperparameters.epochs: 0 is below the minimum 1"),
+             ({"backend": "nccl"}, "hyperparameters.backend: 'nccl' is not one of ['gloo']"),
+             ({"delete_policy": "Sometimes"}, "delete_policy: must be one of Always, OnSuccess, Never")]
+    for bad, reason in cases:
+        capfd.readouterr()
+        with pytest.raises(RuntimeError, match="Inner task failed: .*train"):
+            pipeline(data_uri=data_uri, poll_seconds=0.5, **bad)
+        out = "".join(capfd.readouterr())
+        assert "rejected before creating the job" in out and reason in out, (bad, out[-3000:])
+    assert _jobs_named(env["cluster"], "kfp-reject") == []
+    assert published(gcs, b["models"]) == {}
+
+
+def test_bad_data_fails_validation_before_training(env):
+    gcs, b = env["gcs"], env["buckets"]
+    pipeline = compiled(env, "kfp-nodata")
+    with pytest.raises(RuntimeError, match="validate-data"):
+        pipeline(data_uri=f"gs://{b['data']}/digits/missing")
+    data_uri = write_data(gcs, b["data"], "v2", n=300)
+    gcs.bucket(b["data"]).blob("digits/v2/" + next(
+        n.name.split("/")[-1] for n in gcs.list_blobs(b["data"], prefix="digits/v2/") if "train" in n.name)).delete()
+    with pytest.raises(RuntimeError, match="validate-data"):
+        pipeline(data_uri=data_uri)
+    assert _jobs_named(env["cluster"], "kfp-nodata") == []
