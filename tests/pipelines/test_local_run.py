@@ -155,3 +155,18 @@ def test_bad_data_fails_validation_before_training(env):
     with pytest.raises(RuntimeError, match="validate-data"):
         pipeline(data_uri=data_uri)
     assert _jobs_named(env["cluster"], "kfp-nodata") == []
+
+
+def test_timeout_fails_the_step_and_deletes_the_job(env, capfd):
+    gcs, b = env["gcs"], env["buckets"]
+    data_uri = write_data(gcs, b["data"], "v3", n=1200)
+    pipeline = compiled(env, "kfp-slow", epochs=200)
+    with pytest.raises(RuntimeError, match="Inner task failed: .*train"):
+        pipeline(data_uri=data_uri, timeout_seconds=4, poll_seconds=0.5, delete_policy="Always")
+    out = "".join(capfd.readouterr())
+    assert "did not finish within 4s" in out
+    deleted = [line for line in out.splitlines() if "deleted PyTorchJob training/kfp-slow-" in line]
+    assert deleted and "state TimedOut" in deleted[0]
+    name = deleted[0].split("training/")[1].split()[0]
+    assert kube.get_job(env["cluster"], name, NS) is None
+    assert published(gcs, b["models"]) == {}  # evaluate/register never ran, nothing was published
