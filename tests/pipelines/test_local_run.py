@@ -16,7 +16,8 @@ import pytest
 from jobgen import kube
 from tests.pipelines.conftest import REPO, local_spec, write_yaml
 
-pytestmark = pytest.mark.integration
+# kfp.local warns that the (never pulled) local/… images are not "python" images: expected here.
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")]
 NS = "training"
 
 
@@ -144,16 +145,22 @@ def test_bad_runtime_parameters_fail_before_any_job(env, capfd):
     assert published(gcs, b["models"]) == {}
 
 
-def test_bad_data_fails_validation_before_training(env):
+def test_bad_data_fails_validation_before_training(env, capfd):
     gcs, b = env["gcs"], env["buckets"]
     pipeline = compiled(env, "kfp-nodata")
-    with pytest.raises(RuntimeError, match="validate-data"):
+    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
         pipeline(data_uri=f"gs://{b['data']}/digits/missing")
+    assert "digits/missing/manifest.json does not exist" in "".join(capfd.readouterr())
     data_uri = write_data(gcs, b["data"], "v2", n=300)
-    gcs.bucket(b["data"]).blob("digits/v2/" + next(
-        n.name.split("/")[-1] for n in gcs.list_blobs(b["data"], prefix="digits/v2/") if "train" in n.name)).delete()
-    with pytest.raises(RuntimeError, match="validate-data"):
+    shard = next(n.name for n in gcs.list_blobs(b["data"], prefix="digits/v2/") if "train" in n.name)
+    gcs.bucket(b["data"]).blob(shard).delete()
+    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
         pipeline(data_uri=data_uri)
+    out = "".join(capfd.readouterr())
+    assert f"shard {shard.split('/')[-1]} is missing" in out, out[-2000:]
+    with pytest.raises(RuntimeError, match="Inner task failed: .*validate-data"):
+        pipeline(data_uri=write_data(gcs, b["data"], "v4", n=300), min_examples=10_000)
+    assert "fewer than min_examples=10000" in "".join(capfd.readouterr())
     assert _jobs_named(env["cluster"], "kfp-nodata") == []
 
 
