@@ -197,7 +197,11 @@ class Poller:
                 handled[version] = cand.generation
                 continue
             self.watcher.metrics.received.labels("poll").inc()
-            self.watcher.submit(cand, received=time.monotonic())
+            try:
+                self.watcher.submit(cand, received=time.monotonic())
+            except Rejected as rej:  # e.g. a data URI that no job may receive: never retried
+                self.watcher.metrics.rejected.labels(rej.reason).inc()
+                LOG.warning("version rejected", extra={"reason": rej.reason, "detail": rej.detail[:300]})
             handled[version] = cand.generation
             done_now += 1
         newest = sorted(handled)[-max(self.cfg.recheck_versions, 1):]

@@ -153,7 +153,7 @@ class Case:
     """One scenario: its own namespace + state ConfigMap, bucket, subscriptions and config file."""
 
     def __init__(self, env: Env, requests: bool = False, dead_letter: bool = True, sources: dict | None = None,
-                 **trigger: Any) -> None:
+                 pubsub: dict | None = None, **trigger: Any) -> None:
         self.env = env
         uid = uuid.uuid4().hex[:8]
         self.dir = env.tmp / f"case-{uid}"
@@ -168,7 +168,7 @@ class Case:
         trig = {"name": "data", "job": "train", "bucket": self.bucket, "prefix": "mnist/",
                 "concurrency": "Allow", **trigger}
         srcs = sources if sources is not None else {"pubsub": {"subscription": self.sub, "maxMessages": 100,
-                                                                  "leaseExtensionSeconds": 10}}
+                                                                  "leaseExtensionSeconds": 10, **(pubsub or {})}}
         cfg: dict[str, Any] = {"namespace": self.ns, "jobs": {"train": {"file": "job.yaml"}}, "triggers": [trig],
                                "sources": dict(srcs), "server": {"host": "127.0.0.1", "port": 0},
                                "retry": {"initialSeconds": 0.2, "maxSeconds": 2}, "ledgerFlushSeconds": 0.5,
@@ -227,6 +227,14 @@ class Case:
         for p in self.procs:
             if p.proc.poll() is None:
                 p.terminate()
+        # Subscriptions left on the shared notification topic would keep collecting every later
+        # test's notifications and slow the emulator down.
+        for sub in (self.sub, self.tap, getattr(self, "req_sub", None), getattr(self, "dl_sub", None)):
+            if sub:
+                try:
+                    self.env.subscriber.delete_subscription(subscription=sub)
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ the local control plane, RBAC with the chart's ServiceAccount token, an upgrade 
 from __future__ import annotations
 
 import json
+import re
+import sys
 import subprocess
 import threading
 import time
@@ -253,3 +255,38 @@ def test_install_twice_rbac_and_upgrade_under_load(case_factory, wenv, tmp_path)
     data = wenv.cluster.get("configmap", "retrain-retrain-watcher-state", namespace=case.ns)["data"]
     assert len(json.loads(data["ledger"])["names"]) >= 1
     assert w2.terminate() == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
+    """The CronJob's own command, run as its own ServiceAccount (kwok runs no containers, so the
+    test runs the command the pod would run, with the chart's ConfigMap files)."""
+    import os
+
+    case = case_factory(dead_letter=False)
+    values = install_values(case, case.sub, schedule={"enabled": True, "cron": "*/5 * * * *", "job": "train",
+                                                      "params": {"lr": 0.02}})
+    upgrade(case, values)
+    cron = wenv.cluster.get("cronjob", "retrain-retrain-watcher-scheduled", namespace=case.ns)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "retrain-retrain-watcher-scheduler"
+    script = pod["containers"][0]["args"][0]
+    cm = wenv.cluster.get("configmap", "retrain-retrain-watcher-config", namespace=case.ns)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for fname, text in cm["data"].items():
+        (etc / fname).write_text(text)
+    token_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-retrain-watcher-scheduler", tmp_path / "cron.kc")
+    env = {**os.environ, "KUBECONFIG": token_kc, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["/bin/sh", "-c", script.replace("/etc/retrain", str(etc))], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (job,) = case.jobs()
+    assert re.fullmatch(r"cpu-ddp-\d{12}", job["metadata"]["name"])
+    args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    assert "--lr=0.02" in args
+    # The watcher's own ServiceAccount may not patch (server-side apply) jobs; the scheduler's may.
+    sa_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-watcher", tmp_path / "w.kc")
+    assert wenv.cluster.kubectl("auth", "can-i", "patch", "pytorchjobs", "-n", case.ns, kubeconfig=sa_kc,
+                                check=False).stdout.strip() == "no"

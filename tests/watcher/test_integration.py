@@ -159,25 +159,27 @@ def _check_exactly_once(case, gens: dict[str, int], timeout: float) -> None:
 
 
 def test_kill9_at_random_points_200_events(case_factory):
-    """kill -9 the watcher at random moments while 200 versions arrive; restart it each time."""
-    case = case_factory()
-    rng = random.Random(int(time.time()))
+    """kill -9 the watcher at 4 random moments while 200 versions arrive; restart it each time
+    (sometimes killing it again before it is even ready)."""
+    # Flow control of 10 leased messages: what a killed watcher strands is at most 10 messages.
+    case = case_factory(pubsub={"maxMessages": 10, "threads": 4})
+    seed = int(time.time())
+    rng = random.Random(seed)
     w = case.start()
     gens: dict[str, int] = {}
     uploader = threading.Thread(target=lambda: gens.update(_upload_versions(case, 200, 0, pause=0.02)))
+    t0 = time.monotonic()
     uploader.start()
-    kills = 0
-    while uploader.is_alive() or kills < 3:
-        time.sleep(rng.uniform(0.3, 2.5))
+    # The Pub/Sub emulator keeps routing some redeliveries to the streams of killed subscribers for
+    # a while (real Pub/Sub does not), so each kill slows recovery there; 4 kills keep CI short.
+    for at in sorted(rng.uniform(0.3, 8.0) for _ in range(4)):
+        time.sleep(max(0.0, at - (time.monotonic() - t0)))
         w.kill9()
-        kills += 1
-        w = case.start(ready=rng.random() < 0.5)  # sometimes kill it again before it is even ready
-        if kills >= 8:
-            break
+        w = case.start(ready=rng.random() < 0.5)
     uploader.join()
     w.wait_ready()
     _check_exactly_once(case, gens, 400)
-    assert kills >= 3
+    assert len(case.procs) == 5, f"seed {seed}"
 
 
 def test_apiserver_restart_mid_run(case_factory, wenv):

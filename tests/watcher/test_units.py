@@ -353,3 +353,33 @@ def test_keylocks_serialize_one_key():
     [t.start() for t in ts]
     [t.join() for t in ts]
     assert peak[0] == 1 and not locks._locks
+
+
+def test_replace_deletes_the_running_job(watcher):
+    class Running(MemSink):
+        def __init__(self):
+            super().__init__()
+            self.deleted = []
+
+        def running(self, trigger):
+            return [j for n, j in self.jobs.items() if n not in self.deleted]
+
+        def delete(self, job):
+            self.deleted.append(job["metadata"]["name"])
+
+    sink = Running()
+    watcher.sink = sink
+    watcher.triggers["t"] = watcher.triggers["t"].model_copy(update={"concurrency": "Replace"})
+    import jobgen.kube as kube
+
+    orig = kube.get_job
+    kube.get_job = lambda cluster, name, ns, kind=None: sink.jobs.get(name)
+    try:
+        watcher.on_notification(*note("mnist/v1/_SUCCESS", 20))
+        (first,) = sink.jobs
+        watcher.on_notification(*note("mnist/v2/_SUCCESS", 30))
+        assert sink.deleted == [first] and len(sink.jobs) == 2
+        watcher.on_notification(*note("mnist/v2/_SUCCESS", 30))  # redelivery: nothing deleted or created
+        assert sink.deleted == [first] and len(sink.jobs) == 2
+    finally:
+        kube.get_job = orig
