@@ -171,3 +171,22 @@ def test_import_stays_light():
     code = "import sys, jobgen.pipelines; print(any(m.split('.')[0] in ('kfp', 'kubernetes') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("arguments", "error"), [
+    ({"nope": 1}, "unexpected keyword argument"),
+    ({"epochs": "three"}, "incompatible with the input type 'NUMBER_INTEGER'"),
+    ({"lr": "fast"}, "incompatible with the input type 'NUMBER_DOUBLE'"),
+    ({"use_amp": "yes"}, "incompatible with the input type 'BOOLEAN'"),
+])
+def test_kfp_rejects_unknown_and_mistyped_run_arguments_before_running(tmp_path, arguments, error):
+    from kfp import local
+
+    from jobgen.pipelines.compile import build_pipeline
+
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    pipeline = build_pipeline(spec_file(tmp_path))
+    with pytest.raises(Exception, match=error):
+        pipeline(**arguments)
+    assert not root.exists() or not any(root.iterdir())  # no step ran
