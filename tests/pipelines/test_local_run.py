@@ -60,13 +60,17 @@ def write_data(gcs, bucket: str, version: str, n: int = 1200) -> str:
 
 
 def compiled(env, name: str, epochs: int = 6):
-    from jobgen.pipelines.compile import build_pipeline
+    """What `jobgen pipeline` writes, loaded back from the IR YAML: the run uses the compiled file."""
+    from kfp import components
+
+    from jobgen.pipelines.compile import compile_spec
 
     b = env["buckets"]
     doc = local_spec(name, f"gs://{b['data']}/digits/v1", f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits",
                      epochs=epochs)
     spec = write_yaml(env["tmp"] / f"{name}.yaml", doc)
-    return build_pipeline(spec, image_registry="local", image_tag="dev")
+    path = compile_spec(spec, image_registry="local", image_tag="dev", output=env["tmp"] / f"{name}-pipeline.yaml")
+    return components.load_component_from_file(str(path))
 
 
 def published(gcs, bucket: str) -> dict[str, dict]:
