@@ -131,7 +131,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
 
     name, kind = manifest["metadata"]["name"], manifest["kind"]
     ns = manifest["metadata"].get("namespace") or "default"
-    cluster = kube.connect(None, None)
+    cluster = kube.connect(None, os.environ.get("KUBECONFIG") or None)  # else the in-cluster config
     kube.apply(cluster, manifest)
     print(f"applied {kind} {ns}/{name} (kube context {cluster.context}); waiting up to {timeout_seconds}s",
           flush=True)

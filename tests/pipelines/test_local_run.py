@@ -181,3 +181,27 @@ def test_timeout_fails_the_step_and_deletes_the_job(env, capfd):
     name = deleted[0].split("training/")[1].split()[0]
     assert kube.get_job(env["cluster"], name, NS) is None
     assert published(gcs, b["models"]) == {}  # evaluate/register never ran, nothing was published
+
+
+def test_retried_train_step_attaches_to_its_job(env):
+    """The job's name derives from the run id: a retry of the step (same run) finds the job it
+    created instead of training again. The step's function is called directly, twice."""
+    from jobgen.pipelines import components
+
+    gcs, b = env["gcs"], env["buckets"]
+    data_uri = write_data(gcs, b["data"], "v5", n=600)
+    doc = local_spec("kfp-retry", data_uri, f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits", epochs=2)
+    args = dict(spec_json=json.dumps(doc), hyperparameters={"epochs": "2"}, templates={}, data_uri=data_uri,
+                output_uri="", checkpoint_uri="", namespace=NS, run_id=f"run-{uuid.uuid4()}",
+                timeout_seconds=300, delete_policy="Never", poll_seconds=0.5)
+    first = components.train(**args)
+    job = kube.get_job(env["cluster"], first, NS)
+    uid = job["metadata"]["uid"]
+    assert job["metadata"]["annotations"]["pipelines.kubeflow.org/run-id"] == args["run_id"]
+    second = components.train(**args)
+    assert second == first
+    assert kube.get_job(env["cluster"], first, NS)["metadata"]["uid"] == uid  # the same object, not a new job
+    assert len(published(gcs, b["models"])) == 1  # trained once
+    other = components.train(**{**args, "run_id": f"run-{uuid.uuid4()}", "delete_policy": "Always"})
+    assert other != first and kube.get_job(env["cluster"], other, NS) is None
+    kube.delete_job(env["cluster"], "PyTorchJob", first, NS)
