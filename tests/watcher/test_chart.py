@@ -18,6 +18,9 @@ import yaml
 
 from tests.watcher.conftest import REPO, Case, WatcherProc, cpu_spec, wait_for
 
+# The watcher imports prometheus-client (the [watcher] extra); without it these tests cannot run.
+pytest.importorskip("prometheus_client", reason="prometheus-client is missing: pip install -e '.[watcher]'")
+
 CHART = REPO / "charts" / "retrain-watcher"
 BASE = {"gcp": {"project": "my-project", "subscription": "projects/my-project/subscriptions/retrain-gcs",
                 "dataBucket": "my-data", "dataPrefix": "mnist/"},

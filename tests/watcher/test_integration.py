@@ -12,6 +12,9 @@ import pytest
 
 from tests.watcher.conftest import wait_for
 
+# The watcher imports prometheus-client (the [watcher] extra); without it these tests cannot run.
+pytest.importorskip("prometheus_client", reason="prometheus-client is missing: pip install -e '.[watcher]'")
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 

@@ -18,6 +18,9 @@ from jobgen.watcher.events import Rejected, parse_notification, parse_request
 from jobgen.watcher.rules import Candidate, Debouncer, Pending, Rule, Skip, glob_regex
 from jobgen.watcher.trigger import JobRequest, build_manifest, data_key, job_name
 
+# The watcher imports prometheus-client (the [watcher] extra); without it these tests cannot run.
+pytest.importorskip("prometheus_client", reason="prometheus-client is missing: pip install -e '.[watcher]'")
+
 REPO = Path(__file__).resolve().parents[2]
 
 
