@@ -135,12 +135,17 @@ def create_run(host: str | None, package_path: str | Path, params: dict[str, Any
     """Create a run of the compiled pipeline at ``package_path`` unless one of the same name exists.
 
     The name is ``run_name``, or else derived from the pipeline name, ``data_uri`` and ``generation``
-    (:func:`derive_run_name`). Parameters are checked against the package first: a bad one raises
+    (:func:`derive_run_name`); ``data_uri`` is also the run's ``data_uri`` argument unless ``params``
+    has one. Parameters are checked against the package first: a bad one raises
     :class:`UserError` before the endpoint is contacted.
     """
     source = str(package_path)
     package = _package(package_path)
-    arguments = check_arguments(package, dict(params or {}), source)
+    params = dict(params or {})
+    inputs = (package["root"].get("inputDefinitions") or {}).get("parameters") or {}
+    if data_uri is not None and "data_uri" in inputs:
+        params.setdefault("data_uri", data_uri)  # the run trains on the data version it is named after
+    arguments = check_arguments(package, params, source)
     if run_name is None:
         if data_uri is None or generation is None:
             raise UserError.one("run_name", "give a run name, or data_uri and generation to derive it from", source)

@@ -104,7 +104,7 @@ def test_one_run_per_data_generation(kfp_host, package):
     again = create_run(host, package, {"epochs": "4", "lr": 0.2, "data_uri": data}, data_uri=data, generation=1234)
     assert not again.created and again.run_id == first.run_id
     assert len(posts(store, "/apis/v2beta1/runs")) == 1
-    newer = create_run(host, package, {"data_uri": data}, data_uri=data, generation=1235)
+    newer = create_run(host, package, {}, data_uri=data, generation=1235)
     assert newer.created and newer.run_id != first.run_id and newer.name != first.name
     runs = posts(store, "/apis/v2beta1/runs")
     assert len(runs) == 2
@@ -112,6 +112,7 @@ def test_one_run_per_data_generation(kfp_host, package):
     assert runs[0]["display_name"] == first.name
     assert runs[0]["pipeline_spec"]["pipelineInfo"]["name"] == "digits-pipeline"
     assert runs[0]["runtime_config"]["parameters"] == {"epochs": 4, "lr": 0.2, "data_uri": data}
+    assert runs[1]["runtime_config"]["parameters"] == {"data_uri": data}  # from data_uri= itself
     # an explicit run name is used as given
     named = create_run(host, package, {}, "retrain-by-hand")
     assert named.created and named.name == "retrain-by-hand"
