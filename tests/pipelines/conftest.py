@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 
 # The integration suite's session fixture (real control plane), re-exported like tests/watcher does.
-from tests.integration.conftest import local_cluster  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 

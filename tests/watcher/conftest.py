@@ -17,9 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-# The integration suite's session fixture (real control plane). Re-exported so that tests/watcher
-# can use it; if the lead moves it to tests/conftest.py this import can go.
-from tests.integration.conftest import local_cluster  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 
