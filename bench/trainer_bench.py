@@ -94,7 +94,7 @@ def worker(rank: int, world: int, port: int, opts: dict, out: dict) -> None:
     def trainer() -> float:
         args = train.parse_args([f"--max-steps={steps}", "--epochs=1", f"--batch-size={bs}", f"--hidden={hidden}",
                                  "--lr=0.05", "--backend=gloo", "--log-every=1000000", "--data-uri=" + opts["data_uri"],
-                                 "--output-uri=", "--checkpoint-uri="])
+                                 "--output-uri=", "--checkpoint-uri=", *opts["trainer_args"]])
         dist = env.DistEnv("pod", rank, world, 0, 1, rank, world, "127.0.0.1", port)
         # memory: the same records as the bare loop, as in-memory shards
         t = train.Trainer(args, dist, None if opts["data_uri"] else data.in_memory(arrays, classes, shards=16))
@@ -133,6 +133,7 @@ def bench_steps(opts: dict, procs: int) -> dict:
         tr = [opts["steps"] / s[i] for s in res["trainer"]]
         ratios = [t / b for t, b in zip(tr, bare)]
         out[clock] = {"bare_steps_per_s": bare, "trainer_steps_per_s": tr, "ratios": ratios,
+                      "best_bare": max(bare), "best_trainer": max(tr), "ratio_of_bests": max(tr) / max(bare),
                       "median_bare": statistics.median(bare), "median_trainer": statistics.median(tr),
                       "ratio_of_medians": statistics.median(tr) / statistics.median(bare),
                       "median_ratio": statistics.median(ratios)}
@@ -169,6 +170,48 @@ def bench_checkpoint(bucket: str, hidden: int, repeats: int) -> dict:
             "ratio": statistics.median(save) / statistics.median(plain), "all_save": save, "all_plain": plain}
 
 
+def solo(mode: str, steps: int, hidden: int = 256, bs: int = 64) -> None:
+    """One process, no DDP, data in memory: the bare loop or the trainer's loop for ``steps`` steps.
+
+    For instruction counts that other load on the machine cannot change: run each mode under
+    ``valgrind --tool=callgrind`` at two step counts; the difference divided by the extra steps is
+    the per-step cost (start-up, imports and data generation cancel out). See docs/benchmarks-trainer.md."""
+    import contextlib
+    import io
+
+    import torch
+
+    from trainer import data, env, model, train
+
+    torch.set_num_threads(1)
+    arrays, classes = data.synthetic(seed=0, n=16384)
+    if mode == "bare":
+        n_val = int(round(len(arrays["x"]) * 0.2))
+        x_all, y_all = torch.from_numpy(arrays["x"][n_val:]), torch.from_numpy(arrays["y"][n_val:])
+        torch.manual_seed(0)
+        net = model.MLP(x_all.shape[1], classes, hidden=hidden, dropout=0.1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        idx = torch.randperm(len(x_all))
+        nb = len(idx) // bs
+        for i in range(steps):
+            j = idx[(i % nb) * bs:(i % nb + 1) * bs]
+            x, y = x_all[j], y_all[j]
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+        return
+    args = train.parse_args([f"--max-steps={steps}", "--epochs=1", f"--batch-size={bs}", f"--hidden={hidden}",
+                             "--log-every=1000000", "--output-uri=", "--checkpoint-uri=", "--data-uri="])
+    t = train.Trainer(args, env.DistEnv("single", 0, 1, 0, 1, 0, 1, None, None),
+                      data.in_memory(arrays, classes, shards=16))
+    t.evaluate = lambda: (0.0, 0.0)  # the loops only: no eval, no publishing
+    t.publish = lambda: None
+    with contextlib.redirect_stdout(io.StringIO()):
+        t.train()
+    assert t.steps_run == steps
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=400)
@@ -179,10 +222,17 @@ def main() -> int:
     p.add_argument("--records", type=int, default=65536)
     p.add_argument("--trainer-data", choices=["gcs", "memory"], default="gcs")
     p.add_argument("--ckpt-hidden", type=int, default=1024, help="MLP width for the checkpoint benchmark")
+    p.add_argument("--trainer-args", default="", help="extra trainer options, space-separated")
     p.add_argument("--out", help="also write the JSON result here (stdout has the trainer's log lines too)")
+    p.add_argument("--part-mib", type=int, default=0, help="checkpoint part size in MiB (default: the trainer's)")
     p.add_argument("--skip-steps", action="store_true")
     p.add_argument("--skip-checkpoint", action="store_true")
+    p.add_argument("--solo", choices=["bare", "trainer"], help="run one loop in this process and exit (callgrind)")
+    p.add_argument("--solo-steps", type=int, default=10)
     a = p.parse_args()
+    if a.solo:
+        solo(a.solo, a.solo_steps, a.hidden)
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     gcs_proc, host = start_fake_gcs()
     os.environ.update({"STORAGE_EMULATOR_HOST": host, "GOOGLE_CLOUD_PROJECT": "bench"})
@@ -199,8 +249,12 @@ def main() -> int:
                 data_uri = f"gs://{bucket}/data"
                 data.write_dataset(data_uri, arrays, classes, shards=16, val_shards=1)
             opts = {"steps": a.steps, "repeats": a.repeats, "batch_size": a.batch_size, "hidden": a.hidden,
-                    "records": a.records, "data_uri": data_uri}
+                    "records": a.records, "data_uri": data_uri, "trainer_args": a.trainer_args.split()}
             out["steps"] = {"procs": a.procs, **opts, **bench_steps(opts, a.procs)}
+        if a.part_mib:
+            from trainer import checkpoint
+
+            checkpoint.PART_SIZE = a.part_mib * 1024 * 1024
         if not a.skip_checkpoint:
             out["checkpoint"] = bench_checkpoint(bucket, a.ckpt_hidden, a.repeats)
         out["host"]["loadavg_end"] = os.getloadavg()

@@ -6,10 +6,11 @@ Layout under ``CHECKPOINT_URI``::
     _tmp/…                    # parts of a checkpoint being written; never read
 
 Writing: the payload (``torch.save`` bytes followed by a 40-byte trailer: ``TRCKPT01`` and the
-SHA-256 of the bytes before it) is uploaded as temporary part objects (in parallel when it is
-large), then composed into the final name with ``ifGenerationMatch=0``, then the parts are
-deleted. The final name therefore only ever appears complete, and an existing checkpoint is never
-overwritten. Reading: candidates are tried newest first; one whose trailer is missing or whose hash
+SHA-256 of the bytes before it) up to PART_SIZE is uploaded straight to its final name with
+``ifGenerationMatch=0`` (a GCS object upload is atomic: the object exists only once complete).
+A larger one is uploaded as temporary part objects in parallel, composed into the final name with
+``ifGenerationMatch=0``, and the parts deleted. Either way the final name only ever appears
+complete, and an existing checkpoint is never overwritten. Reading: candidates are tried newest first; one whose trailer is missing or whose hash
 does not match (truncated, corrupt, written by something else) is skipped with a warning.
 
 torch is imported lazily, so listing and verifying work without it.
@@ -34,7 +35,7 @@ log = logging.getLogger("trainer")
 MAGIC = b"TRCKPT01"
 TRAILER = len(MAGIC) + 32
 NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
-PART_SIZE = 16 * 1024 * 1024  # parts above this size are uploaded in parallel
+PART_SIZE = 64 * 1024 * 1024  # larger checkpoints are uploaded as parallel parts of at most this size
 MAX_PARTS = 32  # GCS compose limit
 
 
@@ -115,6 +116,16 @@ class CheckpointStore:
                              f"upload part {i} of {final}")
 
         dest = gcs.blob(final)
+        if n_parts == 1:
+            # One object: a GCS upload is atomic (the object appears only once complete), and
+            # ifGenerationMatch=0 refuses to replace an existing checkpoint.
+            try:
+                gcs.with_retries(lambda: dest.upload_from_string(data, content_type="application/octet-stream",
+                                                                 if_generation_match=0), f"upload {final}")
+            except gexc.PreconditionFailed:
+                log.info("checkpoint %s exists already; keeping it", final)
+                dest.reload()
+            return Saved(str(final), step, len(data), dest.generation)
         if gcs.with_retries(dest.exists, f"stat {final}"):
             # Complete by construction (only compose creates it). GCS would also refuse the compose
             # below (ifGenerationMatch=0); fake-gcs-server ignores preconditions on compose.
@@ -122,11 +133,8 @@ class CheckpointStore:
             dest.reload()
             return Saved(str(final), step, dest.size or 0, dest.generation)
         try:
-            if n_parts == 1:
-                up(0)
-            else:
-                with ThreadPoolExecutor(min(8, n_parts)) as pool:
-                    list(pool.map(up, range(n_parts)))
+            with ThreadPoolExecutor(min(8, n_parts)) as pool:
+                list(pool.map(up, range(n_parts)))
             dest.content_type = "application/octet-stream"
             try:
                 gcs.with_retries(lambda: dest.compose(parts, if_generation_match=0), f"compose {final}")
