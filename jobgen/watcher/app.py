@@ -10,6 +10,7 @@ redelivery, which leads to AlreadyExists.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import random
 import re
@@ -100,9 +101,10 @@ class _KeyLocks:
 class Watcher:
     def __init__(self, config: WatcherConfig, specs: dict[str, JobSpec], sink: KubeSink,
                  metrics: Metrics | None = None, dead_letter: DeadLetter | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, pipelines: Mapping[str, Any] | None = None) -> None:
         self.config = config
         self.specs = specs
+        self.pipelines = dict(pipelines or {})  # job → compiled pipeline file, for pipeline targets
         self.sink = sink
         self.metrics = metrics or Metrics()
         self.dead_letter = dead_letter
@@ -225,6 +227,8 @@ class Watcher:
             self.metrics.inflight.dec()
 
     def run(self, req: JobRequest, policy: str, received: float | None = None) -> str:
+        if req.job in self.pipelines:
+            return self.run_pipeline(req, received)
         spec = self.specs[req.job]
         name = job_name(spec, req.key)
         if name in self.done:
@@ -268,6 +272,34 @@ class Watcher:
                 self.metrics.errors.labels("event").inc()
                 LOG.warning("could not record an Event", extra={"job": name, "error": str(exc)[:200]})
             return "created"
+
+    def run_pipeline(self, req: JobRequest, received: float | None = None) -> str:
+        """One KFP run per data version: the run name derives from (data URI, generation), and an
+        existing run of that name means done (concurrency policies do not apply to runs)."""
+        from jobgen.pipelines.runs import create_run
+
+        target = self.config.jobs[req.job].pipeline
+        assert target is not None
+        params = {**(self.triggers[req.trigger].params if req.trigger in self.triggers else {}), **req.params}
+        key = req.generation if req.generation is not None else hashlib.sha256(req.key.encode()).hexdigest()[:12]
+        data_uri = req.data_uri or f"request:{req.trigger}"
+        with self.locks.hold(f"pipeline:{req.key}"):
+            try:
+                run = create_run(target.host, self.pipelines[req.job], params, data_uri=data_uri, generation=key,
+                                 experiment=target.experiment, namespace=target.namespace)
+            except UserError as exc:
+                raise Rejected("render", str(exc)[:500]) from None
+        self.last_cluster_ok = time.monotonic()
+        if not run.created:
+            return self._deduped(req, run.name)
+        self.metrics.jobs_created.labels(req.trigger).inc()
+        if received is not None:
+            self.metrics.latency.observe(time.monotonic() - received)
+        LOG.info("pipeline run created", extra={"run": run.name, "run_id": run.run_id, "trigger": req.trigger,
+                                                "key": req.key, "data_uri": req.data_uri,
+                                                "generation": req.generation})
+        self._remember(run.name)
+        return "created"
 
     def _deduped(self, req: JobRequest, name: str) -> str:
         self.metrics.deduped.labels(req.trigger).inc()

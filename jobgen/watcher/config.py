@@ -26,11 +26,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+class PipelineTarget(_Model):
+    """Start a Kubeflow Pipelines run of a compiled pipeline instead of creating a bare job."""
+
+    host: StrictStr = Field(..., description="KFP API endpoint, e.g. https://<kfp-host>/pipeline.")
+    package: StrictStr = Field(..., description="Pipeline compiled by `jobgen pipeline SPEC -o FILE`, "
+                               "relative to the config file.")
+    experiment: StrictStr | None = Field(None, description="KFP experiment of the runs.")
+    namespace: StrictStr | None = Field(None, description="KFP (multi-user) namespace of the runs.")
+
+
 class JobRef(_Model):
     """A job spec: a file (relative to the config file) or inline."""
 
     file: StrictStr | None = Field(None, description="Path of a jobgen spec, relative to the config file.")
     spec: dict[str, Any] | None = Field(None, description="An inline jobgen spec.")
+    pipeline: PipelineTarget | None = Field(None, description="Run this pipeline per data version instead of "
+                                            "creating the job; the spec still declares the hyperparameters.")
 
     @model_validator(mode="after")
     def _one(self) -> "JobRef":
@@ -252,6 +264,20 @@ def load_config(path: str | Path) -> WatcherConfig:
     from jobgen.loader import read_document
 
     return parse_config(read_document(path), str(path))
+
+
+def pipeline_packages(config: WatcherConfig, config_path: str | Path | None) -> dict[str, Path]:
+    """job → compiled pipeline file, for jobs with a pipeline target (checked to exist)."""
+    base = Path(config_path).parent if config_path else Path.cwd()
+    out = {}
+    for name, ref in config.jobs.items():
+        if ref.pipeline is not None:
+            path = base / ref.pipeline.package
+            if not path.is_file():
+                raise UserError.one(f"jobs.{name}.pipeline.package", f"{path} is not a file; compile one with "
+                                    "`jobgen pipeline SPEC -o FILE`", str(config_path or "config"))
+            out[name] = path
+    return out
 
 
 def load_jobs(config: WatcherConfig, config_path: str | Path | None) -> dict[str, JobSpec]:

@@ -23,11 +23,12 @@ READY_STALE_SECONDS = 120.0
 
 class WatcherProcess:
     def __init__(self, config_path: str | Path, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from jobgen.watcher.config import load_config, load_jobs
+        from jobgen.watcher.config import load_config, load_jobs, pipeline_packages
 
         self.config_path = str(config_path)
         self.config = load_config(config_path)
         self.specs = load_jobs(self.config, config_path)
+        self.pipelines = pipeline_packages(self.config, config_path)
         self.kubeconfig, self.context = kubeconfig, context
         self.stop = threading.Event()
         self.metrics = Metrics()
@@ -119,7 +120,7 @@ class WatcherProcess:
         cluster = kube.connect(self.context, self.kubeconfig)
         sink = KubeSink(cluster, cfg.namespace, cfg.state_config_map)
         dead = DeadLetterPublisher(cfg.dead_letter.topic) if cfg.dead_letter.topic else None
-        self.watcher = w = Watcher(cfg, self.specs, sink, self.metrics, dead, self.stop)
+        self.watcher = w = Watcher(cfg, self.specs, sink, self.metrics, dead, self.stop, self.pipelines)
         delay = cfg.retry.initial_seconds
         while not self.stop.is_set():  # the state ConfigMap must be readable before anything is acked
             try:
