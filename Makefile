@@ -49,6 +49,10 @@ submit: venv ## Render, validate and server-side apply JOB.
 status: venv ## Show the state of every PyTorchJob/TFJob in the current namespace.
 	@$(JOBGEN) status
 
+.PHONY: watch
+watch: venv ## Run the retraining watcher locally (CONFIG=jobs/watcher/watcher.yaml).
+	$(JOBGEN) watch --config $(or $(CONFIG),jobs/watcher/watcher.yaml)
+
 ##@ Local control plane (no Docker needed)
 
 .PHONY: bins
@@ -118,8 +122,10 @@ schema: venv ## Regenerate the committed JSON schemas (job spec, CRDs) after cha
 	$(PY) -m jobgen.schemagen
 
 .PHONY: bench
-bench: venv ## Run the benchmarks in bench/ and print the numbers for docs/benchmarks.md.
+bench: venv bins ## Run the benchmarks in bench/ (render, trainer, watcher); numbers go to docs/benchmarks.md.
 	$(PY) bench/render_bench.py
+	$(PY) bench/trainer_bench.py
+	$(PY) bench/watcher_bench.py --versions 1000 --copies 10 --latency 50
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches in the work tree (not the binary cache).
