@@ -11,7 +11,7 @@
 
     .venv/bin/python bench/watcher_bench.py [--versions 1000] [--copies 10] [--latency 50]
 
-Prints a Markdown table for docs/benchmarks-watcher.md. Jobs are suspended (runPolicy.suspend), so
+Prints a Markdown table for docs/benchmarks.md. Jobs are suspended (runPolicy.suspend), so
 the operator creates no pods: the benchmark measures the watcher, not kwok.
 """
 
