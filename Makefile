@@ -110,11 +110,14 @@ checkov: ## Scan terraform/, charts/ and manifests/ with checkov (its own venv i
 .PHONY: venv
 venv: $(VENV)/.installed ## Create or update .venv with the package and its test dependencies.
 
-$(VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version' 
+# The trainers install with their CPU test extras: torch 2.15.0 (PyPI's Linux wheel brings its CUDA
+# libraries, several GB on a cold machine) and tensorflow-cpu; pip's cache makes later installs quick.
+$(VENV)/.installed: pyproject.toml images/trainer/pyproject.toml images/tf-trainer/pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "venv: installing jobgen, the trainers (torch, tensorflow-cpu) and the test tools; a cold install downloads a few GB"
+	$(PY) -m pip install --quiet -e '.[dev]' -e 'images/trainer[test,digits]' -e 'images/tf-trainer[cpu]'
 	touch $@
 
 .PHONY: schema
