@@ -17,19 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from jobgen.localcluster.testing import wait_for  # noqa: F401 - re-exported to the watcher tests
+
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class WatcherProc:
@@ -196,12 +187,16 @@ class Case:
         return self.env.cluster.get("pytorchjobs", namespace=self.ns)["items"]
 
     def tap_messages(self, want: int, timeout: float = 30) -> list[Any]:
+        return self._drain(self.tap, want, timeout)
+
+    def _drain(self, subscription: str, want: int, timeout: float) -> list[Any]:
+        """Pull and ack until ``want`` messages arrived or ``timeout`` passed."""
         got: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(got) < want and time.monotonic() < deadline:
-            resp = self.env.subscriber.pull(subscription=self.tap, max_messages=100, timeout=5)
+            resp = self.env.subscriber.pull(subscription=subscription, max_messages=100, timeout=5)
             if resp.received_messages:
-                self.env.subscriber.acknowledge(subscription=self.tap,
+                self.env.subscriber.acknowledge(subscription=subscription,
                                                 ack_ids=[m.ack_id for m in resp.received_messages])
             got.extend(m.message for m in resp.received_messages)
         return got
@@ -210,15 +205,7 @@ class Case:
         return self.env.publisher.publish(topic or self.env.topic, data, **attrs).result(timeout=30)
 
     def dead_letters(self, want: int, timeout: float = 30) -> list[Any]:
-        got: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < want and time.monotonic() < deadline:
-            resp = self.env.subscriber.pull(subscription=self.dl_sub, max_messages=100, timeout=5)
-            if resp.received_messages:
-                self.env.subscriber.acknowledge(subscription=self.dl_sub,
-                                                ack_ids=[m.ack_id for m in resp.received_messages])
-            got.extend(m.message for m in resp.received_messages)
-        return got
+        return self._drain(self.dl_sub, want, timeout)
 
     def stop_all(self) -> None:
         for p in self.procs:
