@@ -56,7 +56,6 @@ def start_fake_gcs() -> tuple[subprocess.Popen, str]:
 
 
 def worker(rank: int, world: int, port: int, opts: dict, out: dict) -> None:
-    import numpy as np
     import torch
     import torch.distributed as tdist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -131,7 +130,7 @@ def bench_steps(opts: dict, procs: int) -> dict:
     for i, clock in enumerate(("wall", "cpu")):
         bare = [opts["steps"] / s[i] for s in res["bare"]]
         tr = [opts["steps"] / s[i] for s in res["trainer"]]
-        ratios = [t / b for t, b in zip(tr, bare)]
+        ratios = [t / b for t, b in zip(tr, bare, strict=True)]
         out[clock] = {"bare_steps_per_s": bare, "trainer_steps_per_s": tr, "ratios": ratios,
                       "best_bare": max(bare), "best_trainer": max(tr), "ratio_of_bests": max(tr) / max(bare),
                       "median_bare": statistics.median(bare), "median_trainer": statistics.median(tr),

@@ -81,7 +81,7 @@ def test_resume_mid_epoch_yields_the_same_remaining_batches(bucket):
     for start in (0, 1, 4, 5, len(full) - 1):
         rest = [b["id"] for b in data.ShardReader(m, "train", 1, 2, batch_size=32, seed=9).epoch(1, start)]
         assert len(rest) == len(full) - start
-        assert all(np.array_equal(a, b) for a, b in zip(rest, full[start:]))
+        assert all(np.array_equal(a, b) for a, b in zip(rest, full[start:], strict=True))
     # Skipping whole shards does not download them.
     late = data.ShardReader(m, "train", 1, 2, batch_size=32, seed=9)
     list(late.epoch(1, len(full) - 1))

@@ -201,7 +201,7 @@ class Trainer:
         """``dataset``: an in-memory (manifest, shard bytes) pair instead of DATA_URI (benchmarks)."""
         import torch
 
-        from trainer import checkpoint, data, model as model_mod, registry
+        from trainer import checkpoint, data, registry
 
         self.args, self.dist = args, dist
         self.rank, self.world = dist.rank, dist.world_size
