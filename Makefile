@@ -120,6 +120,10 @@ $(VENV)/.installed: pyproject.toml images/trainer/pyproject.toml images/tf-train
 	$(PY) -m pip install --quiet -e '.[dev]' -e 'images/trainer[test,digits]' -e 'images/tf-trainer[cpu]'
 	touch $@
 
+.PHONY: lint-images
+lint-images: venv ## hadolint the trainer Dockerfiles.
+	$(VENV)/bin/hadolint images/trainer/Dockerfile images/tf-trainer/Dockerfile
+
 .PHONY: schema
 schema: venv ## Regenerate the committed JSON schemas (job spec, CRDs) after changing jobgen/spec.py.
 	$(PY) -m jobgen.schemagen

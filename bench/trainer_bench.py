@@ -1,4 +1,4 @@
-"""Trainer benchmarks (CPU, gloo, fake-gcs-server on loopback): docs/benchmarks-trainer.md.
+"""Trainer benchmarks (CPU, gloo, fake-gcs-server on loopback): docs/benchmarks.md.
 
 1. Steps/s of the trainer's step loop against a bare PyTorch DDP loop: same model (the default MLP),
    same data (the generated data set), same batch size, same optimizer, same process count, measured
@@ -174,7 +174,7 @@ def solo(mode: str, steps: int, hidden: int = 256, bs: int = 64) -> None:
 
     For instruction counts that other load on the machine cannot change: run each mode under
     ``valgrind --tool=callgrind`` at two step counts; the difference divided by the extra steps is
-    the per-step cost (start-up, imports and data generation cancel out). See docs/benchmarks-trainer.md."""
+    the per-step cost (start-up, imports and data generation cancel out). See docs/benchmarks.md."""
     import contextlib
     import io
 
