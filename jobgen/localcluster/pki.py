@@ -69,6 +69,20 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _self_signed(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    """A builder for a certificate that ``name`` issues to itself, valid for VALIDITY."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
 def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
@@ -129,16 +143,8 @@ class PKI:
 
     def _make_ca(self) -> None:
         key = _key()
-        name = _name("jobgen-local-ca")
-        now = dt.datetime.now(dt.timezone.utc)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
+            _self_signed(_name("jobgen-local-ca"), key)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -215,16 +221,8 @@ def write_kubeconfig(path: Path, *, server: str, ca_pem: bytes, context: str, us
 def self_signed_serving_pair(dns_name: str) -> tuple[bytes, bytes]:
     """A self-signed (cert, key) PEM pair for a webhook server nobody calls."""
     key = _key()
-    name = _name(dns_name)
-    now = dt.datetime.now(dt.timezone.utc)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        _self_signed(_name(dns_name), key)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
         .sign(key, hashes.SHA256())
     )
