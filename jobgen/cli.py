@@ -78,7 +78,7 @@ def _cluster_options(fn: Any) -> Any:
 def _render_file(path: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
                  template_dir: str | None) -> dict[str, Any]:
     """Render a spec, or read a manifest as is (``--set``/``--param`` only apply to specs)."""
-    from jobgen.loader import is_manifest, load_spec, read_document
+    from jobgen.loader import is_manifest, read_document, spec_from_document
 
     overrides = _pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False)
     param_values = dict(_pairs(params, "--param", False))
@@ -89,14 +89,7 @@ def _render_file(path: str, sets: tuple[str, ...], set_strings: tuple[str, ...],
         return doc
     from jobgen.render import render
 
-    spec = load_spec(path, overrides) if overrides else _parse(doc, path)
-    return render(spec, param_values, template_dir, source=path)
-
-
-def _parse(doc: dict[str, Any], path: str) -> Any:
-    from jobgen.loader import parse_spec
-
-    return parse_spec(doc, path)
+    return render(spec_from_document(doc, path, overrides), param_values, template_dir, source=path)
 
 
 def _validated(manifest: dict[str, Any], path: str) -> dict[str, Any]:
@@ -174,7 +167,7 @@ def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], param
         from jobgen import kube
 
         cluster = kube.connect(context, kubeconfig)
-        result = kube.apply(cluster, manifest, server_dry_run=dry_run == "server", force_conflicts=force_conflicts)
+        result = cluster.apply(manifest, dry_run=dry_run == "server", force_conflicts=force_conflicts)
         suffix = " (server dry run)" if dry_run == "server" else ""
     if output == "name":
         click.echo(f"{result['kind'].lower()}.kubeflow.org/{result['metadata']['name']} serverside-applied{suffix}")
@@ -211,21 +204,19 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
             _emit([asdict(r) for r in ranked], output)
         return
     if name:
-        job = kube.get_job(cluster, name, ns)
-        if job is None:
-            raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
-        statuses = [summarize(job, kube.job_pods(cluster, name, ns), kube.job_events(cluster, name, ns))]
+        job = _job(cluster, name, ns)
+        statuses = [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
     else:
         if all_namespaces:
             jobs = _all_namespaces(cluster, selector)
         else:
-            jobs = kube.list_jobs(cluster, ns, selector)
+            jobs = cluster.list_jobs(ns, selector)
         statuses = []
         for job in sorted(jobs, key=lambda j: (j["metadata"]["namespace"], j["metadata"]["name"])):
             state = summarize(job)
             if state.reason or state.state == "Pending":
                 meta = job["metadata"]
-                state = summarize(job, kube.job_pods(cluster, meta["name"], meta["namespace"]))
+                state = summarize(job, cluster.job_pods(meta["name"], meta["namespace"]))
             statuses.append(state)
     if output == "table":
         if not statuses:
@@ -237,10 +228,14 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
 
 
 def _all_namespaces(cluster: Any, selector: str | None) -> list[dict[str, Any]]:
-    from jobgen import kube
+    return [j for ns in cluster.namespaces() for j in cluster.list_jobs(ns, selector)]
 
-    namespaces = kube._call(cluster, cluster.core().list_namespace).items
-    return [j for ns in namespaces for j in kube.list_jobs(cluster, ns.metadata.name, selector)]
+
+def _job(cluster: Any, name: str, namespace: str) -> dict[str, Any]:
+    job: dict[str, Any] | None = cluster.get_job(name, namespace)
+    if job is None:
+        raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {namespace!r}")
+    return job
 
 
 @main.command()
@@ -255,22 +250,17 @@ def logs(name: str, replica: str | None, follow: bool, tail: int | None, namespa
          context: str | None, kubeconfig: str | None) -> None:
     """Print the logs of one replica of job NAME."""
     from jobgen import kube
+    from jobgen.kubeflow import view
 
     cluster = kube.connect(context, kubeconfig)
     ns = namespace or cluster.namespace
-    job = kube.get_job(cluster, name, ns)
-    if job is None:
-        raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
-    roles = [r.lower() for r in (job["spec"].get("pytorchReplicaSpecs") or job["spec"].get("tfReplicaSpecs") or {})]
-    if replica is None:
-        replica = next(f"{r}-0" for r in ("master", "chief", "worker", *roles) if r in roles)
-    role, _, index = replica.rpartition("-")
-    if role not in roles or not index.isdigit():
-        choices = ", ".join(f"{r}-N" for r in roles)
+    typed = view(_job(cluster, name, ns))
+    found = typed.find_replica(replica) if replica else typed.primary_replica()
+    if found is None:
+        choices = ", ".join(f"{r.lower()}-0..{typed.replica_count(r) - 1}" for r in typed.roles())
         raise UserError.one("--replica", f"{replica!r} is not a replica of {name}; expected one of {choices}")
-    pod = f"{name}-{replica}"
     out = click.get_binary_stream("stdout")
-    for chunk in kube.pod_logs(cluster, pod, ns, kube.CONTAINERS[job["kind"]], follow, tail):
+    for chunk in cluster.pod_logs(typed.pod_name(*found), ns, typed.kind.container, follow, tail):
         out.write(chunk)
         out.flush()
 
@@ -285,10 +275,8 @@ def delete(name: str, namespace: str | None, context: str | None, kubeconfig: st
 
     cluster = kube.connect(context, kubeconfig)
     ns = namespace or cluster.namespace
-    job = kube.get_job(cluster, name, ns)
-    if job is None:
-        raise UserError.one("NAME", f"no PyTorchJob or TFJob named {name!r} in namespace {ns!r}")
-    kube.delete_job(cluster, job["kind"], name, ns)
+    job = _job(cluster, name, ns)
+    cluster.delete_job(job["kind"], name, ns)
     click.echo(f"{job['kind'].lower()}.kubeflow.org/{name} deleted")
 
 

@@ -184,18 +184,12 @@ class Demo:
             info = LocalCluster(default_state_dir()).up()
             os.environ["KUBECONFIG"] = str(info.kubeconfig)
             self.cluster = kube.connect(None, str(info.kubeconfig))
-        for job in kube.list_jobs(self.cluster, NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
-            kube.delete_job(self.cluster, job["kind"], job["metadata"]["name"], NAMESPACE)
-        from kubernetes import client
-
-        core = self.cluster.core()
-        try:  # the watcher keeps its state here (the chart creates it); a rerun starts empty
-            core.delete_namespaced_config_map(STATE_CONFIGMAP, NAMESPACE)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-        core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(metadata=client.V1ObjectMeta(
-            name=STATE_CONFIGMAP, labels={"app.kubernetes.io/managed-by": "jobgen-demo"})))
+        for job in self.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
+            self.cluster.delete_job(job["kind"], job["metadata"]["name"], NAMESPACE)
+        # the watcher keeps its state here (the chart creates it); a rerun starts empty
+        self.cluster.delete("v1", "ConfigMap", STATE_CONFIGMAP, NAMESPACE)
+        self.cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": STATE_CONFIGMAP, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "jobgen-demo"}}})
 
     def start_watcher(self) -> None:
         from jobgen.localcluster.procs import free_port
@@ -227,7 +221,7 @@ class Demo:
             return
         from jobgen.podrunner import PodRunner
 
-        self.runner = PodRunner(self.cluster.core(), NAMESPACE, self.state / "pod-logs", cwd=str(REPO), poll=0.3)
+        self.runner = PodRunner(self.cluster, NAMESPACE, self.state / "pod-logs", cwd=str(REPO), poll=0.3)
         self.runner_thread = threading.Thread(target=self.runner.run, daemon=True)
         self.runner_thread.start()
         _say(f"  pod runner: pods labelled jobgen.io/local-exec=true run as local processes "
@@ -237,13 +231,11 @@ class Demo:
         """Stop the watcher and the pod runner's processes (the cluster and emulators stay up)."""
         if self.runner is not None:
             self.runner.shutdown()
-        if self.watcher is not None and self.watcher.poll() is None:
-            os.killpg(self.watcher.pid, signal.SIGTERM)
-            try:
-                self.watcher.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.watcher.pid, signal.SIGKILL)
-                self.watcher.wait()
+        if self.watcher is not None:
+            from jobgen.localcluster.procs import stop_group
+
+            stop_group(self.watcher.pid, timeout=15)
+            self.watcher.wait()
 
     # --- the retraining loop -----------------------------------------------------------------
     def land(self, version: str, fraction: float, seed: int) -> Run:
@@ -262,8 +254,7 @@ class Demo:
         return run
 
     def follow(self, run: Run) -> None:
-        from jobgen import kube
-        from jobgen.status import job_state
+        from jobgen.kubeflow import state_of
 
         deadline = time.monotonic() + self.timeout
         seen_state = ""
@@ -271,7 +262,7 @@ class Demo:
         while time.monotonic() < deadline:
             if self.watcher is not None and self.watcher.poll() is not None:
                 raise DemoError(f"the watcher exited ({self.watcher.returncode}):\n" + _tail(self.state / "watcher.log"))
-            jobs = [j for j in kube.list_jobs(self.cluster, NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}")
+            jobs = [j for j in self.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}")
                     if (j["metadata"].get("annotations") or {}).get("retrain.jobgen.io/data-uri", "")
                     .rstrip("/").endswith(f"/{run.data_version}")]
             if jobs:
@@ -280,7 +271,7 @@ class Demo:
                     run.job = job["metadata"]["name"]
                     _say(f"  watcher created {job['kind']} {run.job} "
                          f"({time.monotonic() - run.started:.1f}s after the marker)")
-                state, _ = job_state(job)
+                state, _ = state_of(job)
                 if state != seen_state:
                     _say(f"  {time.monotonic() - run.started:6.1f}s  {run.job}: {state}")
                     seen_state = state
@@ -309,19 +300,13 @@ class Demo:
         from trainer.registry import Registry
 
         registry = Registry(f"gs://{BUCKETS['models']}/{PREFIX}")
-        for blob in self.storage.list_blobs(BUCKETS["models"], prefix=f"{PREFIX}/"):
-            if not blob.name.endswith("/lineage.json"):
-                continue
-            lineage = json.loads(blob.download_as_bytes())
-            if lineage.get("job_name") == run.job:
-                version = blob.name.split("/")[-2]
-                base = blob.name.rsplit("/", 1)[0]
-                metrics = json.loads(self.storage.bucket(BUCKETS["models"]).blob(f"{base}/metrics.json")
-                                     .download_as_bytes())
-                run.model_version = version
-                run.metric = metrics.get(METRIC)
-                curves = self.storage.bucket(BUCKETS["models"]).blob(f"{base}/curves.csv").download_as_text()
-                run.curves = _parse_csv(curves)
+        published = registry.published_by([run.job]).get(run.job) if run.job else None
+        if published is not None:
+            run.model_version = published.version
+            run.metric = published.metrics.get(METRIC)
+            base = f"{PREFIX}/{published.version}"
+            curves = self.storage.bucket(BUCKETS["models"]).blob(f"{base}/curves.csv").download_as_text()
+            run.curves = _parse_csv(curves)
         latest, _ = registry.latest()
         run.promoted = bool(latest and latest.get("version") == run.model_version)
         return latest

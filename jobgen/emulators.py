@@ -92,53 +92,11 @@ def _get(url: str, timeout: float = 1.0) -> bool:
 
 
 def _stop_group(pidfile: procs.Pidfile, timeout: float = 15.0) -> bool:
-    """SIGTERM the process group that the pidfile's process leads, then SIGKILL what is left.
-
-    Emulators are tracked by process group rather than by executable: gcloud is a script that
-    execs Python, which starts Java."""
+    """Stop the process group that the pidfile's process leads (emulators are tracked by group,
+    not by executable: gcloud is a script that execs Python, which starts Java)."""
     entry = pidfile.read()
     pidfile.path.unlink(missing_ok=True)
-    if entry is None:
-        return False
-    pgid = entry[0]
-    if not _group_alive(pgid):
-        return False
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _killpg(pgid, signal.SIGKILL)
-    while _group_alive(pgid):
-        time.sleep(0.05)
-    return True
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process is in group ``pgid``; reaps our own dead leader."""
-    try:
-        os.waitpid(pgid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # A zombie leader keeps the group "alive" for kill(0): look for a live member.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    return entry is not None and procs.stop_group(entry[0], timeout)
 
 
 class Emulators:
@@ -228,7 +186,7 @@ class Emulators:
             if check():
                 return
             entry = pidfile.read()
-            if entry is None or not _group_alive(entry[0]):
+            if entry is None or not procs.group_alive(entry[0]):
                 raise EmulatorError(f"{what} exited during start-up:\n{procs.log_tail(self.state_dir, name)}")
             time.sleep(0.2)
         raise EmulatorError(f"{what} not ready after {timeout:.0f}s:\n{procs.log_tail(self.state_dir, name)}")

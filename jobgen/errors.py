@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def format_path(path: Iterable[Any]) -> str:
+    """``['a', 'b', 0, 'c.d']`` -> ``a.b[0].c\\.d`` (helm's --set syntax)."""
+    out = ""
+    for seg in path:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            text = str(seg)
+            out += ("." if out else "") + (text.replace(".", "\\.") if "." in text else text)
+    return out
+
+
+class FieldError(ValueError):
+    """A validation error that knows its field path (pydantic reports cross-field errors at the root)."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,7 @@ class UserError(Exception):
     hint: str | None = field(default=None)
 
     @classmethod
-    def one(cls, path: str, message: str, source: str | None = None) -> "UserError":
+    def one(cls, path: str, message: str, source: str | None = None) -> UserError:
         return cls([Problem(path, message)], source)
 
     def __str__(self) -> str:

@@ -1,19 +1,17 @@
-"""Reading spec and manifest files, applying ``--set``, and turning pydantic errors into user errors."""
+"""Reading spec and manifest files and applying ``--set`` (helm syntax) to specs."""
 
 from __future__ import annotations
 
 import copy
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
-from jobgen.errors import Problem, UserError
-from jobgen.spec import JobSpec, SpecFieldError
+from jobgen import modelerrors
+from jobgen.errors import UserError, format_path
+from jobgen.spec import JobSpec
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -109,46 +107,6 @@ def parse_set_value(text: str) -> Any:
     return text
 
 
-def _unwrap(annotation: Any) -> list[Any]:
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) if arg is not type(None) for a in _unwrap(arg)]
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    return [annotation]
-
-
-def _field_by_alias(model: type[BaseModel], key: str) -> Any | None:
-    for name, info in model.model_fields.items():
-        if key in (info.alias, name):
-            return info.annotation
-    return None
-
-
-def model_fields_at(path: list[str | int]) -> list[str] | None:
-    """The field names (aliases) allowed at ``path`` of a spec, or None if free-form there."""
-    annotation: Any = JobSpec
-    for seg in path:
-        annotation = _step(annotation, seg)
-        if annotation is None:
-            return None
-    models = [a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    if not models:
-        return None
-    return [info.alias or name for name, info in models[0].model_fields.items()]
-
-
-def _step(annotation: Any, seg: str | int) -> Any | None:
-    for cand in _unwrap(annotation):
-        origin = typing.get_origin(cand)
-        if isinstance(cand, type) and issubclass(cand, BaseModel) and isinstance(seg, str):
-            return _field_by_alias(cand, seg)
-        if origin is dict and isinstance(seg, str):
-            return typing.get_args(cand)[1]
-        if origin is list and isinstance(seg, int):
-            return typing.get_args(cand)[0]
-    return None
-
 
 def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str) -> dict[str, Any]:
     """Return a copy of ``doc`` with each ``(path, value)`` applied. Paths must exist in the spec model."""
@@ -161,10 +119,10 @@ def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str) ->
         annotation: Any = JobSpec
         node: Any = out
         for i, seg in enumerate(path):
-            here = _format_path(path[: i + 1])
-            annotation = _step(annotation, seg)
+            here = format_path(path[: i + 1])
+            annotation = modelerrors.step(annotation, seg)
             if annotation is None:
-                allowed = model_fields_at(path[:i])
+                allowed = modelerrors.fields_at(JobSpec, path[:i])
                 hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
                 raise UserError.one(here, f"--set: no such field in the job spec{hint}", source)
             if path[0] == "hyperparameters" and i == 1 and seg not in (node or {}):
@@ -193,78 +151,18 @@ def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str) ->
     return out
 
 
-def _format_path(path: list[str | int] | tuple[Any, ...]) -> str:
-    out = ""
-    for seg in path:
-        if isinstance(seg, int):
-            out += f"[{seg}]"
-        else:
-            text = str(seg)
-            out += ("." if out else "") + (text.replace(".", "\\.") if "." in text else text)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# pydantic errors → problems
-# --------------------------------------------------------------------------------------------
-
-_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*|dict\[.*|function-.*|constrained-.*|lax-or-strict.*|"
-                  r"json-or-python.*|literal\[.*|tagged-union.*|nullable.*|[A-Z][A-Za-z]+)$")
-
-
-def problems_from_validation(exc: ValidationError) -> list[Problem]:
-    merged: dict[str, list[str]] = {}
-    for err in exc.errors(include_url=False):
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, SpecFieldError):
-            path, msg = _format_path(cause.loc), str(cause)
-        else:
-            loc = [seg for seg in err["loc"] if isinstance(seg, int) or not _TAG.match(str(seg)) or _is_key(err["loc"], seg)]
-            path = _format_path(loc)
-            msg = _message(err, loc)
-        bucket = merged.setdefault(path, [])
-        if msg not in bucket:
-            bucket.append(msg)
-    return [Problem(path, " or ".join(msgs)) for path, msgs in merged.items()]
-
-
-def _is_key(loc: tuple[Any, ...], seg: Any) -> bool:
-    # Replica types (Master, Worker…) and user map keys look like tags; keep them when they follow
-    # a free-form mapping field.
-    idx = loc.index(seg)
-    return idx > 0 and loc[idx - 1] in ("replicas", "hyperparameters", "env", "labels", "annotations", "nodeSelector")
-
-
-def _message(err: dict[str, Any], loc: list[Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = model_fields_at(loc[:-1])
-        return "unknown field" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
-    if kind == "missing":
-        return "required field is missing"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        return msg[len("Value error, "):]
-    if kind.endswith("_type") or kind in ("literal_error", "enum"):
-        return f"{_lower_first(msg)} (got {err.get('input')!r})"
-    return _lower_first(msg) + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
 
 def parse_spec(doc: dict[str, Any], source: str) -> JobSpec:
-    try:
-        return JobSpec.model_validate(doc)
-    except ValidationError as exc:
-        raise UserError(problems_from_validation(exc), source) from None
+    return modelerrors.parse(JobSpec, doc, source)
 
 
 def load_spec(path: str | Path, sets: list[tuple[str, Any]] | None = None) -> JobSpec:
     """Read, ``--set`` and validate a job spec file."""
-    source = str(path)
-    doc = read_document(path)
+    return spec_from_document(read_document(path), str(path), sets)
+
+
+def spec_from_document(doc: dict[str, Any], source: str, sets: list[tuple[str, Any]] | None = None) -> JobSpec:
+    """``--set`` and validate a job spec already read (stdin can be read only once)."""
     if is_manifest(doc):
         raise UserError.one("apiVersion", "this is a kubeflow.org manifest, not a job spec; expected a jobgen spec "
                             "(kind PyTorchJob|TFJob without apiVersion kubeflow.org/v1)", source)

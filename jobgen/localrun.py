@@ -1,7 +1,7 @@
 """Run every replica of a PyTorchJob/TFJob as a local process: `jobgen run --local`.
 
 Each replica gets the environment the training-operator v1.9.4 would inject (see
-:mod:`jobgen.operator_env`) plus the container's own env, with one necessary change: addresses
+:mod:`jobgen.kubeflow`) plus the container's own env, with one necessary change: addresses
 point at 127.0.0.1 and free local ports instead of the job's Services. It is the TorchX-local /
 Kubeflow-SDK-local-backend idea: debug a job on CPU (gloo) before spending GPU hours.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from jobgen.errors import UserError
-from jobgen.operator_env import operator_env, pod_name, replica_specs, replicas
+from jobgen.kubeflow import TrainingJob
 
 LOOPBACK = "127.0.0.1"
 _PYTHON_NAMES = ("python", "python3", f"python3.{sys.version_info.minor}")
@@ -86,18 +86,13 @@ def local_argv(command: list[str], args: list[str], python: str = sys.executable
     return argv
 
 
-def _container(manifest: dict[str, Any], role: str) -> dict[str, Any]:
-    name = "pytorch" if manifest["kind"] == "PyTorchJob" else "tensorflow"
-    (container,) = [c for c in replica_specs(manifest)[role]["template"]["spec"]["containers"] if c["name"] == name]
-    return container
-
-
 def plan(manifest: dict[str, Any], source: str | None = None, python: str = sys.executable) -> list[Replica]:
     """The local processes for ``manifest``: argv and env of every replica."""
     ports = LocalPorts()
+    job = TrainingJob(manifest)
     out = []
-    for role, index in replicas(manifest):
-        container = _container(manifest, role)
+    for role, index in job.replicas():
+        container = job.container(role)
         if not container.get("command"):
             raise UserError.one(f"{role}.command", "a local run needs the container's command (the image's "
                                 "entrypoint is not known outside the image)", source)
@@ -106,8 +101,8 @@ def plan(manifest: dict[str, Any], source: str | None = None, python: str = sys.
             if "value" not in item:
                 raise UserError.one(f"{role}.env.{item.get('name')}", "valueFrom is not supported in local runs", source)
             env[item["name"]] = item["value"]
-        env.update(localize(operator_env(manifest, role, index), ports))
-        env["HOSTNAME"] = pod_name(manifest["metadata"]["name"], role, index)  # as the kubelet sets it
+        env.update(localize(job.operator_env(role, index), ports))
+        env["HOSTNAME"] = job.pod_name(role, index)  # as the kubelet sets it
         out.append(Replica(name=env["HOSTNAME"], role=role, index=index,
                            argv=local_argv(container["command"], container.get("args") or [], python), env=env))
     return out
@@ -121,11 +116,10 @@ def _pump(stream: IO[bytes], prefix: bytes, sink: IO[bytes], lock: threading.Loc
 
 
 def _stop(replica: Replica, sig: int) -> None:
+    from jobgen.localcluster.procs import signal_group
+
     if replica.process is not None and replica.process.poll() is None:
-        try:
-            os.killpg(replica.process.pid, sig)
-        except ProcessLookupError:
-            pass
+        signal_group(replica.process.pid, sig)
 
 
 def run(replicas_: list[Replica], timeout: float | None = None, grace: float = 10.0,

@@ -6,6 +6,9 @@ import hashlib
 import re
 
 DNS1035_MAX = 63
+# Longest name :func:`derived` makes: leaves 21 characters for the operator's -<role>-<index>
+# ("-evaluator-" and a 10-digit index), so a derived job name is valid whatever the replica counts.
+DERIVED_MAX = 42
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HASH_LEN = 8
@@ -70,3 +73,12 @@ def shorten(name: str, max_len: int, salt: str | None = None) -> str:
     if not prefix or not prefix[0].isalpha():
         prefix = ("j" + prefix)[:keep].rstrip("-")
     return f"{prefix}-{digest}"
+
+
+def derived(base: str, key: str, max_len: int = DERIVED_MAX) -> str:
+    """``<base>-<hash of key>``: the name of an object made *for* ``key`` (a data version, a pipeline
+    run, a sweep's trials), a pure function of (base, key) that is a valid DNS-1035 label.
+
+    The hash covers ``key`` and ``base`` in full, so shortening ``base`` never merges two keys and
+    replica counts or other settings never change the name."""
+    return shorten(sanitize(base, max_len) if base else "x", max_len, salt=f"{base}\x00{key}")

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from jobgen.errors import ClusterError
+from jobgen.kube import ApiRejected, Cluster
+from jobgen.kubeflow import JOB_NAME_LABEL, KINDS
+from jobgen.localcluster import procs
 from jobgen.localcluster.cluster import EXIT_CODE_ANNOTATION, RUN_FOR_ANNOTATION
 from jobgen.localrun import LocalPorts, container_exit_code, local_argv, localize
 
 LOCAL_EXEC_LABEL = "jobgen.io/local-exec"
 HOLD = "87600h"  # kwok keeps the pod Running until the exit-code annotation is set
-DEFAULT_CONTAINERS = ("pytorch", "tensorflow")
+DEFAULT_CONTAINERS = tuple(k.container for k in KINDS.values())
 
 
 def pod_settings() -> tuple[dict[str, str], dict[str, str]]:
@@ -47,9 +51,9 @@ class Running:
 
 
 class PodRunner:
-    def __init__(self, core: Any, namespace: str, log_dir: Path, echo: IO[str] | None = None,
+    def __init__(self, cluster: Cluster, namespace: str, log_dir: Path, echo: IO[str] | None = None,
                  cwd: str | None = None, poll: float = 0.5) -> None:
-        self.core = core  # kubernetes.client.CoreV1Api
+        self.cluster = cluster
         self.namespace = namespace
         self.log_dir = log_dir
         self.echo = echo
@@ -64,18 +68,19 @@ class PodRunner:
         if self.echo is not None:
             print(text, file=self.echo, flush=True)
 
-    def _pods(self) -> list[Any]:
-        return self.core.list_namespaced_pod(self.namespace, label_selector=f"{LOCAL_EXEC_LABEL}=true").items
+    def _pods(self) -> list[dict[str, Any]]:
+        return self.cluster.list("v1", "Pod", self.namespace, label_selector=f"{LOCAL_EXEC_LABEL}=true")
 
     def step(self) -> None:
         """One reconcile pass: start new Running pods, report exited processes, stop deleted pods."""
         live = set()
         for pod in self._pods():
-            name = pod.metadata.name
+            name = pod["metadata"]["name"]
             live.add(name)
-            if pod.metadata.deletion_timestamp is not None:
+            if pod["metadata"].get("deletionTimestamp") is not None:
                 continue
-            if pod.status.phase == "Running" and name not in self.running and name not in self.done:
+            if (pod.get("status") or {}).get("phase") == "Running" and name not in self.running \
+                    and name not in self.done:
                 self._start(pod)
         for name, run in list(self.running.items()):
             code = run.process.poll()
@@ -90,14 +95,14 @@ class PodRunner:
                 del self.running[name]
                 self._report(name, exit_code)
 
-    def _start(self, pod: Any) -> None:
-        name = pod.metadata.name
-        job = (pod.metadata.labels or {}).get("training.kubeflow.org/job-name", name)
-        containers = [c for c in pod.spec.containers if c.name in DEFAULT_CONTAINERS] or pod.spec.containers
-        container = containers[0]
-        env = {e.name: e.value for e in container.env or [] if e.value is not None}
+    def _start(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        job = (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL, name)
+        containers = pod["spec"]["containers"]
+        container = next((c for c in containers if c["name"] in DEFAULT_CONTAINERS), containers[0])
+        env = {e["name"]: e["value"] for e in container.get("env") or [] if e.get("value") is not None}
         env = {"HOSTNAME": name, **localize(env, self.ports.setdefault(job, LocalPorts()))}  # as the kubelet sets it
-        argv = local_argv(list(container.command or []), list(container.args or []))
+        argv = local_argv(list(container.get("command") or []), list(container.get("args") or []))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process ends
         if not argv:
@@ -114,18 +119,15 @@ class PodRunner:
     def _report(self, name: str, exit_code: int) -> None:
         patch = {"metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code), RUN_FOR_ANNOTATION: "0s"}}}
         try:
-            self.core.patch_namespaced_pod(name, self.namespace, patch)
-        except Exception as exc:  # noqa: BLE001 - the pod may be gone; nothing to report to
+            self.cluster.patch("v1", "Pod", name, self.namespace, patch)
+        except (ApiRejected, ClusterError) as exc:  # the pod may be gone; nothing to report to
             self._say(f"  {name}: exited {exit_code}, pod not updated: {exc}")
             return
         self._say(f"  {name}: exited {exit_code}")
 
     @staticmethod
     def _kill(run: Running) -> None:
-        try:
-            os.killpg(run.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        procs.stop_group(run.process.pid, timeout=5.0)
         run.process.wait()
         run.log.close()
 
@@ -149,12 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, default=Path("pod-logs"))
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     args = parser.parse_args(argv)
-    from kubernetes import client
-
     from jobgen import kube
 
-    cluster = kube.connect(None, args.kubeconfig)
-    runner = PodRunner(client.CoreV1Api(cluster.api), args.namespace, args.log_dir, echo=sys.stderr)
+    runner = PodRunner(kube.connect(None, args.kubeconfig), args.namespace, args.log_dir, echo=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop_event.set())
     try:
         runner.run()

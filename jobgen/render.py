@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from jobgen.errors import Problem, UserError
+from jobgen.kubeflow import JOB_KIND_ENV, JOB_NAME_ENV, KINDS
 from jobgen.spec import Hyperparameter, JobSpec, Replica, Resources, coerce_param
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -166,6 +167,9 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     if place.queue:
         labels[QUEUE_LABEL] = place.queue
     env = [{"name": k, "value": _env_value(v)} for k, v in spec.env.items()]
+    for var, value in ((JOB_NAME_ENV, spec.name), (JOB_KIND_ENV, spec.kind)):
+        if var not in spec.env:
+            env.append({"name": var, "value": value})
     for field, var in ENV_FOR_STORAGE.items():
         uri = getattr(spec.storage, field)
         if field == "checkpoints" and uri is not None:
@@ -211,7 +215,7 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         job["nproc_per_node"] = spec.distribution.nproc_per_node
         if spec.distribution.elastic is not None:
             job["elastic_policy"] = spec.distribution.elastic.model_dump(by_alias=True, exclude_none=True)
-    return {"job": job, "roles": roles, "spec": spec}
+    return {"job": job, "roles": roles, "spec": spec, "kind": KINDS[spec.kind]}
 
 
 def _role(

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from jobgen.errors import FieldError
+from jobgen.uris import parse_gs
 from jobgen.names import DNS1035_MAX, is_dns1035, is_dns1123_label, max_job_name_len
 
 API_VERSION = "jobgen/v1"
@@ -34,7 +36,6 @@ ROLES: dict[str, tuple[str, ...]] = {
 
 # Kubernetes resource.Quantity, as in k8s.io/apimachinery/pkg/api/resource.
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
-_GS_URI = re.compile(r"^gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(/[^\x00-\x1f\x7f]*)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACCELERATOR = re.compile(r"^nvidia-[a-z0-9-]+$")
 _QUALIFIED_NAME = re.compile(
@@ -64,13 +65,8 @@ def _quantity(value: Any) -> str:
 
 
 def _gs_uri(value: str | None) -> str | None:
-    if value is not None and not _GS_URI.match(value):
-        raise ValueError(
-            f"{value!r} is not a gs:// URI; expected gs://<bucket>[/<path>] with a bucket name of "
-            "3-222 lower-case letters, digits, '-', '_' or '.'"
-        )
-    if value is not None and "//" in value[5:]:
-        raise ValueError(f"{value!r} has an empty path segment ('//'); expected gs://<bucket>/<path>")
+    if value is not None:
+        parse_gs(value)
     return value
 
 
@@ -351,48 +347,48 @@ class JobSpec(_Model):
         allowed = ROLES[self.kind]
         for role in self.replicas:
             if role not in allowed:
-                raise _at(("replicas", role), f"unknown replica type for {self.kind}; expected one of {', '.join(allowed)}")
+                raise FieldError(("replicas", role), f"unknown replica type for {self.kind}; expected one of {', '.join(allowed)}")
         if not self.replicas:
-            raise _at(("replicas",), f"at least one replica type is required ({', '.join(allowed)})")
+            raise FieldError(("replicas",), f"at least one replica type is required ({', '.join(allowed)})")
         if self.kind == "PyTorchJob":
             master = self.replicas.get("Master")
             if master is not None and master.replicas != 1:
-                raise _at(("replicas", "Master", "replicas"), f"must be exactly 1, got {master.replicas}")
+                raise FieldError(("replicas", "Master", "replicas"), f"must be exactly 1, got {master.replicas}")
             if self.distribution and self.distribution.elastic:
                 worker = self.replicas.get("Worker")
                 if worker is None:
-                    raise _at(("replicas", "Worker"), "a Worker role is required when distribution.elastic is set")
+                    raise FieldError(("replicas", "Worker"), "a Worker role is required when distribution.elastic is set")
                 el = self.distribution.elastic
                 if not el.min_replicas <= worker.replicas <= el.max_replicas:
-                    raise _at(
+                    raise FieldError(
                         ("replicas", "Worker", "replicas"),
                         f"must lie within elastic minReplicas..maxReplicas ({el.min_replicas}..{el.max_replicas}), "
                         f"got {worker.replicas}",
                     )
         else:
             if self.distribution is not None:
-                raise _at(("distribution",), "only PyTorchJob supports distribution; TFJob uses TF_CONFIG")
+                raise FieldError(("distribution",), "only PyTorchJob supports distribution; TFJob uses TF_CONFIG")
             chiefs = [r for r in ("Chief",) if r in self.replicas]
             if chiefs and self.replicas["Chief"].replicas > 1:
-                raise _at(("replicas", "Chief", "replicas"), "must be at most 1")
+                raise FieldError(("replicas", "Chief", "replicas"), "must be at most 1")
         if self.success_policy is not None and self.kind != "TFJob":
-            raise _at(("successPolicy",), "only TFJob supports successPolicy")
+            raise FieldError(("successPolicy",), "only TFJob supports successPolicy")
         for role, rep in self.replicas.items():
             res = rep.resources or self.resources
             where = ("replicas", role, "resources", "gpu") if rep.resources else ("resources", "gpu")
             if res.gpu > 0 and not self.placement.accelerator:
-                raise _at(where, f"gpu is {res.gpu} but placement.accelerator is not set; expected an accelerator "
+                raise FieldError(where, f"gpu is {res.gpu} but placement.accelerator is not set; expected an accelerator "
                           "type such as nvidia-l4 (GKE schedules GPUs by accelerator)")
         self._check_name()
         return self
 
     def _check_name(self) -> None:
         if not is_dns1035(self.name, 10_000):
-            raise _at(("name",), f"{self.name!r} is not a DNS-1035 label; expected lower-case letters, digits "
+            raise FieldError(("name",), f"{self.name!r} is not a DNS-1035 label; expected lower-case letters, digits "
                       "and '-', starting with a letter and ending alphanumeric")
         limit = max_job_name_len(self.role_sizes())
         if len(self.name) > min(limit, DNS1035_MAX):
-            raise _at(("name",), f"{self.name!r} is {len(self.name)} characters; at most {limit} fit, so that "
+            raise FieldError(("name",), f"{self.name!r} is {len(self.name)} characters; at most {limit} fit, so that "
                       "every pod name <job>-<role>-<n> stays within 63 characters")
 
     def role_sizes(self) -> dict[str, int]:
@@ -403,16 +399,6 @@ class JobSpec(_Model):
         return sizes
 
 
-class SpecFieldError(ValueError):
-    """A cross-field error that knows its location (pydantic reports it at the model root)."""
-
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
-def _at(loc: tuple[str, ...], message: str) -> SpecFieldError:
-    return SpecFieldError(loc, message)
 
 
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}

@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-TERMINAL = ("Succeeded", "Failed")
-_STATE_ORDER = ("Created", "Suspended", "Running", "Restarting", "Succeeded", "Failed")
+from jobgen.kubeflow import REPLICA_TYPE_LABEL, state_of, view
+
 
 
 @dataclass
@@ -34,17 +34,6 @@ class JobStatus:
         return asdict(self)
 
 
-def job_state(job: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """The job's current state and the condition that says so (Pending when it has none)."""
-    conditions = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
-    for wanted in ("Failed", "Succeeded", "Suspended", "Restarting", "Running", "Created"):
-        for cond in reversed(conditions):
-            if cond.get("type") == wanted:
-                state = "Pending" if wanted == "Created" else wanted
-                return state, cond
-    return "Pending", None
-
-
 def format_age(created: str | None, now: dt.datetime | None = None) -> str:
     """kubectl-style age: 42s, 5m, 3h, 2d."""
     if not created:
@@ -56,11 +45,6 @@ def format_age(created: str | None, now: dt.datetime | None = None) -> str:
         if seconds >= size * (2 if unit != "m" else 1):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def _replica_specs(job: dict[str, Any]) -> dict[str, Any]:
-    spec = job.get("spec") or {}
-    return spec.get("pytorchReplicaSpecs") or spec.get("tfReplicaSpecs") or {}
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -105,18 +89,19 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None,
               events: list[dict[str, Any]] | None = None, now: dt.datetime | None = None) -> JobStatus:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
-    state, cond = job_state(job)
+    state, cond = state_of(job)
     replica_status = status.get("replicaStatuses") or {}
     pods = pods or []
     roles = []
-    for role, rspec in _replica_specs(job).items():
+    typed = view(job)
+    for role in typed.replica_specs:
         rs = replica_status.get(role) or {}
         ready = sum(
             1 for p in pods
-            if ((p.get("metadata") or {}).get("labels") or {}).get("training.kubeflow.org/replica-type") == role.lower()
+            if ((p.get("metadata") or {}).get("labels") or {}).get(REPLICA_TYPE_LABEL) == role.lower()
             and _pod_ready(p)
         )
-        roles.append(RoleStatus(role=role, desired=int(rspec.get("replicas", 1)), ready=ready,
+        roles.append(RoleStatus(role=role, desired=typed.replica_count(role), ready=ready,
                                 active=int(rs.get("active", 0)), succeeded=int(rs.get("succeeded", 0)),
                                 failed=int(rs.get("failed", 0))))
     reason = ""

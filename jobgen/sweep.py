@@ -13,7 +13,6 @@ model registry (``metrics.json`` of the version whose ``lineage.json`` names the
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -23,13 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from jobgen.errors import Problem, UserError
-from jobgen.names import max_job_name_len, sanitize
+from jobgen.kubeflow import view
+from jobgen.names import derived, is_dns1035, max_job_name_len
 from jobgen.spec import Hyperparameter, JobSpec, coerce_param
 
 SWEEP_LABEL = "jobgen.io/sweep"
 TRIAL_LABEL = "jobgen.io/trial"
 PARAMS_ANNOTATION = "jobgen.io/params"
 MAX_TRIALS = 1000
+SWEEP_NAME_MAX = 40
 
 
 @dataclass
@@ -97,11 +98,11 @@ def random_trials(spec: JobSpec, count: int, seed: int) -> list[dict[str, Any]]:
 def sweep_name(spec: JobSpec, trials: list[dict[str, Any]], name: str | None) -> str:
     """The given name, or ``<job>-<hash of the trials>``: the same sweep always gets the same name."""
     if name is not None:
-        if sanitize(name, 40) != name:
-            raise UserError.one("--name", f"{name!r} is not valid; expected a DNS-1035 label of at most 40 characters")
+        if not is_dns1035(name, SWEEP_NAME_MAX):
+            raise UserError.one("--name", f"{name!r} is not valid; expected a DNS-1035 label of at most "
+                                f"{SWEEP_NAME_MAX} characters")
         return name
-    digest = hashlib.sha256(json.dumps([spec.name, trials], sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return sanitize(f"{spec.name[:30].rstrip('-')}-{digest}", 40)
+    return derived(spec.name, json.dumps([spec.name, trials], sort_keys=True, default=str), SWEEP_NAME_MAX)
 
 
 def plan(spec: JobSpec, grid: dict[str, list[Any]] | None, random_count: int | None, seed: int,
@@ -149,36 +150,35 @@ def manifests(spec: JobSpec, sweep: str, trials: list[Trial], parallelism: int, 
 def run(cluster: Any, sweep: str, manifests_: list[dict[str, Any]], parallelism: int, wait: bool,
         timeout: float | None, poll: float = 2.0, echo: Callable[[str], None] = print) -> dict[str, str]:
     """Create every trial (idempotently), then resume suspended ones as running ones finish."""
-    from jobgen import kube
-    from jobgen.status import TERMINAL, job_state
+    from jobgen.kubeflow import TERMINAL_STATES, state_of
 
     namespace = manifests_[0]["metadata"]["namespace"]
-    existing = {j["metadata"]["name"]: j for j in kube.list_jobs(cluster, namespace, f"{SWEEP_LABEL}={sweep}")}
+    existing = {j["metadata"]["name"]: j for j in cluster.list_jobs(namespace, f"{SWEEP_LABEL}={sweep}")}
     by_name = {m["metadata"]["name"]: m for m in manifests_}
     for name, manifest in by_name.items():
         if name in existing:  # keep a resumed trial resumed on a rerun
             manifest["spec"]["runPolicy"]["suspend"] = bool(existing[name]["spec"].get("runPolicy", {}).get("suspend"))
-        kube.apply(cluster, manifest)
+        cluster.apply(manifest)
     echo(f"sweep {sweep}: {len(by_name)} trials in namespace {namespace}, parallelism {parallelism}")
     deadline = None if timeout is None else time.monotonic() + timeout
     states: dict[str, str] = {}
     while True:
-        jobs = {j["metadata"]["name"]: j for j in kube.list_jobs(cluster, namespace, f"{SWEEP_LABEL}={sweep}")
+        jobs = {j["metadata"]["name"]: j for j in cluster.list_jobs(namespace, f"{SWEEP_LABEL}={sweep}")
                 if j["metadata"]["name"] in by_name}
         for name, job in sorted(jobs.items()):
-            state = "Suspended" if job["spec"].get("runPolicy", {}).get("suspend") else job_state(job)[0]
+            state = "Suspended" if job["spec"].get("runPolicy", {}).get("suspend") else state_of(job)[0]
             if states.get(name) != state:
                 echo(f"  {name}: {state}")
                 states[name] = state
-        active = [n for n, s in states.items() if s not in (*TERMINAL, "Suspended")]
+        active = [n for n, s in states.items() if s not in (*TERMINAL_STATES, "Suspended")]
         waiting = sorted((n for n, s in states.items() if s == "Suspended"), key=lambda n: by_name[n]["metadata"]
                          ["labels"][TRIAL_LABEL].zfill(6))
         for name in waiting[: max(parallelism - len(active), 0)]:
             by_name[name]["spec"]["runPolicy"]["suspend"] = False
-            kube.apply(cluster, by_name[name])
+            cluster.apply(by_name[name])
             states[name] = "Resumed"
             echo(f"  {name}: resumed")
-        if not wait or (len(states) == len(by_name) and all(s in TERMINAL for s in states.values())):
+        if not wait or (len(states) == len(by_name) and all(s in TERMINAL_STATES for s in states.values())):
             return states
         if deadline is not None and time.monotonic() > deadline:
             echo(f"sweep {sweep}: timed out; rerun the same command to continue")
@@ -196,63 +196,41 @@ class Ranked:
     version: str | None
 
 
-def rank(cluster: Any, sweep: str, namespace: str, storage: Any | None = None) -> list[Ranked]:
+def rank(cluster: Any, sweep: str, namespace: str) -> list[Ranked]:
     """The sweep's trials, best first by the metric each published to the registry."""
-    from jobgen import kube
-    from jobgen.status import job_state
+    from jobgen.kubeflow import state_of
 
-    jobs = kube.list_jobs(cluster, namespace, f"{SWEEP_LABEL}={sweep}")
+    jobs = cluster.list_jobs(namespace, f"{SWEEP_LABEL}={sweep}")
     if not jobs:
         raise UserError.one("--sweep", f"no jobs of sweep {sweep!r} in namespace {namespace!r}")
-    results = _registry_results(jobs, storage)
+    results = _registry_results(jobs)
     rows = []
     for job in jobs:
         name = job["metadata"]["name"]
         params = json.loads((job["metadata"].get("annotations") or {}).get(PARAMS_ANNOTATION, "{}"))
-        found = results.get(name, {})
-        rows.append(Ranked(name=name, state=job_state(job)[0], params=params, metric=found.get("metric"),
-                           value=found.get("value"), version=found.get("version")))
-    modes = {r.get("mode", "max") for r in results.values()}
+        found = results.get(name)
+        rows.append(Ranked(name=name, state=state_of(job)[0], params=params, metric=found and found.metric,
+                           value=found and found.value, version=found and found.version))
+    modes = {r.metrics.get("promotion_mode", "max") for r in results.values()}
     sign = -1 if modes == {"min"} else 1
     rows.sort(key=lambda r: (r.value is None, -sign * (r.value or 0.0), r.name))
     return rows
 
 
 def _output_uris(job: dict[str, Any]) -> set[str]:
-    spec = job["spec"]
-    uris = set()
-    for rspec in (spec.get("pytorchReplicaSpecs") or spec.get("tfReplicaSpecs") or {}).values():
-        for c in rspec["template"]["spec"]["containers"]:
-            uris |= {e["value"] for e in c.get("env", []) if e.get("name") == "OUTPUT_URI" and "value" in e}
-    return uris
+    typed = view(job)
+    return {e["value"] for role in typed.roles() for e in typed.container(role).get("env", [])
+            if e.get("name") == "OUTPUT_URI" and "value" in e}
 
 
-def _registry_results(jobs: list[dict[str, Any]], storage: Any | None) -> dict[str, dict[str, Any]]:
-    """job name → {metric, value, mode, version} from the registry versions whose lineage names it."""
-    uris = set().union(*(_output_uris(j) for j in jobs))
-    if not uris:
-        return {}
-    if storage is None:
-        from google.cloud import storage as gcs
+def _registry_results(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """job name -> the registry version (trainer.registry.Published) whose lineage names it."""
+    from trainer.registry import Registry
 
-        storage = gcs.Client()
     names = {j["metadata"]["name"] for j in jobs}
-    out: dict[str, dict[str, Any]] = {}
-    for uri in uris:
-        bucket, _, prefix = uri.removeprefix("gs://").partition("/")
-        prefix = prefix.rstrip("/") + "/" if prefix else ""
-        for blob in storage.list_blobs(bucket, prefix=prefix):
-            if not blob.name.endswith("/lineage.json"):
-                continue
-            lineage = json.loads(blob.download_as_bytes())
-            job = lineage.get("job_name")
-            if job not in names:
-                continue
-            base = blob.name.rsplit("/", 1)[0]
-            metrics = json.loads(storage.bucket(bucket).blob(f"{base}/metrics.json").download_as_bytes())
-            metric = metrics.get("promotion_metric")
-            out[job] = {"metric": metric, "value": metrics.get(metric), "mode": metrics.get("promotion_mode", "max"),
-                        "version": base.rsplit("/", 1)[-1]}
+    out: dict[str, Any] = {}
+    for uri in sorted(set().union(*(_output_uris(j) for j in jobs))):
+        out.update(Registry(uri).published_by(names))
     return out
 
 

@@ -18,25 +18,12 @@ from importlib import resources
 from typing import Any, Iterable
 
 from jobgen.errors import Problem, UserError
+from jobgen.kubeflow import API_VERSION, KINDS, PYTORCH, TENSORFLOW
 from jobgen.names import DNS1035_MAX, is_dns1035, is_dns1123_label, max_job_name_len
 from jobgen.schemagen import crd_schema_path
 
 K8S_SCHEMA_VERSION = "v1.36.0"
 
-KINDS: dict[str, dict[str, Any]] = {
-    "PyTorchJob": {
-        "replicas_field": "pytorchReplicaSpecs",
-        "container": "pytorch",
-        "port": "pytorchjob-port",
-        "roles": ("Master", "Worker"),
-    },
-    "TFJob": {
-        "replicas_field": "tfReplicaSpecs",
-        "container": "tensorflow",
-        "port": "tfjob-port",
-        "roles": ("Chief", "Master", "Worker", "PS", "Evaluator"),
-    },
-}
 CLEAN_POD_POLICIES = ("None", "Running", "All")
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 MANAGED_BY = ("kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue")
@@ -91,10 +78,10 @@ def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
     kind = manifest.get("kind")
     if kind not in KINDS:
         return [Problem("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")]
-    if manifest.get("apiVersion") != "kubeflow.org/v1":
-        return [Problem("apiVersion", f"expected kubeflow.org/v1, got {manifest.get('apiVersion')!r}")]
+    if manifest.get("apiVersion") != API_VERSION:
+        return [Problem("apiVersion", f"expected {API_VERSION}, got {manifest.get('apiVersion')!r}")]
     problems = _schema_problems(_crd_validator(kind), manifest)
-    field = KINDS[kind]["replicas_field"]
+    field = KINDS[kind].replica_field
     specs = (manifest.get("spec") or {}).get(field) or {}
     if isinstance(specs, dict):
         for role, rspec in specs.items():
@@ -113,7 +100,7 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     meta = manifest.get("metadata") or {}
     spec = manifest.get("spec") or {}
-    field = info["replicas_field"]
+    field = info.replica_field
     rspecs = spec.get(field)
     if not isinstance(rspecs, dict) or not rspecs:
         return [Problem(f"spec.{field}", "at least one replica type is required")]
@@ -122,8 +109,8 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
     chief_or_master = 0
     for role, rspec in rspecs.items():
         here = f"spec.{field}.{role}"
-        if role not in info["roles"]:
-            problems.append(Problem(here, f"unsupported replica type; expected one of {', '.join(info['roles'])}"))
+        if role not in info.roles:
+            problems.append(Problem(here, f"unsupported replica type; expected one of {', '.join(info.roles)}"))
         rspec = rspec if isinstance(rspec, dict) else {}
         restart = rspec.get("restartPolicy")
         if restart not in (None, *RESTART_POLICIES):
@@ -132,7 +119,7 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
         replicas = rspec.get("replicas", 1)
         if isinstance(replicas, int):
             sizes[role.lower()] = replicas
-            if kind == "PyTorchJob" and role == "Master" and replicas != 1:
+            if info is PYTORCH and role == "Master" and replicas != 1:
                 problems.append(Problem(f"{here}.replicas", f"must be 1, got {replicas}"))
             elif replicas < 1:
                 problems.append(Problem(f"{here}.replicas", f"must be at least 1, got {replicas}"))
@@ -142,22 +129,22 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
         cpath = f"{here}.template.spec.containers"
         if not containers:
             problems.append(Problem(cpath, "must be specified"))
-        default = [c for c in containers if isinstance(c, dict) and c.get("name") == info["container"]]
+        default = [c for c in containers if isinstance(c, dict) and c.get("name") == info.container]
         for idx, c in enumerate(containers):
             if isinstance(c, dict) and not c.get("image"):
                 problems.append(Problem(f"{cpath}[{idx}].image", "is required"))
         if containers and not default:
-            problems.append(Problem(cpath, f"must have a container named {info['container']!r}"))
+            problems.append(Problem(cpath, f"must have a container named {info.container!r}"))
         for c in default:
             ports = [p.get("name") for p in c.get("ports") or [] if isinstance(p, dict)]
-            if info["port"] not in ports:
+            if info.port_name not in ports:
                 idx = containers.index(c)
-                problems.append(Problem(f"{cpath}[{idx}].ports", f"must declare a port named {info['port']!r}"))
-    if kind == "TFJob" and chief_or_master > 1:
+                problems.append(Problem(f"{cpath}[{idx}].ports", f"must declare a port named {info.port_name!r}"))
+    if info is TENSORFLOW and chief_or_master > 1:
         problems.append(Problem(f"spec.{field}", "must not have more than 1 Chief or Master role"))
 
     elastic = spec.get("elasticPolicy")
-    if kind == "PyTorchJob" and isinstance(elastic, dict):
+    if info is PYTORCH and isinstance(elastic, dict):
         if "Worker" not in rspecs:
             problems.append(Problem(f"spec.{field}.Worker", "must be configured if elastic policy is used"))
         if elastic.get("nProcPerNode") is not None and spec.get("nprocPerNode") is not None:

@@ -1,5 +1,5 @@
-"""The one error type the local cluster raises: its message is shown to the user as one line."""
+"""The local cluster raises jobgen's ClusterError: its message is shown to the user as one line."""
 
+from jobgen.errors import ClusterError
 
-class ClusterError(RuntimeError):
-    pass
+__all__ = ["ClusterError"]

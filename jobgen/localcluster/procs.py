@@ -146,3 +146,46 @@ def log_tail(state_dir: Path, name: str, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to process group ``pgid`` (gone already: nothing to do)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is in group ``pgid``; reaps our own dead leader."""
+    _reap(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie leader keeps the group "alive" for kill(0): look for a live member.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def stop_group(pgid: int, timeout: float = 15.0) -> bool:
+    """The one way to stop a process tree jobgen started in its own session: SIGTERM the group,
+    SIGKILL what is left after ``timeout`` seconds, and wait until no member lives.
+
+    Returns True if something was running."""
+    if not group_alive(pgid):
+        return False
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+    while group_alive(pgid):
+        time.sleep(0.05)
+    return True

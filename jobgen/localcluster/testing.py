@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from jobgen.kubeflow import API_VERSION, PYTORCH, TENSORFLOW
+
 from .bins import binaries
 from .cluster import LocalCluster
 from .pki import write_kubeconfig
@@ -154,12 +156,12 @@ def pytorchjob(name: str, namespace: str, workers: int = 1, *, gpus: int = 0, re
     run_policy: dict[str, Any] = {"cleanPodPolicy": "None"}
     if backoff_limit is not None:
         run_policy["backoffLimit"] = backoff_limit
-    specs = {"Master": replica("pytorch", 1, gpus=gpus, restart=restart, annotations=master_annotations, **place)}
+    specs = {"Master": replica(PYTORCH.container, 1, gpus=gpus, restart=restart, annotations=master_annotations, **place)}
     if workers:
-        specs["Worker"] = replica("pytorch", workers, gpus=gpus, restart=restart,
+        specs["Worker"] = replica(PYTORCH.container, workers, gpus=gpus, restart=restart,
                                   annotations=worker_annotations, **place)
     return {
-        "apiVersion": "kubeflow.org/v1",
+        "apiVersion": API_VERSION,
         "kind": "PyTorchJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": specs},
@@ -168,13 +170,13 @@ def pytorchjob(name: str, namespace: str, workers: int = 1, *, gpus: int = 0, re
 
 def tfjob(name: str, namespace: str, workers: int = 2, ps: int = 1, **place: Any) -> dict[str, Any]:
     specs = {
-        "Chief": replica("tensorflow", 1, **place),
-        "Worker": replica("tensorflow", workers, **place),
+        "Chief": replica(TENSORFLOW.container, 1, **place),
+        "Worker": replica(TENSORFLOW.container, workers, **place),
     }
     if ps:
-        specs["PS"] = replica("tensorflow", ps, **place)
+        specs["PS"] = replica(TENSORFLOW.container, ps, **place)
     return {
-        "apiVersion": "kubeflow.org/v1",
+        "apiVersion": API_VERSION,
         "kind": "TFJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "tfReplicaSpecs": specs},

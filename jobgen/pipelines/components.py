@@ -67,7 +67,6 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
     timeout): a bad one fails the step before anything is created. The job's name derives from the
     spec name and the pipeline run id, so a retried step attaches to the same job.
     """
-    import hashlib
     import json
     import os
     import re
@@ -78,7 +77,8 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
     from jobgen.errors import UserError
     from jobgen.loader import parse_spec
     from jobgen.render import render
-    from jobgen.status import job_state, summarize
+    from jobgen.kubeflow import state_of
+    from jobgen.status import summarize
     from jobgen.validate import manifest_problems
 
     policies = ("Always", "OnSuccess", "Never")
@@ -98,9 +98,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
         doc.setdefault("storage", {})["checkpoints"] = checkpoint_uri
     if namespace:
         doc["namespace"] = namespace
-    roles = {r.lower(): int((v or {}).get("replicas", 1)) for r, v in (doc.get("replicas") or {}).items()}
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    doc["name"] = names.sanitize(f"{doc['name'][:40]}-{digest}", names.max_job_name_len(roles))
+    doc["name"] = names.derived(str(doc["name"]), run_id)
     annotations = dict(doc.get("annotations") or {})
     annotations["pipelines.kubeflow.org/run-id"] = run_id
     doc["annotations"] = annotations
@@ -132,7 +130,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
     name, kind = manifest["metadata"]["name"], manifest["kind"]
     ns = manifest["metadata"].get("namespace") or "default"
     cluster = kube.connect(None, os.environ.get("KUBECONFIG") or None)  # else the in-cluster config
-    kube.apply(cluster, manifest)
+    cluster.apply(manifest)
     print(f"applied {kind} {ns}/{name} (kube context {cluster.context}); waiting up to {timeout_seconds}s",
           flush=True)
     started = time.monotonic()
@@ -140,11 +138,11 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
     state = "Pending"
     try:
         while True:
-            job = kube.get_job(cluster, name, ns, kind)
+            job = cluster.get_job(name, ns, kind)
             if job is None:
                 raise RuntimeError(f"{kind} {ns}/{name} disappeared while the pipeline waited for it")
-            state, _ = job_state(job)
-            line = summarize(job, kube.job_pods(cluster, name, ns))
+            state, _ = state_of(job)
+            line = summarize(job, cluster.job_pods(name, ns))
             roles = " ".join(f"{r.role} {r.active} active/{r.succeeded} ok/{r.failed} failed" for r in line.roles)
             text = f"{state} [{roles}] {line.reason}".strip()
             if text != last:
@@ -160,7 +158,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
         delete = delete_policy == "Always" or (delete_policy == "OnSuccess" and state == "Succeeded")
         if delete:
             try:
-                kube.delete_job(cluster, kind, name, ns)
+                cluster.delete_job(kind, name, ns)
                 print(f"deleted {kind} {ns}/{name} (delete_policy={delete_policy}, state {state})", flush=True)
             except Exception as exc:  # noqa: BLE001 - the job's outcome matters more than its cleanup
                 print(f"could not delete {kind} {ns}/{name}: {exc}", flush=True)
@@ -191,27 +189,19 @@ def evaluate(output_uri: str, data_uri: str, job_name: str, tolerance: float) ->
     from trainer.gcs import GcsUri
     from trainer.model import default_batch
 
+    from trainer.registry import Registry
+
     base = GcsUri.parse(output_uri, "OUTPUT_URI")
     bucket = gcs.client().bucket(base.bucket)
-    prefix = base.path.rstrip("/") + "/"
-    found = []
-    for blob in gcs.client().list_blobs(base.bucket, prefix=prefix):
-        rest = blob.name[len(prefix):]
-        if rest.count("/") != 1 or not rest.endswith("/lineage.json"):
-            continue
-        lineage = json.loads(blob.download_as_bytes())
-        if lineage.get("job_name") == job_name:
-            found.append((str(lineage.get("ended_at", "")), rest.split("/")[0], lineage))
-    if not found:
-        raise RuntimeError(f"no model version in {base} was published by job {job_name}")
-    _, version, lineage = max(found)
-    vpath = f"{prefix}{version}"
-    if bucket.get_blob(f"{vpath}/_COMPLETE") is None:
-        raise RuntimeError(f"model version {version} of {base} has no _COMPLETE marker")
+    published = Registry(output_uri).published_by([job_name]).get(job_name)
+    if published is None:
+        raise RuntimeError(f"no complete model version in {base} was published by job {job_name}")
+    version, lineage = published.version, published.lineage
+    vpath = f"{base.path.rstrip('/')}/{version}"
     trained_on = str((lineage.get("data") or {}).get("uri", "")).rstrip("/")
     if trained_on != data_uri.rstrip("/"):
         raise RuntimeError(f"model version {version} was trained on {trained_on}, not {data_uri}")
-    recorded = json.loads(bucket.blob(f"{vpath}/metrics.json").download_as_bytes())
+    recorded = published.metrics
     metric = recorded.get("promotion_metric") or "val_accuracy"
     mode = recorded.get("promotion_mode") or ("min" if metric == "val_loss" else "max")
     scripted = bucket.get_blob(f"{vpath}/model.torchscript.pt")

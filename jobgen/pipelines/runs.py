@@ -13,7 +13,6 @@ see docs/pipelines.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -39,10 +38,10 @@ def derive_run_name(pipeline_name: str, data_uri: str, generation: int | str) ->
 
     The hash covers the full data URI and generation, so truncating the readable part never merges
     two data versions."""
-    digest = hashlib.sha256(f"{data_uri.rstrip('/')}#{generation}".encode()).hexdigest()[:10]
+    from jobgen.names import shorten
+
     version = re.sub(r"[^a-z0-9]+", "-", data_uri.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "data"
-    head = f"{pipeline_name}-{version}-g{generation}"
-    return f"{head[:RUN_NAME_MAX - len(digest) - 1]}-{digest}"
+    return shorten(f"{pipeline_name}-{version}-g{generation}", RUN_NAME_MAX, salt=f"{data_uri.rstrip('/')}#{generation}")
 
 
 def _package(package_path: str | Path) -> dict[str, Any]:

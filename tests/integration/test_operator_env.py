@@ -1,4 +1,4 @@
-"""jobgen.operator_env matches the env that the real training-operator v1.9.4 puts into pods."""
+"""jobgen.kubeflow's operator env matches the env that the real training-operator v1.9.4 puts into pods."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from jobgen.loader import load_spec
 from jobgen.localcluster.testing import wait_for
-from jobgen.operator_env import operator_env, pod_name, replica_specs, replicas
+from jobgen.kubeflow import TrainingJob
 from jobgen.render import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,22 +45,21 @@ def test_env_matches_real_operator(local_cluster, case):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     manifest = render(load_spec(REPO / spec_path, _sets(sets)))
-    expected_pods = {pod_name(name, role, i): (role, i) for role, i in replicas(manifest)}
+    job = TrainingJob(manifest)
+    expected_pods = {job.pod_name(role, i): (role, i) for role, i in job.replicas()}
 
     def pods():
         items = local_cluster.get("pods", namespace=NS, selector=f"training.kubeflow.org/job-name={name}")["items"]
         return items if {p["metadata"]["name"] for p in items} == set(expected_pods) else None
 
-    container = "pytorch" if manifest["kind"] == "PyTorchJob" else "tensorflow"
+    container = job.kind.container
     for pod in wait_for(pods, 90, f"pods of {name}"):
         role, index = expected_pods[pod["metadata"]["name"]]
         (c,) = [c for c in pod["spec"]["containers"] if c["name"] == container]
         actual = {e["name"]: e.get("value", "") for e in c.get("env", [])}
-        (template_container,) = [x for x in replica_specs(manifest)[role]["template"]["spec"]["containers"]
-                                 if x["name"] == container]
-        spec_env = {e["name"] for e in template_container.get("env", [])}
+        spec_env = {e["name"] for e in job.container(role).get("env", [])}
         injected = {k: v for k, v in actual.items() if k not in spec_env}
-        want = operator_env(manifest, role, index)
+        want = job.operator_env(role, index)
         if "TF_CONFIG" in want:
             assert json.loads(injected.pop("TF_CONFIG")) == json.loads(want.pop("TF_CONFIG"))
         assert injected == want, pod["metadata"]["name"]

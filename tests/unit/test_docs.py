@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel
 
-from jobgen.loader import _unwrap
+from jobgen.modelerrors import unwrap as _unwrap
 from jobgen.spec import JobSpec
 
 from ..conftest import REPO

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobgen.status import format_age, job_state, status_table, summarize
+from jobgen.kubeflow import state_of
+from jobgen.status import format_age, status_table, summarize
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -32,11 +33,11 @@ def pod(name, role, ready=False, scheduled=None, terminated=None):
 
 
 def test_state_precedence():
-    assert job_state(job())[0] == "Pending"
-    assert job_state(job([cond("Created")]))[0] == "Pending"
-    assert job_state(job([cond("Created"), cond("Running")]))[0] == "Running"
-    assert job_state(job([cond("Created"), cond("Running", "False"), cond("Succeeded")]))[0] == "Succeeded"
-    assert job_state(job([cond("Running"), cond("Failed")]))[0] == "Failed"
+    assert state_of(job())[0] == "Pending"
+    assert state_of(job([cond("Created")]))[0] == "Pending"
+    assert state_of(job([cond("Created"), cond("Running")]))[0] == "Running"
+    assert state_of(job([cond("Created"), cond("Running", "False"), cond("Succeeded")]))[0] == "Succeeded"
+    assert state_of(job([cond("Running"), cond("Failed")]))[0] == "Failed"
 
 
 def test_age():

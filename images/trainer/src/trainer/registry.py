@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,3 +136,58 @@ class Registry:
             except gexc.PreconditionFailed:
                 time.sleep(0.01 * attempt)  # somebody else moved it: read again and compare
         raise TrainerError(f"could not promote {version} to {self.base.join(LATEST)} after {max_attempts} attempts")
+
+    def published_by(self, job_names: Collection[str]) -> dict[str, Published]:
+        """For each of ``job_names``, the newest complete version whose ``lineage.json`` names it.
+
+        The one scan for "the model version job X published" (sweeps rank trials by it, the
+        pipeline's evaluate step and the demo read it): one listing of the registry, then the
+        lineage and metrics of the versions that match."""
+        wanted = set(job_names)
+        prefix = self.base.path.rstrip("/") + "/"
+        found: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        complete: set[str] = set()
+        lineages = []
+        for blob in gcs.client().list_blobs(self.base.bucket, prefix=prefix):
+            rest = blob.name[len(prefix):]
+            version, _, leaf = rest.partition("/")
+            if leaf == COMPLETE:
+                complete.add(version)
+            elif leaf == "lineage.json":
+                lineages.append((version, blob))
+        for version, blob in lineages:
+            if version not in complete:
+                continue
+            lineage = json.loads(gcs.with_retries(blob.download_as_bytes, f"read {blob.name}"))
+            job = lineage.get("job_name")
+            if job in wanted:
+                key = str(lineage.get("ended_at", ""))
+                if job not in found or (key, version) > found[job][:2]:
+                    found[job] = (key, version, lineage)
+        out: dict[str, Published] = {}
+        for job, (_, version, lineage) in found.items():
+            raw = gcs.with_retries(gcs.blob(self.version_uri(version).join("metrics.json")).download_as_bytes,
+                                   f"read {self.version_uri(version)}/metrics.json")
+            out[job] = Published(version=version, uri=str(self.version_uri(version)), lineage=lineage,
+                                 metrics=json.loads(raw))
+        return out
+
+
+@dataclass
+class Published:
+    """One complete registry version and what it records."""
+
+    version: str
+    uri: str
+    lineage: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def metric(self) -> str | None:
+        name = self.metrics.get("promotion_metric")
+        return str(name) if name else None
+
+    @property
+    def value(self) -> float | None:
+        v = self.metrics.get(self.metric) if self.metric else None
+        return float(v) if v is not None else None
