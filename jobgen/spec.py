@@ -25,6 +25,7 @@ from pydantic.alias_generators import to_camel
 
 from jobgen.errors import FieldError
 from jobgen.uris import parse_gs
+from jobgen import names
 from jobgen.names import DNS1035_MAX, is_dns1035, is_dns1123_label, max_job_name_len
 
 API_VERSION = "jobgen/v1"
@@ -38,11 +39,9 @@ ROLES: dict[str, tuple[str, ...]] = {
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACCELERATOR = re.compile(r"^nvidia-[a-z0-9-]+$")
-_QUALIFIED_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Hyperparameters that declare no bound get this one, so a number's magnitude is always bounded.
+DEFAULT_NUMBER_BOUND = 10**9
+STRING_PARAM_MAX = 4096
 
 
 class _Model(BaseModel):
@@ -59,7 +58,7 @@ def _quantity(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError("expected a Kubernetes quantity such as 4, 500m, 16Gi")
     text = str(value)
-    if not _QUANTITY.match(text):
+    if not _QUANTITY.fullmatch(text):
         raise ValueError(f"{text!r} is not a Kubernetes quantity; expected e.g. 4, 500m, 16Gi")
     return text
 
@@ -70,15 +69,25 @@ def _gs_uri(value: str | None) -> str | None:
     return value
 
 
-def _string_map(kind: str, value: dict[str, str], key_re: re.Pattern[str], val_re: re.Pattern[str] | None) -> dict[str, str]:
+def _string_map(kind: str, value: dict[str, str], values_are_labels: bool) -> dict[str, str]:
     for key, val in value.items():
-        if not key_re.match(key) or len(key) > 316:
-            raise ValueError(f"{kind} key {key!r} is not a valid qualified name ([prefix/]name, name ≤ 63 chars)")
-        if val_re is not None and (len(val) > 63 or not val_re.match(val)):
-            raise ValueError(
-                f"{kind} value {val!r} for {key!r} is not a valid label value (≤ 63 chars of [A-Za-z0-9-_.], "
-                "starting and ending alphanumeric)"
-            )
+        problem = names.qualified_name_problem(key) or (names.label_value_problem(val) if values_are_labels else None)
+        if problem:
+            raise ValueError(f"{kind} {problem}")
+    problem = None if values_are_labels else names.annotations_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
+
+
+def _image(value: str | None) -> str | None:
+    if value is not None:
+        _check(names.image_problem(value))
     return value
 
 
@@ -114,6 +123,8 @@ class Replica(_Model):
         None, description="Overrides the job-level restartPolicy."
     )
 
+    _image = field_validator("image")(_image)
+
 
 class Toleration(_Model):
     key: StrictStr | None = None
@@ -121,6 +132,20 @@ class Toleration(_Model):
     value: StrictStr | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        if self.key:
+            _check(names.qualified_name_problem(self.key))
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.operator == "Equal" and self.value is not None:
+            _check(names.label_value_problem(self.value))
+        if not self.key and self.operator != "Exists":
+            raise ValueError("operator must be Exists when key is empty")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies only to effect NoExecute")
+        return self
 
 
 class Placement(_Model):
@@ -142,7 +167,7 @@ class Placement(_Model):
     @field_validator("accelerator")
     @classmethod
     def _accelerator(cls, v: str | None) -> str | None:
-        if v is not None and not _ACCELERATOR.match(v):
+        if v is not None and not _ACCELERATOR.fullmatch(v):
             raise ValueError(f"{v!r} is not a GKE accelerator type; expected e.g. nvidia-l4, nvidia-tesla-t4, nvidia-h100-80gb")
         return v
 
@@ -152,6 +177,11 @@ class Placement(_Model):
         if v is not None and not is_dns1123_label(v):
             raise ValueError(f"{v!r} is not a valid name; expected a DNS-1123 label (lower-case, ≤ 63 chars)")
         return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        return _string_map("nodeSelector", v, values_are_labels=True)
 
 
 class Elastic(_Model):
@@ -164,6 +194,13 @@ class Elastic(_Model):
     rdzv_host: StrictStr | None = None
     rdzv_id: StrictStr | None = None
     max_restarts: Annotated[StrictInt, Field(ge=0)] | None = Field(None, description="torchrun --max-restarts.")
+
+    @field_validator("rdzv_host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check(names.host_problem(v))
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> "Elastic":
@@ -309,6 +346,8 @@ class JobSpec(_Model):
     volumes: Volumes = Field(default_factory=Volumes)
     template: StrictStr | None = Field(None, description="Template file name, looked up in --templates first.")
 
+    _image = field_validator("image")(_image)
+
     @field_validator("namespace", "service_account")
     @classmethod
     def _dns1123(cls, v: str | None) -> str | None:
@@ -320,25 +359,25 @@ class JobSpec(_Model):
     @classmethod
     def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
-            if not _ENV_NAME.match(key):
+            if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"env name {key!r} is not valid; expected [A-Za-z_][A-Za-z0-9_]*")
         return v
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        return _string_map("label", v, _QUALIFIED_NAME, _LABEL_VALUE)
+        return _string_map("label", v, values_are_labels=True)
 
     @field_validator("annotations", "pod_annotations")
     @classmethod
     def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
-        return _string_map("annotation", v, _QUALIFIED_NAME, None)
+        return _string_map("annotation", v, values_are_labels=False)
 
     @field_validator("hyperparameters")
     @classmethod
     def _hp_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
-            if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", key):
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
                 raise ValueError(f"hyperparameter name {key!r} is not valid; expected [A-Za-z][A-Za-z0-9_-]*")
         return v
 
@@ -433,10 +472,17 @@ def coerce_param(hp: Hyperparameter, value: Any) -> Any:
         except (ValueError, KeyError):
             raise ValueError(f"expected {hp.type}, got {value!r}") from None
     value = check_type(hp.type, value)
-    if hp.min is not None and value < hp.min:
-        raise ValueError(f"{value!r} is below the minimum {hp.min}")
-    if hp.max is not None and value > hp.max:
-        raise ValueError(f"{value!r} is above the maximum {hp.max}")
+    if hp.type in ("int", "float"):
+        low = hp.min if hp.min is not None else -DEFAULT_NUMBER_BOUND
+        high = hp.max if hp.max is not None else DEFAULT_NUMBER_BOUND
+        if value < low:
+            raise ValueError(f"{value!r} is below the minimum {low}" + ("" if hp.min is not None else " (the default "
+                             "bound of a hyperparameter without min)"))
+        if value > high:
+            raise ValueError(f"{value!r} is above the maximum {high}" + ("" if hp.max is not None else " (the default "
+                             "bound of a hyperparameter without max)"))
+    if hp.type == "str" and len(value) > STRING_PARAM_MAX:
+        raise ValueError(f"is {len(value)} characters; at most {STRING_PARAM_MAX}")
     if hp.choices is not None and value not in hp.choices:
         raise ValueError(f"{value!r} is not one of {hp.choices}")
     return value
