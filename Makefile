@@ -120,6 +120,12 @@ $(VENV)/.installed: pyproject.toml images/trainer/pyproject.toml images/tf-train
 	$(PY) -m pip install --quiet -e '.[dev]' -e 'images/trainer[test,digits]' -e 'images/tf-trainer[cpu]'
 	touch $@
 
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict over jobgen/, the trainers, tests/ and bench/.
+	$(VENV)/bin/ruff check jobgen images bench tests
+	$(VENV)/bin/ruff format --check jobgen images bench tests
+	$(VENV)/bin/mypy
+
 .PHONY: lint-images
 lint-images: venv ## hadolint the trainer Dockerfiles.
 	$(VENV)/bin/hadolint images/trainer/Dockerfile images/tf-trainer/Dockerfile

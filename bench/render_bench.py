@@ -48,9 +48,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=21, help="cold-start runs of each command")
     args = parser.parse_args()
 
-    from jobgen.loader import load_spec
     import yaml
 
+    from jobgen.loader import load_spec
     from jobgen.render import dump_yaml, render
     from jobgen.validate import manifest_problems
 

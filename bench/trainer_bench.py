@@ -59,7 +59,6 @@ def worker(rank: int, world: int, port: int, opts: dict, out: dict) -> None:
     import torch
     import torch.distributed as tdist
     from torch.nn.parallel import DistributedDataParallel as DDP
-
     from trainer import data, env, model, train
 
     torch.set_num_threads(1)
@@ -141,7 +140,6 @@ def bench_steps(opts: dict, procs: int) -> dict:
 
 def bench_checkpoint(bucket: str, hidden: int, repeats: int) -> dict:
     import torch
-
     from trainer import checkpoint, gcs, model
     from trainer.gcs import GcsUri
 
@@ -179,7 +177,6 @@ def solo(mode: str, steps: int, hidden: int = 256, bs: int = 64) -> None:
     import io
 
     import torch
-
     from trainer import data, env, model, train
 
     torch.set_num_threads(1)

@@ -18,10 +18,8 @@ the operator creates no pods: the benchmark measures the watcher, not kwok.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +63,7 @@ class JobWatch:
                             self.cond.notify_all()
                     if self.stop:
                         break
-            except Exception:  # noqa: BLE001 - re-watch
+            except Exception:
                 time.sleep(0.2)
 
     def wait_count(self, n: int, timeout: float) -> bool:
@@ -147,7 +145,7 @@ def main() -> int:
             import urllib.request
 
             port = int(port_file.read_text())
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             out: dict[str, float] = {}
             for line in text.splitlines():
                 if line and not line.startswith("#"):
@@ -162,7 +160,7 @@ def main() -> int:
             while time.monotonic() < deadline:
                 try:
                     port = int(port_file.read_text())
-                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:  # noqa: S310
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
                         return
                 except (OSError, ValueError):
                     pass
@@ -191,7 +189,7 @@ def main() -> int:
             t1 = time.perf_counter()
             manifest = render(spec.model_copy(update={"name": f"floor-{i}"}), {})
             t2 = time.perf_counter()
-            kube._json_call(cluster, cluster.custom().create_namespaced_custom_object, "kubeflow.org", "v1",  # noqa: SLF001
+            kube._json_call(cluster, cluster.custom().create_namespaced_custom_object, "kubeflow.org", "v1",
                             ns, "pytorchjobs", manifest)
             t3 = time.perf_counter()
             floor.append((t1 - t0) + (t3 - t2))

@@ -160,7 +160,7 @@ class Cluster:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None,
+    def list_objects(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
         res = self._resource(api_version, kind)
         result = self._plain(self._call(lambda: res.get(namespace=namespace, label_selector=label_selector,
@@ -185,11 +185,11 @@ class Cluster:
         return True
 
     def namespaces(self) -> list[str]:
-        return [ns["metadata"]["name"] for ns in self.list("v1", "Namespace")]
+        return [ns["metadata"]["name"] for ns in self.list_objects("v1", "Namespace")]
 
     def events(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Events about the object ``name``, oldest first."""
-        return self.list("v1", "Event", namespace or self.namespace, field_selector=f"involvedObject.name={name}")
+        return self.list_objects("v1", "Event", namespace or self.namespace, field_selector=f"involvedObject.name={name}")
 
     def emit_event(self, involved: dict[str, Any], reason: str, message: str, event_type: str = "Normal",
                    component: str = FIELD_MANAGER) -> None:
@@ -235,7 +235,7 @@ class Cluster:
         jobs: list[dict[str, Any]] = []
         for kind in kubeflow.KINDS:
             try:
-                jobs += self.list(kubeflow.API_VERSION, kind, namespace or self.namespace, label_selector)
+                jobs += self.list_objects(kubeflow.API_VERSION, kind, namespace or self.namespace, label_selector)
             except ClusterError as exc:
                 if "has no" not in str(exc):
                     raise
@@ -245,7 +245,7 @@ class Cluster:
         return self.delete(kubeflow.API_VERSION, kind, name, namespace, uid)
 
     def job_pods(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self.list("v1", "Pod", namespace or self.namespace, label_selector=f"{kubeflow.JOB_NAME_LABEL}={name}")
+        return self.list_objects("v1", "Pod", namespace or self.namespace, label_selector=f"{kubeflow.JOB_NAME_LABEL}={name}")
 
     def wait_job(self, name: str, namespace: str | None = None, timeout: float = 600.0, poll: float = 1.0,
                  until: tuple[str, ...] = kubeflow.TERMINAL_STATES) -> dict[str, Any]:
@@ -283,6 +283,8 @@ def connect(context: str | None = None, kubeconfig: str | None = None, timeout: 
         if context and chosen is None:
             names = ", ".join(c["name"] for c in contexts) or "none"
             raise ClusterError(f"kube context {context!r} not found in the kubeconfig (contexts: {names})")
+        if chosen is None:
+            raise ClusterError("the kubeconfig has no current context; pass --context")
         name = chosen["name"]
         namespace = chosen.get("context", {}).get("namespace") or "default"
         config.load_kube_config(config_file=kubeconfig, context=name, client_configuration=cfg)
@@ -313,7 +315,9 @@ def _status_message(exc: Any) -> tuple[str, str]:
     body = getattr(exc, "body", None)
     reason = str(getattr(exc, "reason", "") or "")
     try:
-        doc = json.loads(body)
-        return doc.get("message") or reason, doc.get("reason") or reason
+        doc = json.loads(body or "")
     except (TypeError, ValueError):
         return str(body or reason), reason
+    if not isinstance(doc, dict):
+        return str(body), reason
+    return str(doc.get("message") or reason), str(doc.get("reason") or reason)

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,7 +68,7 @@ class PodRunner:
             print(text, file=self.echo, flush=True)
 
     def _pods(self) -> list[dict[str, Any]]:
-        return self.cluster.list("v1", "Pod", self.namespace, label_selector=f"{LOCAL_EXEC_LABEL}=true")
+        return self.cluster.list_objects("v1", "Pod", self.namespace, label_selector=f"{LOCAL_EXEC_LABEL}=true")
 
     def step(self) -> None:
         """One reconcile pass: start new Running pods, report exited processes, stop deleted pods."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from tenacity import Retrying
@@ -38,7 +38,7 @@ def policy(is_transient: Callable[[BaseException], bool], *, deadline: float | N
         wait_random_exponential,
     )
 
-    stops = [stop_never if deadline is None else stop_after_delay(deadline)]
+    stops: list[Any] = [stop_never if deadline is None else stop_after_delay(deadline)]
     if stop_early is not None:
         stops.append(lambda _state: stop_early())
 

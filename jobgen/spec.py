@@ -23,10 +23,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from jobgen.errors import FieldError
-from jobgen.uris import parse_gs
 from jobgen import names
+from jobgen.errors import FieldError
 from jobgen.names import DNS1035_MAX, is_dns1035, is_dns1123_label, max_job_name_len
+from jobgen.uris import parse_gs
 
 API_VERSION = "jobgen/v1"
 
@@ -203,7 +203,7 @@ class Elastic(_Model):
         return v
 
     @model_validator(mode="after")
-    def _bounds(self) -> "Elastic":
+    def _bounds(self) -> Elastic:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})")
         return self
@@ -249,7 +249,7 @@ class Hyperparameter(_Model):
     help: StrictStr | None = None
 
     @model_validator(mode="after")
-    def _default_fits(self) -> "Hyperparameter":
+    def _default_fits(self) -> Hyperparameter:
         coerce_param(self, self.default)
         for choice in self.choices or ():
             check_type(self.type, choice)
@@ -382,7 +382,7 @@ class JobSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "JobSpec":
+    def _cross_field(self) -> JobSpec:
         allowed = ROLES[self.kind]
         for role in self.replicas:
             if role not in allowed:

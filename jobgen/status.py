@@ -9,7 +9,6 @@ from typing import Any
 from jobgen.kubeflow import REPLICA_TYPE_LABEL, state_of, view
 
 
-
 @dataclass
 class RoleStatus:
     role: str
@@ -39,7 +38,7 @@ def format_age(created: str | None, now: dt.datetime | None = None) -> str:
     if not created:
         return "<unknown>"
     start = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    seconds = int(((now or dt.datetime.now(dt.timezone.utc)) - start).total_seconds())
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - start).total_seconds())
     seconds = max(seconds, 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size * (2 if unit != "m" else 1):

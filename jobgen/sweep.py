@@ -18,8 +18,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from jobgen.errors import Problem, UserError
 from jobgen.kubeflow import view

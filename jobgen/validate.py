@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from jobgen.errors import Problem, UserError
 from jobgen.kubeflow import API_VERSION, KINDS, PYTORCH, TENSORFLOW

@@ -9,7 +9,7 @@ nodes, built from pinned sources by hack/build-bins.sh and run as tracked proces
 Not imported by `import jobgen`.
 """
 
-from .bins import Binaries, binaries, bin_dir, cache_dir, ensure_binaries
+from .bins import Binaries, bin_dir, binaries, cache_dir, ensure_binaries
 from .cluster import (
     EXIT_CODE_ANNOTATION,
     RUN_FOR_ANNOTATION,
@@ -21,15 +21,15 @@ from .errors import ClusterError
 from .nodes import MAX_GPUS_PER_NODE, POOLS, Pool
 
 __all__ = [
+    "EXIT_CODE_ANNOTATION",
+    "MAX_GPUS_PER_NODE",
+    "POOLS",
+    "RUN_FOR_ANNOTATION",
     "Binaries",
     "ClusterError",
     "ClusterInfo",
-    "EXIT_CODE_ANNOTATION",
     "LocalCluster",
-    "MAX_GPUS_PER_NODE",
-    "POOLS",
     "Pool",
-    "RUN_FOR_ANNOTATION",
     "bin_dir",
     "binaries",
     "cache_dir",

@@ -71,7 +71,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 def _self_signed(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
     """A builder for a certificate that ``name`` issues to itself, valid for VALIDITY."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -169,7 +169,7 @@ class PKI:
         ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
         key = _key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # Listening ports are picked below the kernel's ephemeral range (32768-60999 by default):
 # a port from that range, free when picked, can be taken by an outgoing connection
 # (e.g. the apiserver's to etcd) before the process meant to listen on it starts.

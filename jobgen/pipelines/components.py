@@ -75,9 +75,9 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
 
     from jobgen import kube, names
     from jobgen.errors import UserError
+    from jobgen.kubeflow import state_of
     from jobgen.loader import parse_spec
     from jobgen.render import render
-    from jobgen.kubeflow import state_of
     from jobgen.status import summarize
     from jobgen.validate import manifest_problems
 
@@ -160,7 +160,7 @@ def train(spec_json: str, hyperparameters: dict, templates: dict, data_uri: str,
             try:
                 cluster.delete_job(kind, name, ns)
                 print(f"deleted {kind} {ns}/{name} (delete_policy={delete_policy}, state {state})", flush=True)
-            except Exception as exc:  # noqa: BLE001 - the job's outcome matters more than its cleanup
+            except Exception as exc:
                 print(f"could not delete {kind} {ns}/{name}: {exc}", flush=True)
         else:
             print(f"kept {kind} {ns}/{name} (delete_policy={delete_policy}, state {state})", flush=True)
@@ -180,15 +180,12 @@ def evaluate(output_uri: str, data_uri: str, job_name: str, tolerance: float) ->
     The recomputed promotion metric must agree with the trainer's metrics.json within ``tolerance``.
     """
     import collections
-    import json
     import math
 
     import torch
-
     from trainer import data, gcs
     from trainer.gcs import GcsUri
     from trainer.model import default_batch
-
     from trainer.registry import Registry
 
     base = GcsUri.parse(output_uri, "OUTPUT_URI")

@@ -245,7 +245,7 @@ class Watcher:
             if policy != "Allow":
                 from jobgen import kube
 
-                if kube.get_job(self.sink.cluster, name, self.config.namespace, manifest["kind"]) is not None:
+                if self.sink.cluster.get_job(name, self.config.namespace, manifest["kind"]) is not None:
                     return self._deduped(req, name)
                 running = [j for j in self.sink.running(req.trigger) if j["metadata"]["name"] != name]
                 if running and policy == "Forbid":

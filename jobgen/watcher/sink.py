@@ -10,13 +10,11 @@ State lives in two places, both on the apiserver:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from jobgen import kube
 from jobgen.errors import ClusterError
 from jobgen.kube import ApiRejected, Cluster
 from jobgen.watcher.trigger import LABEL_TRIGGER
@@ -50,54 +48,33 @@ class KubeSink:
     # --- jobs ----------------------------------------------------------------
     def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """Create the job; None if it exists already (it was created before: done)."""
-        kind = manifest["kind"]
         try:
-            return kube._json_call(self.cluster, self.cluster.custom().create_namespaced_custom_object,  # noqa: SLF001
-                                   kube.GROUP, kube.VERSION, self.namespace, kube.PLURALS[kind], manifest,
-                                   field_manager=COMPONENT)
+            return self.cluster.create({**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}})
         except ApiRejected as exc:
             if exc.status == 409 and exc.reason == "AlreadyExists":
                 return None
             raise
 
     def running(self, trigger: str) -> list[dict[str, Any]]:
-        jobs = kube.list_jobs(self.cluster, self.namespace, label_selector=f"{LABEL_TRIGGER}={trigger}")
+        jobs = self.cluster.list_jobs(self.namespace, label_selector=f"{LABEL_TRIGGER}={trigger}")
         return [j for j in jobs if not finished(j)]
 
     def delete(self, job: dict[str, Any]) -> None:
-        try:
-            kube.delete_job(self.cluster, job["kind"], job["metadata"]["name"], self.namespace)
-        except ApiRejected as exc:
-            if exc.status != 404:
-                raise
+        self.cluster.delete_job(job["kind"], job["metadata"]["name"], self.namespace)
 
     def event(self, job: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         """A core/v1 Event on the job (what `kubectl describe` shows)."""
-        meta = job["metadata"]
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
-            "involvedObject": {"apiVersion": job.get("apiVersion", f"{kube.GROUP}/{kube.VERSION}"),
-                               "kind": job["kind"], "name": meta["name"], "namespace": self.namespace,
-                               "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": type_,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        kube._call(self.cluster, self.cluster.core().create_namespaced_event, self.namespace, body)  # noqa: SLF001
+        job = {**job, "metadata": {**job["metadata"], "namespace": self.namespace}}
+        self.cluster.emit_event(job, reason, message, type_, component=COMPONENT)
 
     # --- the state ConfigMap ----------------------------------------------------
-    def _read(self) -> Any:
-        try:
-            return kube._call(self.cluster, self.cluster.core().read_namespaced_config_map,  # noqa: SLF001
-                              self.state_name, self.namespace)
-        except ApiRejected as exc:
-            if exc.status == 404:
-                raise ClusterError(f"state ConfigMap {self.namespace}/{self.state_name} does not exist; create it "
-                                   f"(kubectl create configmap {self.state_name} -n {self.namespace}) or install "
-                                   "the chart") from None
-            raise
+    def _read(self) -> dict[str, Any]:
+        cm = self.cluster.get("v1", "ConfigMap", self.state_name, self.namespace)
+        if cm is None:
+            raise ClusterError(f"state ConfigMap {self.namespace}/{self.state_name} does not exist; create it "
+                               f"(kubectl create configmap {self.state_name} -n {self.namespace}) or install "
+                               "the chart")
+        return cm
 
     @staticmethod
     def _decode(raw: dict[str, str] | None) -> dict[str, Any]:
@@ -111,25 +88,20 @@ class KubeSink:
 
     def read_state(self) -> dict[str, Any]:
         """The decoded data of the state ConfigMap (missing: a clear error; the chart creates it)."""
-        return self._decode(self._read().data)
+        return self._decode(self._read().get("data"))
 
     def update_state(self, mutate: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 20) -> None:
         """Read-modify-write (verbs get + update only) guarded by resourceVersion; ``mutate`` gets the
         decoded data and returns the keys to write (None or {}: nothing to write)."""
         for attempt in range(attempts):
             cm = self._read()
-            changes = mutate(self._decode(cm.data))
+            changes = mutate(self._decode(cm.get("data")))
             if not changes:
                 return
-            data = dict(cm.data or {})
+            data = dict(cm.get("data") or {})
             data.update({k: json.dumps(v, separators=(",", ":"), sort_keys=True) for k, v in changes.items()})
-            body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
-                    "metadata": {"name": self.state_name, "namespace": self.namespace,
-                                 "resourceVersion": cm.metadata.resource_version,
-                                 "labels": cm.metadata.labels, "annotations": cm.metadata.annotations}}
             try:
-                kube._call(self.cluster, self.cluster.core().replace_namespaced_config_map,  # noqa: SLF001
-                           self.state_name, self.namespace, body)
+                self.cluster.replace({**cm, "data": data})
                 return
             except ApiRejected as exc:
                 if exc.status != 409 or attempt == attempts - 1:

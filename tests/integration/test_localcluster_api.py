@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from jobgen.localcluster.bins import REPO_ROOT
-
 from jobgen.localcluster.testing import LocalClusterHandle, pytorchjob, wait_for
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from jobgen.localcluster import MAX_GPUS_PER_NODE
-
 from jobgen.localcluster.testing import LocalClusterHandle, condition, env_of, pytorchjob, tfjob, wait_for
 
 pytestmark = pytest.mark.integration

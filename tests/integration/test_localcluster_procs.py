@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from jobgen.localcluster import procs
 from jobgen.localcluster.bins import REPO_ROOT
 

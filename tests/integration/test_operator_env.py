@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from jobgen.kubeflow import TrainingJob
 from jobgen.loader import load_spec
 from jobgen.localcluster.testing import wait_for
-from jobgen.kubeflow import TrainingJob
 from jobgen.render import render
 
 REPO = Path(__file__).resolve().parents[2]

@@ -47,7 +47,7 @@ class KfpStandIn(BaseHTTPRequestHandler):
                 return False
         return True
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.store["requests"].append(("GET", url.path, q))
@@ -59,10 +59,10 @@ class KfpStandIn(BaseHTTPRequestHandler):
                 return self._send(200, {kind: items, "total_size": len(items)} if items else {})
         return self._send(404, {"error": "not found"})
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.store["requests"].append(("POST", self.path, body))
-        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if self.path == "/apis/v2beta1/experiments":
             exp = {**body, "experiment_id": str(uuid.uuid4()), "created_at": now}
             self.store["experiments"].append(exp)

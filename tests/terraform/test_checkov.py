@@ -11,8 +11,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from .conftest import HACK, REPO
 
 CONFIG = REPO / ".checkov.yaml"

@@ -25,10 +25,7 @@ REQUIRED_APIS = (
     "artifactregistry.googleapis.com logging.googleapis.com monitoring.googleapis.com cloudbuild.googleapis.com"
 )
 
-SYSTEM_TOOLS = (
-    "bash env sed grep head tail tr cut sort python3 mkdir rm dirname basename realpath cat find mktemp date "
-    "touch ls flock git tar wc"
-).split()
+SYSTEM_TOOLS = ["bash", "env", "sed", "grep", "head", "tail", "tr", "cut", "sort", "python3", "mkdir", "rm", "dirname", "basename", "realpath", "cat", "find", "mktemp", "date", "touch", "ls", "flock", "git", "tar", "wc"]
 
 GCLOUD = r'''#!/usr/bin/env bash
 echo "gcloud $*" >>"$STUB_LOG"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, TF_DIR
-from .hcl import Module, dynamic, load, load_module, one
+from .conftest import TF_DIR
+from .hcl import dynamic, load, load_module, one
 
 ROOT = load_module(TF_DIR)
 GPU = load_module(TF_DIR / "modules" / "gpu-node-pool")

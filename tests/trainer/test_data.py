@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from trainer import data, gcs
 from trainer.gcs import GcsUri, TrainerError
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.trainer.conftest import operator_pod_env
 from trainer import env
 from trainer.gcs import TrainerError
+
+from tests.trainer.conftest import operator_pod_env
 
 
 def test_one_process_per_pod_rank_is_the_pod_index():

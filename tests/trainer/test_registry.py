@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.trainer.conftest import child_env
 from trainer import gcs, registry
 from trainer.gcs import TrainerError
+
+from tests.trainer.conftest import child_env
 
 
 def publish(reg: registry.Registry, version: str, acc: float) -> None:

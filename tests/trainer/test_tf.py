@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.trainer.conftest import child_env, free_port, run_all
 from tf_trainer import tfconfig
 from trainer import data, gcs
 from trainer.gcs import GcsUri, TrainerError
+
+from tests.trainer.conftest import child_env, free_port, run_all
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="tensorflow-cpu not installed (pip install tensorflow-cpu==2.21.0)")

@@ -14,14 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.conftest import require_torch  # noqa: E402
+from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import (  # noqa: E402
-    child_env, free_port, operator_pod_env, run_all, torchrun_cmd, trainer_cmd)
 from trainer import data, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402
+
+from tests.trainer.conftest import (  # noqa: E402
+    child_env,
+    free_port,
+    operator_pod_env,
+    run_all,
+    torchrun_cmd,
+    trainer_cmd,
+)
 
 ARGS = ["--epochs=3", "--batch-size=32", "--lr=0.1", "--hidden=64", "--backend=gloo"]
 

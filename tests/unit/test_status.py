@@ -7,7 +7,7 @@ import datetime as dt
 from jobgen.kubeflow import state_of
 from jobgen.status import format_age, status_table, summarize
 
-NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def job(conditions=(), replica_statuses=None, created="2026-11-22T11:55:00Z"):

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobgen.localcluster.testing import wait_for  # noqa: F401 - re-exported to the watcher tests
-
+from jobgen.localcluster.testing import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 class WatcherProc:
     """One `jobgen watch` process; its JSON log goes to a file."""
 
-    def __init__(self, case: "Case", config: Path, kubeconfig: str, tag: str) -> None:
+    def __init__(self, case: Case, config: Path, kubeconfig: str, tag: str) -> None:
         self.case = case
         self.port_file = case.dir / f"port-{tag}"
         self.port_file.unlink(missing_ok=True)
@@ -38,7 +37,7 @@ class WatcherProc:
                                      env=env, cwd=REPO)
         self.port = 0
 
-    def wait_ready(self, timeout: float = 60) -> "WatcherProc":
+    def wait_ready(self, timeout: float = 60) -> WatcherProc:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"watcher exited {self.proc.returncode}:\n{self.log_text()[-3000:]}")
@@ -51,7 +50,7 @@ class WatcherProc:
 
     def http(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -125,7 +124,7 @@ class Env:
         self.publisher.create_topic(name=path)
         return path
 
-    def case(self, **trigger: Any) -> "Case":
+    def case(self, **trigger: Any) -> Case:
         return Case(self, **trigger)
 
 
@@ -217,12 +216,12 @@ class Case:
             if sub:
                 try:
                     self.env.subscriber.delete_subscription(subscription=sub)
-                except Exception:  # noqa: BLE001 - best effort
+                except Exception:
                     pass
 
 
 @pytest.fixture(scope="session")
-def wenv(emulators, local_cluster, tmp_path_factory):  # noqa: F811
+def wenv(emulators, local_cluster, tmp_path_factory):
     return Env(emulators, local_cluster, tmp_path_factory.mktemp("watcher"))
 
 

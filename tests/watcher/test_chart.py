@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import subprocess
+import sys
 import threading
 import time
 import uuid

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from tf_trainer import tfconfig
 from trainer import data, registry
 from trainer.gcs import TrainerError
 from trainer.train import _gs, _job_from_hostname, _ranged, _version
+
+from tf_trainer import tfconfig
 
 log = logging.getLogger("trainer")
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
