@@ -6,4 +6,3 @@ clients) are imported only by the functions that use them.
 
 __version__ = "0.1.0"
 
-TRAINING_OPERATOR_VERSION = "v1.9.4"

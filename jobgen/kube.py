@@ -34,20 +34,24 @@ class ApiRejected(Exception):
         self.reason = reason
 
 
+# The apiserver answers a server-side apply whose object does not fit the schema with a 500
+# ("failed to create typed patch object ... field not declared in schema"): the same request
+# fails the same way every time, so it is permanent despite its status.
+_PERMANENT_500 = ("failed to create typed patch object",)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth retrying: the apiserver was unreachable, overloaded, timing out or restarting."""
     if isinstance(exc, ClusterError):
         return True
-    return isinstance(exc, ApiRejected) and (exc.status in TRANSIENT_STATUS or exc.status >= 500)
+    if not isinstance(exc, ApiRejected) or not (exc.status in TRANSIENT_STATUS or exc.status >= 500):
+        return False
+    return not any(text in str(exc) for text in _PERMANENT_500)
 
 
 def is_conflict(exc: BaseException) -> bool:
     """AlreadyExists on create, or a stale resourceVersion on update."""
     return isinstance(exc, ApiRejected) and exc.status == 409
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiRejected) and exc.status == 404
 
 
 class Cluster:

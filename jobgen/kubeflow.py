@@ -39,7 +39,6 @@ VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
-REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
 # Set by jobgen's templates on every replica container (not by the operator): the trainer reads
 # the job's name and kind from these instead of parsing its pod name.
 JOB_NAME_ENV = "JOB_NAME"
@@ -53,7 +52,6 @@ class JobKind:
     """The fixed facts of one training-operator kind."""
 
     kind: str
-    plural: str
     replica_field: str
     container: str
     port_name: str
@@ -65,9 +63,9 @@ class JobKind:
         return self.roles.index(role) if role in self.roles else len(self.roles)
 
 
-PYTORCH = JobKind("PyTorchJob", "pytorchjobs", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456,
+PYTORCH = JobKind("PyTorchJob", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456,
                   ("Master", "Worker"), ("Master", "Worker"))
-TENSORFLOW = JobKind("TFJob", "tfjobs", "tfReplicaSpecs", "tensorflow", "tfjob-port", 2222,
+TENSORFLOW = JobKind("TFJob", "tfReplicaSpecs", "tensorflow", "tfjob-port", 2222,
                      ("Chief", "Master", "Worker", "PS", "Evaluator"), ("Chief", "Master", "Worker"))
 KINDS: dict[str, JobKind] = {k.kind: k for k in (PYTORCH, TENSORFLOW)}
 
@@ -177,9 +175,6 @@ class TrainingJob:
 
     def service_name(self, role: str, index: int) -> str:
         return child_name(self.name, role, index)
-
-    def pod_selector(self) -> str:
-        return f"{JOB_NAME_LABEL}={self.name}"
 
     # --- containers -------------------------------------------------------------------------
     def containers(self, role: str) -> list[dict[str, Any]]:

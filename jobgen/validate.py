@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-from jobgen.errors import Problem, UserError
+from jobgen.errors import Problem
 from jobgen.kubeflow import API_VERSION, KINDS, PYTORCH, TENSORFLOW
 from jobgen.names import DNS1035_MAX, is_dns1035, is_dns1123_label, max_job_name_len
 from jobgen.schemagen import crd_schema_path
@@ -179,10 +179,3 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
 
 def manifest_problems(manifest: dict[str, Any]) -> list[Problem]:
     return schema_problems(manifest) + rule_problems(manifest)
-
-
-def validate_manifest(manifest: dict[str, Any], source: str | None = None) -> None:
-    """Raise :class:`UserError` listing every problem in ``manifest``."""
-    problems = manifest_problems(manifest)
-    if problems:
-        raise UserError(problems, source)

@@ -32,7 +32,6 @@ FIXED_PARAMETERS: dict[str, tuple[type, Any, str]] = {
     "poll_seconds": (float, 5.0, "how often train checks the job's status"),
     "eval_tolerance": (float, 1e-3, "evaluate fails if its metric differs more from the trainer's"),
 }
-DELETE_POLICIES = ("Always", "OnSuccess", "Never")
 
 
 def parameter_name(hp_name: str) -> str:

@@ -82,6 +82,9 @@ def test_transient_classification():
     assert is_transient(ApiRejected(429, "TooManyRequests", "slow down"))
     assert not is_transient(ApiRejected(422, "Invalid", "bad")) and not is_transient(ApiRejected(403, "F", "no"))
     assert not is_transient(ValueError("x"))
+    # the apiserver's 500 for a server-side apply that does not fit the schema is permanent
+    assert not is_transient(ApiRejected(500, "InternalError", "failed to create typed patch object (ns/x; "
+                                        "kubeflow.org/v1, Kind=PyTorchJob): .spec.bad: field not declared in schema"))
 
 
 def test_retry_policy_retries_transient_only():
