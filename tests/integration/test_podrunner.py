@@ -21,10 +21,8 @@ PROBE = "tests/fixtures/rendezvous_probe.py"
 
 @pytest.fixture
 def runner(local_cluster, tmp_path):
-    from kubernetes import client
-
     cluster = kube.connect(None, local_cluster.kubeconfig)
-    r = PodRunner(client.CoreV1Api(cluster.api), NS, tmp_path / "logs", cwd=str(REPO), poll=0.2)
+    r = PodRunner(cluster, NS, tmp_path / "logs", cwd=str(REPO), poll=0.2)
     thread = threading.Thread(target=r.run, daemon=True)
     thread.start()
     yield r, cluster
@@ -37,7 +35,7 @@ def submit_probe(cluster, name: str, *probe_args: str, workers: int = 2, restart
     sets = [("name", name), ("replicas.Worker.replicas", workers), ("command", ["python", PROBE, *probe_args]),
             ("podAnnotations", annotations), ("labels", {**labels}), ("restartPolicy", restart)]
     manifest = render(load_spec(REPO / "jobs/cpu-ddp.yaml", sets))
-    kube.apply(cluster, manifest)
+    cluster.apply(manifest)
 
 
 def test_job_succeeds_when_processes_succeed(local_cluster, runner):

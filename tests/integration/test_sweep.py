@@ -26,7 +26,6 @@ NS = "training"
 def env(local_cluster, emulators, tmp_path, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
-    from kubernetes import client
 
     for key, value in emulators.env().items():
         monkeypatch.setenv(key, value)
@@ -50,7 +49,7 @@ def env(local_cluster, emulators, tmp_path, monkeypatch):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     cluster = kube.connect(None, local_cluster.kubeconfig)
-    runner = PodRunner(client.CoreV1Api(cluster.api), NS, tmp_path / "logs", cwd=str(REPO), poll=0.2)
+    runner = PodRunner(cluster, NS, tmp_path / "logs", cwd=str(REPO), poll=0.2)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     yield {"spec": path, "gcs": gcs, "models": models.name, "kubeconfig": local_cluster.kubeconfig,

@@ -25,7 +25,6 @@ def env(emulators, local_cluster, monkeypatch, tmp_path):
     """Emulator + kubeconfig env for this process and the component subprocesses; a pod runner."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
-    from kubernetes import client
 
     from jobgen.podrunner import PodRunner
 
@@ -37,7 +36,7 @@ def env(emulators, local_cluster, monkeypatch, tmp_path):
     suffix = uuid.uuid4().hex[:6]
     buckets = {k: gcs.create_bucket(f"kfp-{k}-{suffix}").name for k in ("data", "models", "ckpt")}
     cluster = kube.connect(None, str(local_cluster.kubeconfig))
-    runner = PodRunner(client.CoreV1Api(cluster.api), NS, tmp_path / "pod-logs", cwd=str(REPO), poll=0.3)
+    runner = PodRunner(cluster, NS, tmp_path / "pod-logs", cwd=str(REPO), poll=0.3)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
 
@@ -109,7 +108,7 @@ def test_pipeline_trains_evaluates_and_registers(env):
     latest, _ = Registry(f"gs://{b['models']}/digits").latest()
     assert latest["version"] == decision["version"] and decision["is_latest"]
     # delete_policy=Always: the job is gone from the cluster; its pods really exited 0.
-    assert kube.get_job(env["cluster"], job_name, NS) is None
+    assert env["cluster"].get_job(job_name, NS) is None
     assert env["runner"].done.get(f"{job_name}-master-0") == 0
     assert env["runner"].done.get(f"{job_name}-worker-0") == 0
 
@@ -122,12 +121,12 @@ def test_pipeline_trains_evaluates_and_registers(env):
     latest, _ = Registry(f"gs://{b['models']}/digits").latest()
     assert latest["version"] == decision["version"]
     kept = published(gcs, b["models"])[second["version"]]["job_name"]
-    assert kube.get_job(env["cluster"], kept, NS) is not None  # delete_policy=Never keeps it
-    kube.delete_job(env["cluster"], "PyTorchJob", kept, NS)
+    assert env["cluster"].get_job(kept, NS) is not None  # delete_policy=Never keeps it
+    env["cluster"].delete_job("PyTorchJob", kept, NS)
 
 
 def _jobs_named(cluster, prefix: str) -> list[str]:
-    return [j["metadata"]["name"] for j in kube.list_jobs(cluster, NS) if j["metadata"]["name"].startswith(prefix)]
+    return [j["metadata"]["name"] for j in cluster.list_jobs(NS) if j["metadata"]["name"].startswith(prefix)]
 
 
 def test_bad_runtime_parameters_fail_before_any_job(env, capfd):
@@ -178,7 +177,7 @@ def test_timeout_fails_the_step_and_deletes_the_job(env, capfd):
     deleted = [line for line in out.splitlines() if "deleted PyTorchJob training/kfp-slow-" in line]
     assert deleted and "state TimedOut" in deleted[0]
     name = deleted[0].split("training/")[1].split()[0]
-    assert kube.get_job(env["cluster"], name, NS) is None
+    assert env["cluster"].get_job(name, NS) is None
     assert published(gcs, b["models"]) == {}  # evaluate/register never ran, nothing was published
 
 
@@ -194,13 +193,13 @@ def test_retried_train_step_attaches_to_its_job(env):
                 output_uri="", checkpoint_uri="", namespace=NS, run_id=f"run-{uuid.uuid4()}",
                 timeout_seconds=300, delete_policy="Never", poll_seconds=0.5)
     first = components.train(**args)
-    job = kube.get_job(env["cluster"], first, NS)
+    job = env["cluster"].get_job(first, NS)
     uid = job["metadata"]["uid"]
     assert job["metadata"]["annotations"]["pipelines.kubeflow.org/run-id"] == args["run_id"]
     second = components.train(**args)
     assert second == first
-    assert kube.get_job(env["cluster"], first, NS)["metadata"]["uid"] == uid  # the same object, not a new job
+    assert env["cluster"].get_job(first, NS)["metadata"]["uid"] == uid  # the same object, not a new job
     assert len(published(gcs, b["models"])) == 1  # trained once
     other = components.train(**{**args, "run_id": f"run-{uuid.uuid4()}", "delete_policy": "Always"})
-    assert other != first and kube.get_job(env["cluster"], other, NS) is None
-    kube.delete_job(env["cluster"], "PyTorchJob", first, NS)
+    assert other != first and env["cluster"].get_job(other, NS) is None
+    env["cluster"].delete_job("PyTorchJob", first, NS)

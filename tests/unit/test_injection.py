@@ -10,6 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobgen import names
+from jobgen.errors import UserError
 from jobgen.loader import apply_sets, parse_set_value, parse_spec
 from jobgen.render import dump_yaml, render
 from jobgen.validate import manifest_problems
@@ -78,13 +80,25 @@ def test_env_value_injection(payload):
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_set_string_injection(payload):
-    doc = apply_sets(BASE, [("image", payload or "x"), ("env.INJECT", payload), ("args[0]", payload)], "x")
+    doc = apply_sets(BASE, [("workingDir", payload or "x"), ("env.INJECT", payload), ("args[0]", payload)], "x")
     m = render(parse_spec(doc, "x"))
-    assert container(m)["image"] == (payload or "x")
+    assert container(m)["workingDir"] == (payload or "x")
     assert container(m)["args"][0] == payload
-    clean = apply_sets(BASE, [("image", "x"), ("env.INJECT", "x"), ("args[0]", "x")], "x")
+    clean = apply_sets(BASE, [("workingDir", "x"), ("env.INJECT", "x"), ("args[0]", "x")], "x")
     assert _shape(m) == _shape(render(parse_spec(clean, "x")))
     assert yaml.safe_load(dump_yaml(m)) == m
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_image_payloads_are_rejected_or_stay_strings(payload):
+    # an image is not free-form: the OCI reference grammar refuses anything that could carry YAML;
+    # what it accepts ("null", "true", "123" are valid repository names) stays the string it was
+    doc = apply_sets(BASE, [("image", payload)], "x")
+    if names.image_problem(payload) is not None:
+        with pytest.raises(UserError, match="image"):
+            parse_spec(doc, "x")
+    else:
+        assert container(render(parse_spec(doc, "x")))["image"] == payload
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
