@@ -81,11 +81,12 @@ resource "google_container_cluster" "this" {
     }
   }
 
-  # Image streaming for every pool unless a pool says otherwise.
+  # Image streaming for every pool unless a pool says otherwise; its API and
+  # the node SA's serviceUsageConsumer grant come first (depends_on below).
   node_pool_defaults {
     node_config_defaults {
       gcfs_config {
-        enabled = true
+        enabled = var.enable_image_streaming
       }
     }
   }
@@ -100,7 +101,9 @@ resource "google_container_cluster" "this" {
   }
 
   monitoring_config {
-    enable_components = concat(["SYSTEM_COMPONENTS"], var.enable_dcgm_metrics ? ["DCGM"] : [])
+    # POD: GKE's kube-state-metrics for pods (phases, restarts, GPU requests),
+    # which the dashboard and the idle-GPU alert read.
+    enable_components = concat(["SYSTEM_COMPONENTS"], var.enable_managed_prometheus ? ["POD"] : [], var.enable_dcgm_metrics ? ["DCGM"] : [])
 
     managed_prometheus {
       enabled = var.enable_managed_prometheus
@@ -158,6 +161,10 @@ resource "google_container_cluster" "this" {
     ignore_changes = [node_config, initial_node_count]
 
     precondition {
+      condition     = alltrue([for n in values(local.bucket_names) : length(n) <= 63])
+      error_message = "bucket names are limited to 63 characters: ${join(", ", [for n in values(local.bucket_names) : n if length(n) > 63])} too long; set a shorter bucket_prefix."
+    }
+    precondition {
       condition     = var.database_encryption_key == null || can(regex("^projects/[^/]+/locations/${var.region}/", coalesce(var.database_encryption_key, "x")))
       error_message = "database_encryption_key must be a key in the cluster's region (${var.region})."
     }
@@ -165,6 +172,8 @@ resource "google_container_cluster" "this" {
 
   depends_on = [
     google_project_iam_member.nodes,
+    google_project_iam_member.nodes_service_usage,
+    google_project_service.feature,
     google_kms_crypto_key_iam_member.gke_agent,
   ]
 }
