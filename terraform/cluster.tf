@@ -52,6 +52,15 @@ resource "google_container_cluster" "this" {
     }
   }
 
+  # The DNS-based control plane endpoint admits callers by IAM alone (no
+  # authorized network): how GitHub-hosted runners reach the cluster for helm
+  # upgrade (.github/workflows/deploy.yml, gcloud get-credentials --dns-endpoint).
+  control_plane_endpoints_config {
+    dns_endpoint_config {
+      allow_external_traffic = var.enable_dns_endpoint
+    }
+  }
+
   master_auth {
     client_certificate_config {
       issue_client_certificate = false

@@ -30,6 +30,12 @@ locals {
       repository = coalesce(var.watcher_image, "${local.image_repository}/watcher")
       tag        = var.watcher_image_tag
     }
+    # Managed Prometheus scrapes the watcher (dashboards/, monitoring.tf).
+    metrics = {
+      podMonitoring = {
+        enabled = var.enable_managed_prometheus
+      }
+    }
     # Merged by Helm into the chart's example job "train": the project's
     # trainer image and buckets instead of the chart's placeholders.
     jobs = {

@@ -145,3 +145,8 @@ output "alert_policies" {
   description = "Alert policy names by purpose."
   value       = { for k, p in google_monitoring_alert_policy.this : k => p.name }
 }
+
+output "managed_prometheus" {
+  description = "Whether Managed Prometheus collects (make cluster then adds PodMonitorings for the operator and the watcher)."
+  value       = var.enable_managed_prometheus
+}

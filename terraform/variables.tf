@@ -591,3 +591,9 @@ variable "gpu_idle_alert_minutes" {
     error_message = "gpu_idle_alert_minutes must be >= 5."
   }
 }
+
+variable "enable_dns_endpoint" {
+  description = "Allow traffic on the control plane's DNS-based endpoint (IAM-authenticated, no authorized networks): needed by the deploy workflow on GitHub-hosted runners, whose addresses are not in master_authorized_networks."
+  type        = bool
+  default     = false
+}

@@ -230,6 +230,10 @@ run "watcher_job_uses_the_projects_image_and_buckets" {
     error_message = "the watcher runs from the project's registry"
   }
   assert {
+    condition     = yamldecode(output.watcher_helm_values).metrics.podMonitoring.enabled
+    error_message = "with managed Prometheus the chart creates its PodMonitoring"
+  }
+  assert {
     condition     = !strcontains(output.watcher_helm_values, "my-project") && !strcontains(output.watcher_helm_values, "example")
     error_message = "no placeholder in the values make cluster applies"
   }
@@ -282,6 +286,10 @@ run "long_bucket_names_rejected" {
 run "no_github_no_federation" {
   command = plan
   assert {
+    condition     = !google_container_cluster.this.control_plane_endpoints_config[0].dns_endpoint_config[0].allow_external_traffic
+    error_message = "the DNS endpoint is closed unless asked for"
+  }
+  assert {
     condition     = length(google_iam_workload_identity_pool.github) == 0 && length(google_service_account.ci_deploy) == 0 && output.github_workload_identity_provider == null
     error_message = "without github_repository nothing federates"
   }
@@ -322,6 +330,18 @@ run "github_federation_is_restricted_to_one_repository_and_branch" {
   assert {
     condition     = contains(keys(google_project_service.feature), "sts.googleapis.com") && contains(keys(google_project_service.feature), "iamcredentials.googleapis.com")
     error_message = "federation needs the STS and IAM credentials APIs"
+  }
+}
+
+run "dns_endpoint_for_ci" {
+  command = plan
+  variables {
+    github_repository   = "acme/jobgen"
+    enable_dns_endpoint = true
+  }
+  assert {
+    condition     = google_container_cluster.this.control_plane_endpoints_config[0].dns_endpoint_config[0].allow_external_traffic
+    error_message = "the deploy workflow reaches the control plane through its DNS endpoint"
   }
 }
 

@@ -9,6 +9,7 @@ GCP: that needs a real project (see docs/terraform.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,8 +23,30 @@ from .conftest import HACK, REPO
 REQUIRED_APIS = (
     "cloudresourcemanager.googleapis.com serviceusage.googleapis.com iam.googleapis.com iamcredentials.googleapis.com "
     "compute.googleapis.com container.googleapis.com storage.googleapis.com pubsub.googleapis.com "
-    "artifactregistry.googleapis.com logging.googleapis.com monitoring.googleapis.com cloudbuild.googleapis.com"
+    "artifactregistry.googleapis.com logging.googleapis.com monitoring.googleapis.com cloudbuild.googleapis.com "
+    "containerfilesystem.googleapis.com"
 )
+
+BUCKETS = {p: f"jobgen-test-project-jobgen-{p}" for p in ("data", "models", "checkpoints", "watcher-state", "build")}
+
+
+def settings(pools: list[dict] | None = None, **kw: object) -> str:
+    """What `terraform console` prints for preflight.sh's settings expression: an HCL string of JSON."""
+    doc = {"region": "us-central1", "image_streaming": True, "cloud_build": True, "github": False, "kms": False,
+           "gke_kms": False, "buckets": BUCKETS, "pools": pools or []}
+    doc.update(kw)
+    return json.dumps(json.dumps(doc))
+
+
+def pool(name: str, type_: str, zones: list[str], count: int = 1, max_nodes: int = 2, preemptible: bool = False) -> dict:
+    return {"name": name, "type": type_, "count": count, "max_nodes": max_nodes, "preemptible": preemptible, "zones": zones}
+
+
+QUOTAS = json.dumps({"quotas": [{"metric": "NVIDIA_T4_GPUS", "limit": 4.0, "usage": 0.0},
+                                {"metric": "NVIDIA_L4_GPUS", "limit": 8.0, "usage": 7.0},
+                                {"metric": "PREEMPTIBLE_NVIDIA_L4_GPUS", "limit": 0.0, "usage": 0.0},
+                                {"metric": "PREEMPTIBLE_NVIDIA_T4_GPUS", "limit": 8.0, "usage": 0.0},
+                                {"metric": "PREEMPTIBLE_NVIDIA_A100_GPUS", "limit": 16.0, "usage": 0.0}]})
 
 SYSTEM_TOOLS = (
     "bash env sed grep head tail tr cut sort python3 mkdir rm dirname basename realpath cat find mktemp date "
@@ -40,6 +63,9 @@ case "$*" in
   "services list"*) printf '%s\n' $STUB_ENABLED_APIS ;;
   "services enable"*) ;;
   "compute accelerator-types list"*) printf '%s\n' ${STUB_ACCEL_ZONES:-} ;;
+  "compute regions describe"*) echo "$STUB_QUOTAS" ;;
+  "beta services identity create"*) [[ -z "${STUB_NO_AGENT:-}" ]] ;;
+  "storage buckets describe"*) for b in ${STUB_EXISTING_BUCKETS:-}; do [[ "$4" == "gs://$b" ]] && exit 0; done; exit 1 ;;
   "container clusters get-credentials"*) ;;
   "artifacts docker images describe"*) [[ -z "${STUB_IMAGE_MISSING:-}" ]] ;;
   "builds submit"*)
@@ -56,9 +82,10 @@ args=("$@")
 [[ "${args[0]}" == -chdir=* ]] && args=("${args[@]:1}")
 case "${args[0]}" in
   version) echo "{\"terraform_version\": \"${STUB_TF_VERSION:-1.11.4}\"}" ;;
-  init|state|destroy) ;;
+  init|destroy) ;;
+  state) [[ "${args[1]}" == list ]] && printf '%s\n' ${STUB_TF_STATE:-}; true ;;
   apply) [[ -z "${STUB_TF_APPLY_FAIL:-}" ]] || { echo "Error: quota exceeded" >&2; exit 1; } ;;
-  console) cat >/dev/null; echo "${STUB_TF_POOLS:-\"[]\"}" ;;
+  console) cat >/dev/null; echo "$STUB_TF_SETTINGS" ;;
   output)
     case "${args[*]}" in
       "output -raw cluster_name") printf jobgen ;;
@@ -68,6 +95,8 @@ case "${args[0]}" in
       "output -raw data_notification_prefix") printf incoming/ ;;
       "output -raw image_repository") printf us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images ;;
       "output -raw watcher_helm_values") printf 'gcp:\n  project: jobgen-test-project\n' ;;
+      "output -raw build_service_account") printf jobgen-build@jobgen-test-project.iam.gserviceaccount.com ;;
+      "output -raw build_bucket") printf jobgen-test-project-jobgen-build ;;
       "output -json trainer_ksa") echo '{"namespace":"training","name":"jobgen-trainer","google_service_account":"jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com"}' ;;
       *) exit 1 ;;
     esac ;;
@@ -77,6 +106,12 @@ esac
 
 RECORDER = r'''#!/usr/bin/env bash
 echo "NAME $*" >>"$STUB_LOG"
+'''
+
+HELM = r'''#!/usr/bin/env bash
+echo "helm $*" >>"$STUB_LOG"
+[[ "$1" == version ]] && echo "v${STUB_HELM_VERSION:-3.22.0}"
+true
 '''
 
 
@@ -92,8 +127,9 @@ def stubs(tmp_path: Path):
         if real:
             (sysbin / tool).symlink_to(real)
     scripts = {"gcloud": GCLOUD, "terraform": TERRAFORM}
-    for name in ("kubectl", "helm", "make", "docker"):
+    for name in ("kubectl", "make", "docker", "gke-gcloud-auth-plugin"):
         scripts[name] = RECORDER.replace("NAME", name)
+    scripts["helm"] = HELM
     for name, text in scripts.items():
         (stub / name).write_text(text)
         (stub / name).chmod(0o755)
@@ -112,16 +148,18 @@ def stubs(tmp_path: Path):
         "TF_DIR": str(tf_dir),
         "WATCHER_CHART": str(chart),
         "AUTO_APPROVE": "1",
+        "STUB_TF_SETTINGS": settings(),
+        "STUB_QUOTAS": QUOTAS,
     }
 
     class Stubs:
         dir = stub
         root = tmp_path
 
-        def run(self, script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        def run(self, script: str, _args: list[str] | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [str(sysbin / "bash"), str(HACK / script)], env={**env, **extra}, capture_output=True, text=True,
-                timeout=60, stdin=subprocess.DEVNULL,
+                [str(sysbin / "bash"), str(HACK / script), *(_args or [])], env={**env, **extra}, capture_output=True,
+                text=True, timeout=60, stdin=subprocess.DEVNULL,
             )
 
         def calls(self) -> list[str]:
@@ -149,14 +187,19 @@ def test_cluster_runs_every_step_in_order(stubs):
         index(calls, f"terraform -chdir={stubs.root}/terraform init -input=false"),
         index(calls, f"terraform -chdir={stubs.root}/terraform apply -input=false -var-file={stubs.root}/terraform/terraform.tfvars -auto-approve"),
         index(calls, "gcloud container clusters get-credentials jobgen --location us-central1 --project jobgen-test-project"),
-        index(calls, f"make -C {REPO} operator"),
-        index(calls, "kubectl annotate serviceaccount jobgen-trainer -n training --overwrite iam.gke.io/gcp-service-account=jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com"),
+        index(calls, f"kubectl apply --server-side -k {stubs.root}/terraform/generated/k8s"),
         index(calls, f"helm upgrade --install retrain-watcher {stubs.root}/chart --namespace training --values {stubs.root}/terraform/generated/watcher-values.yaml"),
     ]
     assert order == sorted(order), "\n".join(calls)
     _, tag = git_tag()
     helm = calls[index(calls, "helm upgrade --install")]
-    assert f"--set-string image.tag={tag} --wait" in helm, helm
+    repo = "us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images"
+    assert f"--set-string image.tag={tag} --set-string jobs.train.image={repo}/trainer:{tag} --wait" in helm, helm
+    overlay = (stubs.root / "terraform" / "generated" / "k8s" / "training" / "kustomization.yaml").read_text()
+    assert "namespace: training" in overlay and "value: jobgen-trainer" in overlay
+    assert "iam.gke.io/gcp-service-account: jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com" in overlay
+    apply = calls[index(calls, f"terraform -chdir={stubs.root}/terraform apply")]
+    assert "adopt_existing_buckets" not in apply, "no bucket exists: nothing to adopt"
     assert not any(c.startswith("gcloud builds submit") for c in calls), "the image is there: nothing is built"
     values = (stubs.root / "terraform" / "generated" / "watcher-values.yaml").read_text()
     assert values == "gcp:\n  project: jobgen-test-project\n"
@@ -170,6 +213,8 @@ def test_cluster_runs_every_step_in_order(stubs):
         ("terraform", "cluster: error: terraform not found on PATH: install Terraform >= 1.9"),
         ("kubectl", "cluster: error: kubectl not found on PATH"),
         ("helm", "cluster: error: helm not found on PATH: install Helm 3"),
+        ("gke-gcloud-auth-plugin", "cluster: error: gke-gcloud-auth-plugin not found on PATH: kubectl needs it to log in to GKE: "
+                                   "run 'gcloud components install gke-gcloud-auth-plugin'"),
     ],
 )
 def test_cluster_names_the_missing_tool(stubs, missing, message):
@@ -191,9 +236,22 @@ def test_cluster_names_the_missing_tool(stubs, missing, message):
         ({"PROJECT": "someone-elses-project"}, "project 'someone-elses-project' not found or not accessible"),
         ({"SKIP_WATCHER": "0", "WATCHER_CHART": "/nonexistent/chart"}, "/nonexistent/chart/Chart.yaml not found"),
         ({"STUB_TF_APPLY_FAIL": "1"}, "terraform apply failed"),
-        ({"STUB_TF_POOLS": '"[{\\"name\\":\\"t4\\",\\"type\\":\\"nvidia-tesla-t4\\",\\"zones\\":[\\"us-central1-f\\"]}]"',
+        ({"STUB_TF_SETTINGS": settings([pool("t4", "nvidia-tesla-t4", ["us-central1-f"])]),
           "STUB_ACCEL_ZONES": "us-central1-a us-central1-b"},
          "GPU pool t4: zone us-central1-f does not offer nvidia-tesla-t4"),
+        ({"STUB_ENABLED_APIS": REQUIRED_APIS.replace("containerfilesystem.googleapis.com", "")},
+         "required APIs are disabled in jobgen-test-project: containerfilesystem.googleapis.com (enable them: gcloud services enable"),
+        ({"STUB_TF_SETTINGS": settings(github=True)},
+         "required APIs are disabled in jobgen-test-project: sts.googleapis.com"),
+        ({"STUB_HELM_VERSION": "2.17.0"}, "Helm 3 >= 3.8.0 is needed, found 2.17.0"),
+        ({"STUB_TF_SETTINGS": settings([pool("l4", "nvidia-l4", [], count=2, max_nodes=4)])},
+         "GPU pool l4: quota NVIDIA_L4_GPUS in us-central1 is 8 with 7 in use, one node needs 2 (max_nodes needs 8): request more"),
+        ({"STUB_TF_SETTINGS": settings([pool("l4s", "nvidia-l4", [], preemptible=True)])},
+         "GPU pool l4s: quota PREEMPTIBLE_NVIDIA_L4_GPUS in us-central1 is 0 with 0 in use, one node needs 1"),
+        ({"STUB_TF_SETTINGS": settings([pool("h", "nvidia-h100-80gb", [])])},
+         "GPU pool h: region us-central1 has no NVIDIA_H100_GPUS quota: request it"),
+        ({"STUB_NO_AGENT": "1"},
+         "the service agent of pubsub.googleapis.com could not be created: run 'gcloud beta services identity create --service=pubsub.googleapis.com --project jobgen-test-project'"),
     ],
 )
 def test_cluster_prerequisite_errors_are_one_clear_line(stubs, extra, message):
@@ -213,7 +271,7 @@ def test_cluster_enables_apis_when_asked(stubs):
 def test_cluster_accepts_zones_that_offer_the_gpu(stubs):
     res = stubs.run(
         "cluster.sh",
-        STUB_TF_POOLS='"[{\\"name\\":\\"t4\\",\\"type\\":\\"nvidia-tesla-t4\\",\\"zones\\":[\\"us-central1-b\\"]}]"',
+        STUB_TF_SETTINGS=settings([pool("t4", "nvidia-tesla-t4", ["us-central1-b"])]),
         STUB_ACCEL_ZONES="us-central1-a us-central1-b",
     )
     assert res.returncode == 0, res.stderr
@@ -430,3 +488,101 @@ def test_cluster_can_refuse_to_build_the_watcher_image(stubs):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].endswith("is not in the registry: run 'make images' first (or unset BUILD_WATCHER_IMAGE)")
     assert not any(c.startswith("helm ") for c in stubs.calls())
+
+
+def test_cluster_adopts_buckets_kept_by_destroy(stubs):
+    """make destroy KEEP_BUCKETS=1 leaves buckets outside the state: the next
+    make cluster imports them (adopt_existing_buckets) instead of a 409."""
+    kept = " ".join(BUCKETS[p] for p in ("data", "models", "checkpoints", "watcher-state"))
+    res = stubs.run("cluster.sh", STUB_EXISTING_BUCKETS=kept,
+                    STUB_TF_STATE="module.bucket_data.google_storage_bucket.this")
+    assert res.returncode == 0, res.stderr
+    calls = stubs.calls()
+    apply = calls[index(calls, f"terraform -chdir={stubs.root}/terraform apply")]
+    # data is in the state already; the others exist outside it; build does not exist.
+    assert '-var=adopt_existing_buckets=["models","checkpoints","watcher-state"]' in apply, apply
+    assert index(calls, "gcloud storage buckets describe gs://jobgen-test-project-jobgen-models") < index(calls, f"terraform -chdir={stubs.root}/terraform apply")
+
+
+def test_cluster_checks_gpu_quota_for_each_pool(stubs):
+    res = stubs.run("cluster.sh", STUB_TF_SETTINGS=settings([pool("t4", "nvidia-tesla-t4", ["us-central1-b"]),
+                                                              pool("l4", "nvidia-l4", [])]),
+                    STUB_ACCEL_ZONES="us-central1-b")
+    assert res.returncode == 0, res.stderr
+    assert "gcloud compute regions describe us-central1 --project jobgen-test-project --format=json(quotas)" in stubs.calls()
+
+
+def test_cluster_creates_the_cmek_service_agents(stubs):
+    res = stubs.run("cluster.sh", STUB_TF_SETTINGS=settings(kms=True, gke_kms=True),
+                    STUB_ENABLED_APIS=REQUIRED_APIS + " cloudkms.googleapis.com")
+    assert res.returncode == 0, res.stderr
+    created = [c.split("--service=")[1].split()[0] for c in stubs.calls() if c.startswith("gcloud beta services identity create")]
+    assert created == ["pubsub.googleapis.com", "artifactregistry.googleapis.com", "container.googleapis.com"]
+
+
+def test_images_use_the_build_service_account_staging_bucket_and_gcloudignore(stubs):
+    res = stubs.run("images.sh", IMAGES="watcher")
+    assert res.returncode == 0, res.stderr
+    submit = next(c for c in stubs.calls() if c.startswith("gcloud builds submit"))
+    assert "--service-account projects/jobgen-test-project/serviceAccounts/jobgen-build@jobgen-test-project.iam.gserviceaccount.com" in submit
+    assert "--gcs-source-staging-dir gs://jobgen-test-project-jobgen-build/source" in submit
+    assert f"--ignore-file {REPO}/.gcloudignore" in submit
+    assert "logging: CLOUD_LOGGING_ONLY" in "\n".join(stubs.calls()), "a user-chosen build service account needs a logging option"
+
+
+def test_destroy_keeps_the_watcher_state_bucket_too(stubs):
+    res = stubs.run("destroy.sh", CONFIRM="jobgen", KEEP_BUCKETS="1")
+    assert res.returncode == 0, res.stderr
+    assert f"terraform -chdir={stubs.root}/terraform state rm module.bucket_watcher_state" in stubs.calls()
+
+
+JOBGEN_RECORDER = r'''#!/usr/bin/env bash
+echo "jobgen $*" >>"$STUB_LOG"
+'''
+
+
+@pytest.fixture
+def submit_env(stubs, tmp_path: Path):
+    jobgen = stubs.dir / "jobgen"
+    jobgen.write_text(JOBGEN_RECORDER)
+    jobgen.chmod(0o755)
+    return {"JOBGEN": str(jobgen), "JOBGEN_PYTHON": sys.executable}
+
+
+def test_submit_fills_the_projects_trainer_image_for_the_placeholder(stubs, submit_env):
+    _, tag = git_tag()
+    res = stubs.run("submit.sh", **submit_env, _args=[str(REPO / "jobs" / "cpu-ddp.yaml")])
+    assert res.returncode == 0, res.stderr
+    call = [c for c in stubs.calls() if c.startswith("jobgen ")]
+    assert call == [f"jobgen submit {REPO}/jobs/cpu-ddp.yaml --set-string "
+                    f"image=us-central1-docker.pkg.dev/jobgen-test-project/jobgen-images/trainer:{tag}"]
+
+
+def test_submit_uses_tf_trainer_for_tfjobs_and_image_wins(stubs, submit_env):
+    _, tag = git_tag()
+    res = stubs.run("submit.sh", **submit_env, _args=[str(REPO / "jobs" / "tf-mwms.yaml")])
+    assert res.returncode == 0, res.stderr
+    assert f"/jobgen-images/tf-trainer:{tag}" in [c for c in stubs.calls() if c.startswith("jobgen ")][0]
+    res = stubs.run("submit.sh", **submit_env, IMAGE="registry.example/x:1", _args=[str(REPO / "jobs" / "cpu-ddp.yaml")])
+    assert res.returncode == 0, res.stderr
+    assert [c for c in stubs.calls() if c.startswith("jobgen ")][-1].endswith("--set-string image=registry.example/x:1")
+
+
+def test_submit_keeps_a_real_image(stubs, submit_env, tmp_path: Path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("kind: PyTorchJob\nname: x\nimage: europe-docker.pkg.dev/acme/ml/trainer:7\n")
+    res = stubs.run("submit.sh", **submit_env, _args=[str(spec)])
+    assert res.returncode == 0, res.stderr
+    assert [c for c in stubs.calls() if c.startswith("jobgen ")] == [f"jobgen submit {spec}"]
+
+
+def test_submit_without_a_registry_leaves_the_spec_alone(stubs, submit_env):
+    stubs.remove("terraform")
+    res = stubs.run("submit.sh", **submit_env, _args=[str(REPO / "jobs" / "cpu-ddp.yaml")])
+    assert res.returncode == 0, res.stderr
+    assert [c for c in stubs.calls() if c.startswith("jobgen ")] == [f"jobgen submit {REPO}/jobs/cpu-ddp.yaml"]
+
+
+def test_submit_usage(stubs, submit_env):
+    res = stubs.run("submit.sh", **submit_env)
+    assert res.returncode == 2 and res.stderr.strip() == "usage: make submit JOB=jobs/x.yaml [IMAGE=registry/image:tag]"
