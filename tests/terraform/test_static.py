@@ -68,12 +68,58 @@ def test_no_public_or_primitive_grants():
             assert body["role"] not in ("roles/owner", "roles/editor", "roles/viewer"), f"{rtype}.{name}: primitive role"
 
 
-def test_project_level_grants_only_for_the_node_service_account():
+# Project-level roles, by the identity that holds them. Workload identities
+# (trainer, watcher) get none: their grants are on single buckets/subscriptions.
+PROJECT_GRANTS = {
+    "${google_service_account.nodes.member}": {"roles/container.defaultNodeServiceAccount", "roles/serviceusage.serviceUsageConsumer"},
+    "${google_service_account.build[0].member}": {"roles/logging.logWriter"},
+    "${google_service_account.ci_deploy[0].member}": {"roles/cloudbuild.builds.editor", "roles/container.developer", "${each.key}"},
+    "${google_service_account.ci_plan[0].member}": {"${each.key}"},
+}
+
+
+def test_project_level_grants_only_for_infrastructure_identities():
     grants = ROOT.of_type("google_project_iam_member")
     assert grants, "the node service account needs its node role"
     for name, body in grants.items():
-        assert body["member"] == "${google_service_account.nodes.member}", f"project-level grant {name} for a workload identity"
-        assert body["role"] == "roles/container.defaultNodeServiceAccount"
+        assert body["member"] in PROJECT_GRANTS, f"project-level grant {name} for {body['member']}"
+        assert body["role"] in PROJECT_GRANTS[body["member"]], f"{name}: {body['role']}"
+        assert "trainer" not in body["member"] and "watcher" not in body["member"]
+    assert grants["nodes"]["role"] == "roles/container.defaultNodeServiceAccount"
+    assert grants["nodes_service_usage"]["role"] == "roles/serviceusage.serviceUsageConsumer"
+    ci_deploy_roles = " ".join(str(v) for v in grants["ci_deploy_builds"].values())
+    assert "roles/cloudbuild.builds.editor" in ci_deploy_roles
+
+
+def test_ci_plan_roles_are_read_only():
+    roles = re.search(r"ci_plan_roles = toset\(\[(.*?)\]\)", ROOT.files["github.tf"], re.S)
+    assert roles, "github.tf lists the plan identity's roles"
+    for role in re.findall(r'"([^"]+)"', roles.group(1)):
+        assert role not in ("roles/owner", "roles/editor", "roles/viewer"), role
+        assert re.search(r"(viewer|Viewer|reader|securityReviewer)$", role), f"{role} is not read-only"
+
+
+def test_service_agents_exist_before_they_are_granted_anything():
+    kms = ROOT.of_type("google_kms_crypto_key_iam_member")
+    assert "google_project_service_identity.pubsub" in str(kms["pubsub_agent"]["depends_on"])
+    assert "google_project_service_identity.artifactregistry" in str(kms["ar_agent"]["depends_on"])
+    assert "google_project_service_identity.container" in str(kms["gke_agent"]["depends_on"])
+    for rtype, name in (("google_pubsub_topic_iam_member", "dead_letter_publisher"),
+                        ("google_pubsub_subscription_iam_member", "dead_letter_subscriber"),
+                        ("google_pubsub_subscription_iam_member", "requests_dead_letter_subscriber")):
+        assert "google_project_service_identity.pubsub" in str(ROOT.of_type(rtype)[name]["depends_on"]), name
+
+
+def test_apis_are_never_disabled_on_destroy():
+    for name, body in ROOT.of_type("google_project_service").items():
+        assert body["disable_on_destroy"] is False and body["disable_dependent_services"] is False, name
+
+
+def test_webhook_firewall_rule_targets_the_nodes_from_the_control_plane():
+    rule = ROOT.of_type("google_compute_firewall")["master_webhooks"]
+    assert rule["source_ranges"] == ["${var.master_ipv4_cidr_block}"]
+    assert rule["target_service_accounts"] == ["${google_service_account.nodes.email}"]
+    assert rule["direction"] == "INGRESS"
 
 
 def test_workloads_are_bound_through_workload_identity():
@@ -170,7 +216,7 @@ def test_buckets_enforce_pap_and_ubla_everywhere():
     assert body["uniform_bucket_level_access"] is True
     assert dynamic(body, "encryption") is not None, "CMEK must be possible"
     calls = {n: m for n, m in ROOT.modules.items() if m["source"] == "./modules/bucket"}
-    assert set(calls) == {"bucket_data", "bucket_models", "bucket_checkpoints"}
+    assert set(calls) == {"bucket_data", "bucket_models", "bucket_checkpoints", "bucket_watcher_state", "bucket_build"}
     assert calls["bucket_models"]["versioning"] is True
     assert calls["bucket_checkpoints"]["delete_after_days"] == "${var.checkpoint_retention_days}"
     for call in calls.values():
@@ -198,7 +244,8 @@ def test_watcher_subscription_has_retries_and_dead_letters():
 
 def test_outputs_cover_what_make_cluster_and_the_chart_need():
     needed = {"cluster_name", "cluster_location", "data_bucket", "models_bucket", "checkpoints_bucket", "watcher_subscription",
-              "trainer_ksa", "watcher_ksa", "image_repository", "watcher_helm_values", "k8s_namespace", "data_notification_prefix"}
+              "trainer_ksa", "watcher_ksa", "image_repository", "watcher_helm_values", "k8s_namespace", "data_notification_prefix",
+              "watcher_state_bucket", "build_service_account", "build_bucket", "managed_prometheus"}
     assert needed <= set(ROOT.outputs)
 
 
