@@ -1,4 +1,5 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154,SC2034
+# (vars, tf_vars and project are set by lib.sh and cluster.sh, which read adopt_buckets and settings_json.)
 # Pre-flight of make cluster (sourced by cluster.sh after lib.sh): everything
 # that would otherwise fail in the middle of `terraform apply` or after it,
 # checked up front. Each failure is one line saying what to run.

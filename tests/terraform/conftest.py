@@ -17,8 +17,8 @@ HACK = REPO / "hack" / "terraform"
 
 def versions() -> dict[str, str]:
     out = {}
-    for line in (HACK / "versions.env").read_text().splitlines():
-        line = line.strip()
+    for raw in (HACK / "versions.env").read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             out[key] = value
@@ -43,7 +43,9 @@ def provider_mirror() -> Path:
 
 
 def provider_built() -> bool:
-    return subprocess.run([str(HACK / "build-provider.sh"), "--check"], capture_output=True).returncode == 0
+    return (
+        subprocess.run([str(HACK / "build-provider.sh"), "--check"], capture_output=True, check=False).returncode == 0
+    )
 
 
 def require_terraform() -> str:
@@ -75,7 +77,11 @@ def copy_tf(dest: Path) -> Path:
 def run_tf(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["terraform", f"-chdir={workdir}", *args, "-no-color"],
-        capture_output=True, text=True, env=tf_env(workdir), timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=tf_env(workdir),
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -16,13 +16,28 @@ from .conftest import REPO
 IGNORE = REPO / ".gcloudignore"
 
 SECRET = [
-    "terraform/terraform.tfstate", "terraform/terraform.tfstate.backup", "terraform/terraform.tfvars",
-    "terraform/.terraform/providers/x", "terraform/generated/watcher-values.yaml", "terraform/.terraform.lock.hcl",
-    ".venv/bin/python", "jobgen/__pycache__/x.pyc", ".git/config", "terraform/examples/cheap.tfvars",
-    "images/trainer/.venv/lib/x.py", "secrets/credentials.json",
+    "terraform/terraform.tfstate",
+    "terraform/terraform.tfstate.backup",
+    "terraform/terraform.tfvars",
+    "terraform/.terraform/providers/x",
+    "terraform/generated/watcher-values.yaml",
+    "terraform/.terraform.lock.hcl",
+    ".venv/bin/python",
+    "jobgen/__pycache__/x.pyc",
+    ".git/config",
+    "terraform/examples/cheap.tfvars",
+    "images/trainer/.venv/lib/x.py",
+    "secrets/credentials.json",
 ]
-KEPT = ["pyproject.toml", "README.md", "jobgen/__init__.py", "jobgen/watcher/app.py", "images/watcher/Dockerfile",
-        "images/trainer/src/trainer/train.py", "images/trainer/pyproject.toml"]
+KEPT = [
+    "pyproject.toml",
+    "README.md",
+    "jobgen/__init__.py",
+    "jobgen/watcher/app.py",
+    "images/watcher/Dockerfile",
+    "images/trainer/src/trainer/train.py",
+    "images/trainer/pyproject.toml",
+]
 
 
 def gcloud() -> str:
@@ -40,7 +55,14 @@ def uploaded(tree: Path, ignore_text: str) -> set[str]:
         (tree / rel).write_text("x")
     (tree / ".gcloudignore").write_text(ignore_text)
     env = {**os.environ, "CLOUDSDK_CONFIG": str(tree.parent / "gcloud-config"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
-    res = subprocess.run([gcloud(), "meta", "list-files-for-upload", str(tree)], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [gcloud(), "meta", "list-files-for-upload", str(tree)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     return {line.strip().replace(os.sep, "/") for line in res.stdout.splitlines() if line.strip()}
 

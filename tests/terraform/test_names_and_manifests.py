@@ -36,7 +36,7 @@ def overlay(tmp_path: Path, ns: str, ksa: str, gsa: str) -> list[dict]:
     out = tmp_path / "k8s"
     script = f'source "{HACK}/lib.sh"; write_k8s_overlay "{out}" "{ns}" "{ksa}" "{gsa}"'
     subprocess.run(["bash", "-c", script], check=True, env={**os.environ, "TF_DIR": str(tmp_path)})
-    res = subprocess.run([kubectl(), "kustomize", str(out / "training")], capture_output=True, text=True)
+    res = subprocess.run([kubectl(), "kustomize", str(out / "training")], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     return [d for d in yaml.safe_load_all(res.stdout) if d]
 
@@ -46,7 +46,11 @@ def test_manifests_use_terraforms_default_names():
     ns = ROOT.variables["k8s_namespace"]["default"]
     trainer = ROOT.variables["trainer_ksa"]["default"]
     assert docs(REPO / "manifests" / "training" / "namespace.yaml")[0]["metadata"]["name"] == ns
-    sas = {d["metadata"]["name"]: d for d in docs(REPO / "manifests" / "training" / "rbac-trainer.yaml") if d["kind"] == "ServiceAccount"}
+    sas = {
+        d["metadata"]["name"]: d
+        for d in docs(REPO / "manifests" / "training" / "rbac-trainer.yaml")
+        if d["kind"] == "ServiceAccount"
+    }
     assert trainer in sas and sas[trainer]["metadata"]["namespace"] == ns
     # The chart's defaults agree too (terraform passes them anyway).
     values = yaml.safe_load((REPO / "charts" / "retrain-watcher" / "values.yaml").read_text())
@@ -67,30 +71,40 @@ def test_overlay_renames_namespace_and_trainer_ksa(tmp_path: Path):
     for d in objs:
         if d["kind"] not in ("Namespace", "ClusterRole", "PriorityClass"):
             assert d["metadata"]["namespace"] == "ml-team", d["metadata"]
-    assert "training" not in yaml.safe_dump_all([d for d in objs if d["kind"] != "PriorityClass"]).replace("training-", "")
+    assert "training" not in yaml.safe_dump_all([d for d in objs if d["kind"] != "PriorityClass"]).replace(
+        "training-", ""
+    )
 
 
 def test_overlay_with_defaults_equals_the_manifests(tmp_path: Path):
     """The overlay changes nothing but the annotation when terraform keeps its defaults."""
     objs = overlay(tmp_path, "training", "jobgen-trainer", "g@p.iam.gserviceaccount.com")
-    plain = subprocess.run([kubectl(), "kustomize", str(REPO / "manifests" / "training")], capture_output=True, text=True, check=True)
+    plain = subprocess.run(
+        [kubectl(), "kustomize", str(REPO / "manifests" / "training")], capture_output=True, text=True, check=True
+    )
     base = [d for d in yaml.safe_load_all(plain.stdout) if d]
     for d in objs:
-        d["metadata"].pop("annotations", None) if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "jobgen-trainer" else None
+        d["metadata"].pop("annotations", None) if d["kind"] == "ServiceAccount" and d["metadata"][
+            "name"
+        ] == "jobgen-trainer" else None
     key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731 - a sort key
     assert sorted(objs, key=key) == sorted(base, key=key)
 
 
 def test_overlay_includes_the_operator(tmp_path: Path):
     overlay(tmp_path, "training", "jobgen-trainer", "g@p.iam.gserviceaccount.com")
-    res = subprocess.run([kubectl(), "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True)
+    res = subprocess.run([kubectl(), "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     objs = [d for d in yaml.safe_load_all(res.stdout) if d]
     webhooks = [d for d in objs if d["kind"] == "ValidatingWebhookConfiguration"]
     assert webhooks, "the training-operator (and its webhook) is installed by the same overlay"
     # Its webhook Service targets 9443: the port terraform opens from the control plane.
-    services = [d for d in objs if d["kind"] == "Service" and any(p.get("name", "").startswith("webhook") or p.get("port") == 443
-                                                                   for p in d["spec"].get("ports", []))]
+    services = [
+        d
+        for d in objs
+        if d["kind"] == "Service"
+        and any(p.get("name", "").startswith("webhook") or p.get("port") == 443 for p in d["spec"].get("ports", []))
+    ]
     target_ports = {p.get("targetPort") for s in services for p in s["spec"]["ports"]}
     assert 9443 in target_ports, target_ports
     assert 9443 in ROOT.variables["webhook_ports"]["default"]
@@ -104,11 +118,14 @@ def test_kueue_flavors_select_pools_terraform_creates():
     selected = {
         (f["metadata"]["name"], v)
         for f in docs(REPO / "manifests" / "kueue" / "resourceflavors.yaml")
-        for k, v in (f["spec"].get("nodeLabels") or {}).items() if k == "cloud.google.com/gke-nodepool"
+        for k, v in (f["spec"].get("nodeLabels") or {}).items()
+        if k == "cloud.google.com/gke-nodepool"
     }
     assert selected, "the cpu flavor selects a node pool by name"
     for flavor, pool_name in selected:
-        assert pool_name in pools, f"ResourceFlavor {flavor} selects node pool {pool_name!r}, which terraform does not create ({sorted(pools)})"
+        assert pool_name in pools, (
+            f"ResourceFlavor {flavor} selects node pool {pool_name!r}, which terraform does not create: {sorted(pools)}"
+        )
 
 
 def test_kueue_check_can_fail():

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from jobgen.localcluster.bins import binaries
+from jobgen.watcher.obs import Metrics
 
 from .conftest import REPO, TF_DIR
 
@@ -36,18 +40,51 @@ EXTERNAL = {
 }
 
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "stdvar", "group", "count_values",
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-    "rate", "irate", "increase", "delta", "idelta", "histogram_quantile", "vector", "absent", "absent_over_time",
-    "max_over_time", "min_over_time", "avg_over_time", "sum_over_time", "clamp_min", "clamp_max", "time", "label_replace",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "stddev",
+    "stdvar",
+    "group",
+    "count_values",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "histogram_quantile",
+    "vector",
+    "absent",
+    "absent_over_time",
+    "max_over_time",
+    "min_over_time",
+    "avg_over_time",
+    "sum_over_time",
+    "clamp_min",
+    "clamp_max",
+    "time",
+    "label_replace",
 }
 
 
 def watcher_series() -> set[str]:
     """Names the watcher's /metrics exposes, from a live Metrics() registry."""
-    pytest.importorskip("prometheus_client")
-    from jobgen.watcher.obs import Metrics
-
     names: set[str] = set()
     for family in Metrics().registry.collect():
         if family.type == "counter":
@@ -69,7 +106,7 @@ def metric_names(expr: str) -> set[str]:
     found = set()
     for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
         name = m.group(0)
-        rest = e[m.end():].lstrip()
+        rest = e[m.end() :].lstrip()
         if name in PROMQL_WORDS or rest.startswith("(") or re.fullmatch(r"\d+[smhdwy]?", name):
             continue
         if e[max(0, m.start() - 1)] == "$":  # a Grafana variable such as $__rate_interval
@@ -98,11 +135,21 @@ def test_dashboard_loads_and_uses_only_exported_metrics():
         assert doc["title"] and doc["uid"] and doc["panels"]
         exprs = dashboard_exprs(doc)
         used = set().union(*(metric_names(e) for e in exprs))
-        assert not unknown(used, exported), f"{path.name} reads metrics nobody exports: {sorted(unknown(used, exported))}"
+        assert not unknown(used, exported), (
+            f"{path.name} reads metrics nobody exports: {sorted(unknown(used, exported))}"
+        )
         # What the issue asks the dashboard to cover.
-        for needed in ("retrain_events_received_total", "retrain_events_deduped_total", "retrain_events_rejected_total",
-                       "retrain_dead_lettered_total", "retrain_event_to_job_seconds_bucket", "retrain_outage",
-                       "training_operator_jobs_restarted_total", "kube_pod_status_phase", "DCGM_FI_DEV_GPU_UTIL"):
+        for needed in (
+            "retrain_events_received_total",
+            "retrain_events_deduped_total",
+            "retrain_events_rejected_total",
+            "retrain_dead_lettered_total",
+            "retrain_event_to_job_seconds_bucket",
+            "retrain_outage",
+            "training_operator_jobs_restarted_total",
+            "kube_pod_status_phase",
+            "DCGM_FI_DEV_GPU_UTIL",
+        ):
             assert needed in used, f"{path.name} has no panel reading {needed}"
         ids = [p["id"] for p in doc["panels"]]
         assert len(ids) == len(set(ids)), "panel ids are unique"
@@ -111,7 +158,9 @@ def test_dashboard_loads_and_uses_only_exported_metrics():
 def alert_queries() -> dict[str, str]:
     text = (TF_DIR / "monitoring.tf").read_text()
     out = {}
-    for m in re.finditer(r"(\w+) = \{\s*display_name\s*=.*?\n\s*(?:#[^\n]*\n\s*)*query\s*=\s*\"((?:\\.|[^\"\\])*)\"", text, re.S):
+    for m in re.finditer(
+        r"(\w+) = \{\s*display_name\s*=.*?\n\s*(?:#[^\n]*\n\s*)*query\s*=\s*\"((?:\\.|[^\"\\])*)\"", text, re.S
+    ):
         out[m.group(1)] = m.group(2).replace('\\"', '"')
     return out
 
@@ -120,20 +169,18 @@ def test_alert_policies_use_only_exported_metrics():
     queries = alert_queries()
     assert set(queries) == {"dead_lettered", "watcher_not_ready", "gpu_idle"}, queries
     exported = watcher_series()
-    for name, q in queries.items():
-        q = re.sub(r"\$\{[^}]*\}", "x", q)  # terraform interpolations
-        used = metric_names(q)
+    for name, query in queries.items():
+        used = metric_names(re.sub(r"\$\{[^}]*\}", "x", query))  # terraform interpolations out
         assert used, name
-        assert not unknown(used, exported), f"alert {name} reads metrics nobody exports: {sorted(unknown(used, exported))}"
+        assert not unknown(used, exported), (
+            f"alert {name} reads metrics nobody exports: {sorted(unknown(used, exported))}"
+        )
     assert "retrain_dead_lettered_total" in metric_names(queries["dead_lettered"])
     assert "retrain_ready" in metric_names(queries["watcher_not_ready"])
 
 
 def test_the_two_contract_metrics_are_exported():
     """CONTRACTS.md: retrain_outage{backend} and retrain_dead_lettered{reason}."""
-    pytest.importorskip("prometheus_client")
-    from jobgen.watcher.obs import Metrics
-
     m = Metrics()
     m.outage.labels(backend="gcs").set(1)
     m.dead_lettered.labels(reason="malformed").inc()
@@ -144,14 +191,14 @@ def test_the_two_contract_metrics_are_exported():
 
 def test_metric_check_can_fail():
     exported = watcher_series()
-    assert unknown(metric_names('sum(rate(retrain_jobs_creatd_total{namespace="x"}[5m]))'), exported) == {"retrain_jobs_creatd_total"}
-    assert metric_names('histogram_quantile(0.9, sum by (le) (rate(a_bucket[$__rate_interval])))') == {"a_bucket"}
+    assert unknown(metric_names('sum(rate(retrain_jobs_creatd_total{namespace="x"}[5m]))'), exported) == {
+        "retrain_jobs_creatd_total"
+    }
+    assert metric_names("histogram_quantile(0.9, sum by (le) (rate(a_bucket[$__rate_interval])))") == {"a_bucket"}
     assert metric_names('(max(retrain_ready{namespace="t"}) or on() vector(0)) < 1') == {"retrain_ready"}
 
 
 def helm_bin() -> str:
-    from jobgen.localcluster.bins import binaries
-
     path = binaries().path("helm")
     if not path.exists():
         if os.environ.get("CI") == "true":
@@ -161,17 +208,27 @@ def helm_bin() -> str:
 
 
 def template(tmp_path: Path, values: dict) -> list[dict]:
-    import subprocess
-
     vf = tmp_path / "values.yaml"
     vf.write_text(yaml.safe_dump(values))
-    res = subprocess.run([helm_bin(), "template", "rw", str(REPO / "charts" / "retrain-watcher"), "-n", "training", "-f", str(vf)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [helm_bin(), "template", "rw", str(REPO / "charts" / "retrain-watcher"), "-n", "training", "-f", str(vf)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     return [d for d in yaml.safe_load_all(res.stdout) if d]
 
 
-BASE = {"gcp": {"project": "p-123456", "subscription": "projects/p-123456/subscriptions/s", "dataBucket": "d", "dataPrefix": "in/"}}
+BASE = {
+    "gcp": {
+        "project": "p-123456",
+        "subscription": "projects/p-123456/subscriptions/s",
+        "dataBucket": "d",
+        "dataPrefix": "in/",
+    }
+}
 
 
 def test_chart_podmonitoring_scrapes_the_watcher(tmp_path: Path):
@@ -180,7 +237,9 @@ def test_chart_podmonitoring_scrapes_the_watcher(tmp_path: Path):
     assert len(pm) == 1 and pm[0]["apiVersion"] == "monitoring.googleapis.com/v1"
     deploy = next(d for d in objs if d["kind"] == "Deployment")
     labels = deploy["spec"]["template"]["metadata"]["labels"]
-    assert pm[0]["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the PodMonitoring selects the watcher pods"
+    assert pm[0]["spec"]["selector"]["matchLabels"].items() <= labels.items(), (
+        "the PodMonitoring selects the watcher pods"
+    )
     ep = pm[0]["spec"]["endpoints"][0]
     port_names = {p["name"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
     assert ep["port"] in port_names and ep["path"] == "/metrics" and ep["interval"] == "15s"

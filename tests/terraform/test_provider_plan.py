@@ -39,33 +39,38 @@ PLANNED = {**{n: f"examples/{n}.tfvars" for n in EXAMPLES}, "starter": "terrafor
 def test_every_example_has_plan_tests():
     assert set(EXAMPLES) >= {"gpu-pools", "dws", "spot"}
     for name in EXAMPLES:
-        assert (TF_DIR / "tests" / "examples" / f"{name}.tftest.hcl").is_file(), f"examples/{name}.tfvars has no plan test"
+        assert (TF_DIR / "tests" / "examples" / f"{name}.tftest.hcl").is_file(), (
+            f"examples/{name}.tfvars has no plan test"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(PLANNED))
 def test_example_plans(tf_initialised: Path, name: str):
     res = run_tf(
-        tf_initialised, "test", "-test-directory=tests/examples",
-        f"-filter=tests/examples/{name}.tftest.hcl", f"-var-file={PLANNED[name]}",
+        tf_initialised,
+        "test",
+        "-test-directory=tests/examples",
+        f"-filter=tests/examples/{name}.tftest.hcl",
+        f"-var-file={PLANNED[name]}",
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"[1-9]\d* passed, 0 failed", res.stdout), res.stdout
 
 
-BASE_VARS = '''
+BASE_VARS = """
     project_id = "jobgen-test-project"
     master_authorized_networks = [{ cidr_block = "203.0.113.0/24", display_name = "office" }]
-'''
+"""
 
 MESSAGES = {
     "queued_and_spot": (
         'gpu_pools = [{ name = "h100-dws", machine_type = "a3-highgpu-8g", accelerator_type = "nvidia-h100-80gb", '
-        'accelerator_count = 8, max_nodes = 2, queued_provisioning = true, spot = true }]',
+        "accelerator_count = 8, max_nodes = 2, queued_provisioning = true, spot = true }]",
         "queued_provisioning excludes spot: h100-dws.",
     ),
     "queued_min_nodes": (
         'gpu_pools = [{ name = "dws", machine_type = "a3-highgpu-8g", accelerator_type = "nvidia-h100-80gb", '
-        'accelerator_count = 8, min_nodes = 2, max_nodes = 4, queued_provisioning = true }]',
+        "accelerator_count = 8, min_nodes = 2, max_nodes = 4, queued_provisioning = true }]",
         "queued_provisioning needs min_nodes = 0: dws.",
     ),
     "spot_reservation": (
@@ -113,7 +118,7 @@ def test_mutation_removing_a_precondition_fails_the_module_tests(tmp_path: Path)
     work = copy_tf(tmp_path / "terraform")
     main = work / "modules" / "gpu-node-pool" / "main.tf"
     text = main.read_text()
-    rule = "condition     = !var.spot || var.reservation_affinity == \"NO_RESERVATION\""
+    rule = 'condition     = !var.spot || var.reservation_affinity == "NO_RESERVATION"'
     assert rule in text
     main.write_text(text.replace(rule, "condition     = var.spot == var.spot"))
     assert run_tf(work, "init", "-backend=false", "-input=false", f"-plugin-dir={mirror}").returncode == 0

@@ -24,7 +24,7 @@ def actionlint() -> str:
         if os.environ.get("CI") == "true":
             pytest.fail("go is needed to build actionlint (CI=true: not skipping)")
         pytest.skip("go not on PATH: cannot build actionlint")
-    res = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=900)
+    res = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=900, check=False)
     assert res.returncode == 0, res.stderr
     return res.stdout.strip().splitlines()[-1]
 
@@ -34,7 +34,8 @@ def lint(*paths: Path) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     shellcheck = shutil.which("shellcheck", path=path)
     args = [actionlint(), "-no-color", *(["-shellcheck", shellcheck] if shellcheck else []), *map(str, paths)]
-    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PATH": path}, timeout=300)
+    env = {**os.environ, "PATH": path}
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=300, check=False)
 
 
 def load(name: str) -> dict:
@@ -52,8 +53,10 @@ def test_workflows_pass_actionlint():
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path):
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo ${{ github.event.pull_request.titel }}\n      - uses: actions/checkout\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.titel }}\n      - uses: actions/checkout\n"
+    )
     res = lint(bad)
     assert res.returncode != 0 and "bad.yml" in res.stdout, res.stdout + res.stderr
 
@@ -94,5 +97,5 @@ def test_deploy_builds_three_images_at_the_sha_then_upgrades_the_watcher():
     assert build < helm
     assert "IMAGES" not in doc["jobs"]["deploy"]["env"], "all three images (images.sh's default)"
     assert "${GITHUB_SHA::12}" in runs[build], "the tag make images uses: 12 characters of the sha"
-    assert 'image.tag=$TAG' in runs[helm] and 'jobs.train.image=$IMAGE_REPOSITORY/trainer:$TAG' in runs[helm]
+    assert "image.tag=$TAG" in runs[helm] and "jobs.train.image=$IMAGE_REPOSITORY/trainer:$TAG" in runs[helm]
     assert "--dns-endpoint" in runs[helm]
