@@ -147,11 +147,19 @@ def test_webhook_firewall_rule_targets_the_nodes_from_the_control_plane():
 def test_workloads_are_bound_through_workload_identity():
     bindings = ROOT.of_type("google_service_account_iam_member")
     assert {"trainer_workload_identity", "watcher_workload_identity"} <= set(bindings)
-    for name, body in bindings.items():
+    for name in ("trainer_workload_identity", "watcher_workload_identity"):
+        body = bindings[name]
         assert body["role"] == "roles/iam.workloadIdentityUser", name
         assert re.search(
             r"workload_pool\}\[\$\{var\.k8s_namespace\}/\$\{var\.(trainer|watcher)_ksa\}\]$", body["member"]
         ), body["member"]
+    # The other service-account grants: GitHub federation (one repository, the
+    # deploy identity one branch) and CI acting as the build service account.
+    others = {n: b for n, b in bindings.items() if n not in ("trainer_workload_identity", "watcher_workload_identity")}
+    assert others["ci_deploy_wif"]["member"] == "${local.github_pool_set}/attribute.repo_ref/${local.github_deploy}"
+    assert others["ci_plan_wif"]["member"].startswith("${local.github_pool_set}/attribute.repository/")
+    assert others["ci_deploy_acts_as_build"]["role"] == "roles/iam.serviceAccountUser"
+    assert set(others) == {"ci_deploy_wif", "ci_plan_wif", "ci_deploy_acts_as_build"}
     assert ROOT.variables["trainer_ksa"]["default"] == "jobgen-trainer"
     assert ROOT.variables["watcher_ksa"]["default"] == "retrain-watcher"
     assert ROOT.variables["k8s_namespace"]["default"] == "training"
