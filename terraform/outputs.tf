@@ -115,12 +115,12 @@ output "watcher_state_bucket" {
 
 output "build_service_account" {
   description = "Service account `make images` runs Cloud Build as (null without enable_cloud_build)."
-  value       = var.enable_cloud_build ? google_service_account.build[0].email : null
+  value       = one(google_service_account.build[*].email)
 }
 
 output "build_bucket" {
   description = "Bucket `make images` stages Cloud Build sources in (null without enable_cloud_build)."
-  value       = var.enable_cloud_build ? module.bucket_build[0].name : null
+  value       = one(module.bucket_build[*].name)
 }
 
 output "bucket_names" {
@@ -130,14 +130,14 @@ output "bucket_names" {
 
 output "github_workload_identity_provider" {
   description = "Full name of the GitHub OIDC provider (repository variable GCP_WORKLOAD_IDENTITY_PROVIDER); null without github_repository."
-  value       = local.github ? google_iam_workload_identity_pool_provider.github[0].name : null
+  value       = one(google_iam_workload_identity_pool_provider.github[*].name)
 }
 
 output "github_service_accounts" {
   description = "Service accounts for the workflows (repository variables GCP_DEPLOY_SERVICE_ACCOUNT, GCP_PLAN_SERVICE_ACCOUNT); null without github_repository."
   value = local.github ? {
-    deploy = google_service_account.ci_deploy[0].email
-    plan   = google_service_account.ci_plan[0].email
+    deploy = one(google_service_account.ci_deploy[*].email)
+    plan   = one(google_service_account.ci_plan[*].email)
   } : null
 }
 

