@@ -23,24 +23,31 @@ resource "google_project_service" "feature" {
   disable_dependent_services = false
 }
 
-# The Pub/Sub service agent forwards dead letters (pubsub.tf) and, with
-# kms_key_name, encrypts topics. On a fresh project it may not exist yet, and
-# granting a role to a missing service account fails.
-resource "google_project_service_identity" "pubsub" {
-  project = var.project_id
-  service = "pubsub.googleapis.com"
+# Service agents that get IAM grants must exist first: granting a role to a
+# service agent that has not been created yet fails. On a fresh project the
+# Pub/Sub agent (dead letters, CMEK), the Artifact Registry agent and the GKE
+# agent (CMEK) may not exist. The GA provider has no resource that creates them
+# (google_project_service_identity is google-beta only), so this runs gcloud's
+# `services identity create`, which is idempotent and returns the existing
+# agent; make cluster's pre-flight runs the same command first and says what
+# to run when it fails.
+locals {
+  service_agents = toset(concat(
+    ["pubsub.googleapis.com"],
+    var.kms_key_name != null ? ["artifactregistry.googleapis.com"] : [],
+    var.database_encryption_key != null ? ["container.googleapis.com"] : [],
+  ))
 }
 
-# Artifact Registry's agent exists only once created; CMEK needs it first.
-resource "google_project_service_identity" "artifactregistry" {
-  count   = var.kms_key_name == null ? 0 : 1
-  project = var.project_id
-  service = "artifactregistry.googleapis.com"
-}
+resource "terraform_data" "service_agent" {
+  for_each = local.service_agents
 
-# GKE's agent encrypts Secrets with database_encryption_key.
-resource "google_project_service_identity" "container" {
-  count   = var.database_encryption_key == null ? 0 : 1
-  project = var.project_id
-  service = "container.googleapis.com"
+  input = {
+    project = var.project_id
+    service = each.key
+  }
+
+  provisioner "local-exec" {
+    command = "gcloud beta services identity create --service=${each.key} --project=${var.project_id} --quiet"
+  }
 }

@@ -170,10 +170,6 @@ resource "google_container_cluster" "this" {
     ignore_changes = [node_config, initial_node_count]
 
     precondition {
-      condition     = alltrue([for n in values(local.bucket_names) : length(n) <= 63])
-      error_message = "bucket names are limited to 63 characters: ${join(", ", [for n in values(local.bucket_names) : n if length(n) > 63])} too long; set a shorter bucket_prefix."
-    }
-    precondition {
       condition     = var.database_encryption_key == null || can(regex("^projects/[^/]+/locations/${var.region}/", coalesce(var.database_encryption_key, "x")))
       error_message = "database_encryption_key must be a key in the cluster's region (${var.region})."
     }

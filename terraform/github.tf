@@ -10,7 +10,7 @@ locals {
   github          = var.github_repository != null
   github_pool_id  = "${var.name}-github"
   github_deploy   = "${coalesce(var.github_repository, "none/none")}@refs/heads/${var.github_deploy_branch}"
-  github_pool_set = "principalSet://iam.googleapis.com/${one(google_iam_workload_identity_pool.github[*].name)}"
+  github_pool_set = "principalSet://iam.googleapis.com/${join("", google_iam_workload_identity_pool.github[*].name)}"
 
   # Read-only project roles terraform plan needs to refresh every resource of
   # this configuration (no primitive roles).

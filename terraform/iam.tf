@@ -119,7 +119,7 @@ resource "google_kms_crypto_key_iam_member" "pubsub_agent" {
   member        = "serviceAccount:${local.pubsub_agent}"
 
   # The agent must exist before it can be granted anything.
-  depends_on = [google_project_service_identity.pubsub]
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_kms_crypto_key_iam_member" "ar_agent" {
@@ -128,7 +128,7 @@ resource "google_kms_crypto_key_iam_member" "ar_agent" {
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${local.ar_agent}"
 
-  depends_on = [google_project_service_identity.artifactregistry]
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_kms_crypto_key_iam_member" "gke_agent" {
@@ -137,7 +137,7 @@ resource "google_kms_crypto_key_iam_member" "gke_agent" {
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${local.gke_agent}"
 
-  depends_on = [google_project_service_identity.container]
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_pubsub_subscription_iam_member" "watcher_requests_subscriber" {

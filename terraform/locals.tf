@@ -30,7 +30,7 @@ locals {
 
 locals {
   # Google-managed service agents that act on the project's behalf. Their
-  # emails are fixed; google_project_service_identity (apis.tf) makes sure they
+  # emails are fixed; terraform_data.service_agent (apis.tf) makes sure they
   # exist before anything grants them a role.
   pubsub_agent = "service-${local.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   ar_agent     = "service-${local.project_number}@gcp-sa-artifactregistry.iam.gserviceaccount.com"

@@ -100,7 +100,7 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${local.pubsub_agent}"
 
-  depends_on = [google_project_service_identity.pubsub]
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
@@ -109,7 +109,7 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_agent}"
 
-  depends_on = [google_project_service_identity.pubsub]
+  depends_on = [terraform_data.service_agent]
 }
 
 # The watcher publishes messages it rejects (malformed, hostile) to the
@@ -164,5 +164,5 @@ resource "google_pubsub_subscription_iam_member" "requests_dead_letter_subscribe
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_agent}"
 
-  depends_on = [google_project_service_identity.pubsub]
+  depends_on = [terraform_data.service_agent]
 }

@@ -304,6 +304,11 @@ variable "bucket_prefix" {
     condition     = var.bucket_prefix == null || can(regex("^[a-z0-9][-a-z0-9]{1,49}$", coalesce(var.bucket_prefix, "x")))
     error_message = "bucket_prefix must be 2-50 lowercase letters, digits or hyphens."
   }
+  validation {
+    # The longest bucket is <prefix>-watcher-state; bucket names have at most 63 characters.
+    condition     = length(coalesce(var.bucket_prefix, "${var.project_id}-${var.name}")) <= 49
+    error_message = "bucket names would exceed 63 characters (${coalesce(var.bucket_prefix, "${var.project_id}-${var.name}")}-watcher-state): set bucket_prefix to at most 49 characters."
+  }
 }
 
 variable "checkpoint_retention_days" {

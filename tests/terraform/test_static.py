@@ -121,15 +121,16 @@ def test_ci_plan_roles_are_read_only():
 
 def test_service_agents_exist_before_they_are_granted_anything():
     kms = ROOT.of_type("google_kms_crypto_key_iam_member")
-    assert "google_project_service_identity.pubsub" in str(kms["pubsub_agent"]["depends_on"])
-    assert "google_project_service_identity.artifactregistry" in str(kms["ar_agent"]["depends_on"])
-    assert "google_project_service_identity.container" in str(kms["gke_agent"]["depends_on"])
+    for name in ("pubsub_agent", "ar_agent", "gke_agent"):
+        assert "terraform_data.service_agent" in str(kms[name]["depends_on"]), name
+    agents = ROOT.of_type("terraform_data")["service_agent"]
+    assert "gcloud beta services identity create --service=${each.key}" in str(agents["provisioner"])
     for rtype, name in (
         ("google_pubsub_topic_iam_member", "dead_letter_publisher"),
         ("google_pubsub_subscription_iam_member", "dead_letter_subscriber"),
         ("google_pubsub_subscription_iam_member", "requests_dead_letter_subscriber"),
     ):
-        assert "google_project_service_identity.pubsub" in str(ROOT.of_type(rtype)[name]["depends_on"]), name
+        assert "terraform_data.service_agent" in str(ROOT.of_type(rtype)[name]["depends_on"]), name
 
 
 def test_apis_are_never_disabled_on_destroy():

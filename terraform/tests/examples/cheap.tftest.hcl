@@ -16,8 +16,8 @@ run "cheap_example" {
     error_message = "the cheap profile keeps one small system node"
   }
   assert {
-    condition     = google_container_node_pool.system.node_locations == null || length(coalesce(google_container_node_pool.system.node_locations, [])) <= 1
-    error_message = "the system pool of a zonal cluster lives in one zone"
+    condition     = google_container_node_pool.system.location == "us-central1-a" && google_container_node_pool.system.autoscaling[0].total_max_node_count == 2
+    error_message = "the system pool of the zonal cluster lives in its one zone, at most 2 nodes"
   }
   assert {
     condition     = google_compute_subnetwork.nodes.log_config[0].flow_sampling == 0.1 && google_compute_subnetwork.nodes.log_config[0].aggregation_interval == "INTERVAL_15_MIN" && google_compute_subnetwork.nodes.log_config[0].metadata == "EXCLUDE_ALL_METADATA"
