@@ -8,6 +8,9 @@
 
 locals {
   github          = var.github_repository != null
+  github_repo     = coalesce(var.github_repository, "none/none")
+  github_owner    = split("/", local.github_repo)[0]
+  github_name     = split("/", local.github_repo)[1]
   github_pool_id  = "${var.name}-github"
   github_deploy   = "${coalesce(var.github_repository, "none/none")}@refs/heads/${var.github_deploy_branch}"
   github_pool_set = "principalSet://iam.googleapis.com/${join("", google_iam_workload_identity_pool.github[*].name)}"
@@ -52,8 +55,9 @@ resource "google_iam_workload_identity_pool_provider" "github" {
     "attribute.ref"        = "assertion.ref"
     "attribute.repo_ref"   = "assertion.repository + \"@\" + assertion.ref"
   }
-  # Tokens of any other repository are refused outright.
-  attribute_condition = "assertion.repository == \"${coalesce(var.github_repository, "none/none")}\""
+  # Only tokens of this repository, and of its runs on the deploy branch or on
+  # pull requests (GitHub's subject claim), are accepted at all.
+  attribute_condition = "assertion.sub == 'repo:${local.github_owner}/${local.github_name}:ref:refs/heads/${var.github_deploy_branch}' || assertion.sub == 'repo:${local.github_owner}/${local.github_name}:pull_request'"
 
   oidc {
     issuer_uri = "https://token.actions.githubusercontent.com"

@@ -365,8 +365,8 @@ run "github_federation_is_restricted_to_one_repository_and_branch" {
     }
   }
   assert {
-    condition     = google_iam_workload_identity_pool_provider.github[0].attribute_condition == "assertion.repository == \"acme/jobgen\""
-    error_message = "the provider refuses tokens of other repositories"
+    condition     = google_iam_workload_identity_pool_provider.github[0].attribute_condition == "assertion.sub == 'repo:acme/jobgen:ref:refs/heads/main' || assertion.sub == 'repo:acme/jobgen:pull_request'"
+    error_message = "the provider accepts only acme/jobgen's runs on main and on pull requests"
   }
   assert {
     condition     = google_iam_workload_identity_pool_provider.github[0].oidc[0].issuer_uri == "https://token.actions.githubusercontent.com"
