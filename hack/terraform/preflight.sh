@@ -45,6 +45,7 @@ preflight_settings() {
     preemptible = p.spot || p.queued_provisioning || p.flex_start, zones = p.zones == null ? [] : p.zones
   }]
 })'
+  expr="$(tr '\n' ' ' <<<"$expr")" # terraform console reads one expression per line
   err="$(mktemp)"
   out="$(tf console -no-color "${vars[@]}" <<<"$expr" 2>"$err")" || {
     local first
