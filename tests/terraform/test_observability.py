@@ -224,8 +224,8 @@ def template(tmp_path: Path, values: dict) -> list[dict]:
 BASE = {
     "gcp": {
         "project": "p-123456",
-        "subscription": "projects/p-123456/subscriptions/s",
-        "dataBucket": "d",
+        "subscription": "projects/p-123456/subscriptions/data-events",
+        "dataBucket": "p-123456-data",
         "dataPrefix": "in/",
     }
 }
