@@ -140,3 +140,36 @@ def test_mutation_removing_a_precondition_fails_the_module_tests(tmp_path: Path)
     assert res.returncode != 0
     assert re.search(r'run "spot_with_reservation_rejected"\.\.\. fail', res.stdout), res.stdout
     shutil.rmtree(work / ".terraform", ignore_errors=True)
+
+
+# Fixes of issue 13 and the `terraform test` run that guards each: undoing the
+# fix makes that run fail (validations are covered by expect_failures runs,
+# which fail by themselves when the validation goes). ~75 s per case on 2 cores.
+MUTATIONS = {
+    "webhook_port": (
+        "variables.tf",
+        "default     = [9443]",
+        "default     = [443]",
+        "private_control_plane_reaches_the_webhooks",
+    ),
+    "service_usage": (
+        "iam.tf",
+        'role    = "roles/serviceusage.serviceUsageConsumer"',
+        'role    = "roles/logging.logWriter"',
+        "image_streaming_has_its_prerequisites",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_mutation_undoing_a_fix_fails_its_test(tf_initialised: Path, tmp_path: Path, case: str):
+    fname, old, new, run = MUTATIONS[case]
+    work = tmp_path / "terraform"
+    shutil.copytree(tf_initialised, work, symlinks=True)
+    path = work / fname
+    text = path.read_text()
+    assert text.count(old) == 1, f"{fname}: {old!r} not found once"
+    path.write_text(text.replace(old, new))
+    res = run_tf(work, "test", "-filter=tests/first_apply.tftest.hcl")
+    assert res.returncode != 0
+    assert re.search(rf'run "{run}"\.\.\. fail', res.stdout), res.stdout
