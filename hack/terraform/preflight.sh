@@ -155,7 +155,7 @@ else:
 }
 
 # Service agents that get IAM grants must exist. Terraform creates them too
-# (google_project_service_identity); checking here turns a mid-apply failure
+# (terraform_data.service_agent in apis.tf); checking here turns a mid-apply failure
 # (missing permission, missing gcloud beta) into one line up front.
 preflight_agents() {
   local services=(pubsub.googleapis.com)
