@@ -772,3 +772,11 @@ def test_submit_without_a_registry_leaves_the_spec_alone(stubs, submit_env):
 def test_submit_usage(stubs, submit_env):
     res = stubs.run("submit.sh", **submit_env)
     assert res.returncode == 2 and res.stderr.strip() == "usage: make submit JOB=jobs/x.yaml [IMAGE=registry/image:tag]"
+
+
+def test_make_submit_goes_through_submit_sh():
+    res = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "submit", "JOB=jobs/cpu-ddp.yaml"], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert "JOBGEN=.venv/bin/jobgen hack/terraform/submit.sh jobs/cpu-ddp.yaml" in res.stdout, res.stdout
