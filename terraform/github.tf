@@ -107,7 +107,9 @@ resource "google_artifact_registry_repository_iam_member" "ci_deploy_push" {
 }
 
 resource "google_project_iam_member" "ci_deploy_builds" {
-  for_each = local.github && var.enable_cloud_build ? toset(["roles/cloudbuild.builds.editor"]) : toset([])
+  # builds.editor submits builds; serviceUsageViewer lets images.sh check that
+  # the Cloud Build API is enabled.
+  for_each = local.github && var.enable_cloud_build ? toset(["roles/cloudbuild.builds.editor", "roles/serviceusage.serviceUsageViewer"]) : toset([])
   project  = var.project_id
   role     = each.key
   member   = google_service_account.ci_deploy[0].member
@@ -128,7 +130,10 @@ resource "google_storage_bucket_iam_member" "ci_deploy_sources" {
 }
 
 # helm upgrade: Kubernetes API access to the cluster (GKE maps this IAM role
-# to edit rights on namespaced objects; helm's release Secrets included).
+# to edit rights on namespaced objects, helm's release Secrets and custom
+# resources such as PodMonitoring included). RBAC objects of the chart (its
+# Role and RoleBinding) need more: make cluster binds the namespace's "admin"
+# ClusterRole to this service account in k8s_namespace only.
 resource "google_project_iam_member" "ci_deploy_gke" {
   count   = local.github ? 1 : 0
   project = var.project_id

@@ -71,7 +71,13 @@ trainer_ksa="$(tf output -json trainer_ksa 2>/dev/null)" || die "terraform outpu
 read -r namespace trainer_name trainer_gsa < <(python3 -c 'import json,sys; k = json.loads(sys.argv[1]); print(k["namespace"], k["name"], k["google_service_account"])' "$trainer_ksa") \
   || die "terraform output trainer_ksa is not what this script expects: $trainer_ksa"
 overlay="$generated/k8s"
-write_k8s_overlay "$overlay" "$namespace" "$trainer_name" "$trainer_gsa" "$(tf output -raw managed_prometheus 2>/dev/null || echo false)"
+deployer="$(tf output -json github_service_accounts 2>/dev/null | python3 -c 'import json,sys
+try:
+    print((json.load(sys.stdin) or {}).get("deploy") or "")
+except ValueError:
+    print("")' || true)"
+write_k8s_overlay "$overlay" "$namespace" "$trainer_name" "$trainer_gsa" \
+  "$(tf output -raw managed_prometheus 2>/dev/null || echo false)" "$deployer"
 kubectl apply --server-side -k "$overlay" >&2 \
   || die "installing the training-operator and $namespace/$trainer_name failed (kubectl apply --server-side -k $overlay)"
 

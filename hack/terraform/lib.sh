@@ -148,7 +148,7 @@ version_ge() {
   return 0
 }
 
-# write_k8s_overlay DIR NAMESPACE TRAINER_KSA TRAINER_GSA [PODMONITORING]: a kustomize overlay
+# write_k8s_overlay DIR NAMESPACE TRAINER_KSA TRAINER_GSA [PODMONITORING [DEPLOYER]]: a kustomize overlay
 # of manifests/ that installs the training-operator as vendored and
 # manifests/training under the namespace and trainer KSA terraform was given
 # (variables k8s_namespace, trainer_ksa), annotated for Workload Identity. The
@@ -156,8 +156,11 @@ version_ge() {
 # the Namespace and the ServiceAccount and follows the RoleBinding subjects.
 # PODMONITORING=true adds a PodMonitoring (Managed Prometheus) for the
 # operator's /metrics (training_operator_jobs_*_total, read by dashboards/).
+# DEPLOYER (the CI deploy service account's email) gets the "admin"
+# ClusterRole in NAMESPACE only, so its helm upgrade may manage the chart's
+# Role and RoleBinding there.
 write_k8s_overlay() {
-  local dir="$1" ns="$2" ksa="$3" gsa="$4" podmonitoring="${5:-false}"
+  local dir="$1" ns="$2" ksa="$3" gsa="$4" podmonitoring="${5:-false}" deployer="${6:-}"
   mkdir -p "$dir/training"
   local rel_op rel_tr
   rel_op="$(realpath -m --relative-to="$dir" "$repo/manifests/training-operator")"
@@ -195,7 +198,8 @@ YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $rel_tr
+  - $rel_tr${deployer:+
+  - ci-deploy-rolebinding.yaml}
 namespace: $ns
 patches:
   - target: {kind: ServiceAccount, name: jobgen-trainer}
@@ -207,4 +211,23 @@ patches:
         path: /metadata/annotations
         value: {iam.gke.io/gcp-service-account: $gsa}
 YAML
+  if [[ -n "$deployer" ]]; then
+    cat >"$dir/training/ci-deploy-rolebinding.yaml" <<YAML
+# The CI deploy service account (terraform github.tf) may helm upgrade the watcher here.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: jobgen-ci-deploy
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: admin
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: User
+    name: $deployer
+YAML
+  else
+    rm -f "$dir/training/ci-deploy-rolebinding.yaml"
+  fi
 }

@@ -31,10 +31,10 @@ def kubectl() -> str:
     return path
 
 
-def overlay(tmp_path: Path, ns: str, ksa: str, gsa: str) -> list[dict]:
+def overlay(tmp_path: Path, ns: str, ksa: str, gsa: str, deployer: str = "") -> list[dict]:
     """write_k8s_overlay (hack/terraform/lib.sh) rendered by kubectl kustomize."""
     out = tmp_path / "k8s"
-    script = f'source "{HACK}/lib.sh"; write_k8s_overlay "{out}" "{ns}" "{ksa}" "{gsa}"'
+    script = f'source "{HACK}/lib.sh"; write_k8s_overlay "{out}" "{ns}" "{ksa}" "{gsa}" false "{deployer}"'
     subprocess.run(["bash", "-c", script], check=True, env={**os.environ, "TF_DIR": str(tmp_path)})
     res = subprocess.run([kubectl(), "kustomize", str(out / "training")], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
@@ -132,3 +132,18 @@ def test_kueue_check_can_fail():
     """The check above sees a flavor naming a pool that does not exist."""
     bad = {"spec": {"nodeLabels": {"cloud.google.com/gke-nodepool": "cpu"}}}
     assert bad["spec"]["nodeLabels"]["cloud.google.com/gke-nodepool"] not in {"system", "l4"}
+
+
+def test_overlay_lets_the_ci_deployer_manage_the_namespace_only(tmp_path: Path):
+    objs = overlay(
+        tmp_path, "ml-team", "t", "t@p.iam.gserviceaccount.com", "jobgen-ci-deploy@p.iam.gserviceaccount.com"
+    )
+    rb = next(d for d in objs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "jobgen-ci-deploy")
+    assert rb["metadata"]["namespace"] == "ml-team"
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"}
+    assert rb["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jobgen-ci-deploy@p.iam.gserviceaccount.com"}
+    ]
+    assert not any(d["kind"] == "ClusterRoleBinding" for d in objs), "nothing cluster-wide for CI"
+    without = overlay(tmp_path, "ml-team", "t", "t@p.iam.gserviceaccount.com")
+    assert not any(d["metadata"]["name"] == "jobgen-ci-deploy" for d in without)

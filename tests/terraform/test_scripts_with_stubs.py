@@ -145,6 +145,9 @@ case "${args[0]}" in
       "output -raw watcher_helm_values") printf 'gcp:\n  project: jobgen-test-project\n' ;;
       "output -raw build_service_account") printf jobgen-build@jobgen-test-project.iam.gserviceaccount.com ;;
       "output -raw build_bucket") printf jobgen-test-project-jobgen-build ;;
+      "output -json github_service_accounts")
+        [[ -n "${STUB_GITHUB:-}" ]] || { echo null; exit 0; }
+        echo '{"deploy":"jobgen-ci-deploy@jobgen-test-project.iam.gserviceaccount.com","plan":"p@x"}' ;;
       "output -json trainer_ksa")
         gsa=jobgen-trainer@jobgen-test-project.iam.gserviceaccount.com
         echo '{"namespace":"training","name":"jobgen-trainer","google_service_account":"'"$gsa"'"}' ;;
@@ -780,3 +783,13 @@ def test_make_submit_goes_through_submit_sh():
     )
     assert res.returncode == 0, res.stderr
     assert "JOBGEN=.venv/bin/jobgen hack/terraform/submit.sh jobs/cpu-ddp.yaml" in res.stdout, res.stdout
+
+
+def test_cluster_binds_the_ci_deployer_in_the_namespace(stubs):
+    res = stubs.run("cluster.sh", STUB_GITHUB="1")
+    assert res.returncode == 0, res.stderr
+    rb = (stubs.root / "terraform" / "generated" / "k8s" / "training" / "ci-deploy-rolebinding.yaml").read_text()
+    assert "name: jobgen-ci-deploy@jobgen-test-project.iam.gserviceaccount.com" in rb and "name: admin" in rb
+    res = stubs.run("cluster.sh")
+    assert res.returncode == 0, res.stderr
+    assert not (stubs.root / "terraform" / "generated" / "k8s" / "training" / "ci-deploy-rolebinding.yaml").exists()
