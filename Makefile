@@ -41,9 +41,9 @@ validate: venv ## Validate JOB (or every spec in jobs/) offline.
 	@$(JOBGEN) validate $(or $(JOB),jobs/*.yaml)
 
 .PHONY: submit
-submit: venv ## Render, validate and server-side apply JOB.
+submit: venv ## Render, validate and server-side apply JOB (placeholder image -> the project's trainer at the git sha; IMAGE=... overrides).
 	@test -n "$(JOB)" || { echo "usage: make submit JOB=jobs/x.yaml" >&2; exit 2; }
-	@$(JOBGEN) submit $(JOB)
+	@JOBGEN=$(JOBGEN) hack/terraform/submit.sh $(JOB)
 
 .PHONY: status
 status: venv ## Show the state of every PyTorchJob/TFJob in the current namespace.

@@ -52,6 +52,15 @@ resource "google_container_cluster" "this" {
     }
   }
 
+  # The DNS-based control plane endpoint admits callers by IAM alone (no
+  # authorized network): how GitHub-hosted runners reach the cluster for helm
+  # upgrade (.github/workflows/deploy.yml, gcloud get-credentials --dns-endpoint).
+  control_plane_endpoints_config {
+    dns_endpoint_config {
+      allow_external_traffic = var.enable_dns_endpoint
+    }
+  }
+
   master_auth {
     client_certificate_config {
       issue_client_certificate = false
@@ -81,11 +90,12 @@ resource "google_container_cluster" "this" {
     }
   }
 
-  # Image streaming for every pool unless a pool says otherwise.
+  # Image streaming for every pool unless a pool says otherwise; its API and
+  # the node SA's serviceUsageConsumer grant come first (depends_on below).
   node_pool_defaults {
     node_config_defaults {
       gcfs_config {
-        enabled = true
+        enabled = var.enable_image_streaming
       }
     }
   }
@@ -100,7 +110,9 @@ resource "google_container_cluster" "this" {
   }
 
   monitoring_config {
-    enable_components = concat(["SYSTEM_COMPONENTS"], var.enable_dcgm_metrics ? ["DCGM"] : [])
+    # POD: GKE's kube-state-metrics for pods (phases, restarts, GPU requests),
+    # which the dashboard and the idle-GPU alert read.
+    enable_components = concat(["SYSTEM_COMPONENTS"], var.enable_managed_prometheus ? ["POD"] : [], var.enable_dcgm_metrics ? ["DCGM"] : [])
 
     managed_prometheus {
       enabled = var.enable_managed_prometheus
@@ -165,6 +177,8 @@ resource "google_container_cluster" "this" {
 
   depends_on = [
     google_project_iam_member.nodes,
+    google_project_iam_member.nodes_service_usage,
+    google_project_service.feature,
     google_kms_crypto_key_iam_member.gke_agent,
   ]
 }

@@ -1,4 +1,8 @@
 # Values for charts/retrain-watcher, generated from what this module created.
+# `make cluster` passes them with --values, then sets image.tag and
+# jobs.train.image to the tag `make images` pushes (the git sha), so the
+# first upload after `make cluster && make images` trains for real: nothing in
+# them (or in the chart's defaults they override) is a placeholder.
 locals {
   watcher_values = {
     gcp = {
@@ -9,6 +13,7 @@ locals {
       dataBucket           = module.bucket_data.name
       dataPrefix           = var.data_notification_prefix
       modelsBucket         = module.bucket_models.name
+      stateBucket          = module.bucket_watcher_state.name
     }
     serviceAccount = {
       create = true
@@ -22,8 +27,25 @@ locals {
       serviceAccount = var.trainer_ksa
     }
     image = {
-      repository = coalesce(var.watcher_image, "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/watcher")
+      repository = coalesce(var.watcher_image, "${local.image_repository}/watcher")
       tag        = var.watcher_image_tag
+    }
+    # Managed Prometheus scrapes the watcher (dashboards/, monitoring.tf).
+    metrics = {
+      podMonitoring = {
+        enabled = var.enable_managed_prometheus
+      }
+    }
+    # Merged by Helm into the chart's example job "train": the project's
+    # trainer image and buckets instead of the chart's placeholders.
+    jobs = {
+      train = {
+        image = "${local.image_repository}/trainer:${var.watcher_image_tag}"
+        storage = {
+          output      = "gs://${module.bucket_models.name}/${var.retrain_model_name}"
+          checkpoints = "gs://${module.bucket_checkpoints.name}"
+        }
+      }
     }
   }
 

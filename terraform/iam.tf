@@ -21,6 +21,17 @@ resource "google_project_iam_member" "nodes" {
   member  = google_service_account.nodes.member
 }
 
+# Image streaming reads images through containerfilesystem.googleapis.com,
+# which the node service account must be allowed to consume
+# (terraform-google-kubernetes-engine#2251); without it pods on streaming
+# nodes sit in ContainerCreating.
+resource "google_project_iam_member" "nodes_service_usage" {
+  count   = var.enable_image_streaming ? 1 : 0
+  project = var.project_id
+  role    = "roles/serviceusage.serviceUsageConsumer"
+  member  = google_service_account.nodes.member
+}
+
 resource "google_artifact_registry_repository_iam_member" "nodes_pull" {
   project    = var.project_id
   location   = google_artifact_registry_repository.images.location
@@ -106,6 +117,9 @@ resource "google_kms_crypto_key_iam_member" "pubsub_agent" {
   crypto_key_id = var.kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${local.pubsub_agent}"
+
+  # The agent must exist before it can be granted anything.
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_kms_crypto_key_iam_member" "ar_agent" {
@@ -113,13 +127,17 @@ resource "google_kms_crypto_key_iam_member" "ar_agent" {
   crypto_key_id = var.kms_key_name
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${local.ar_agent}"
+
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_kms_crypto_key_iam_member" "gke_agent" {
   count         = var.database_encryption_key == null ? 0 : 1
   crypto_key_id = var.database_encryption_key
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
-  member        = "serviceAccount:service-${local.project_number}@container-engine-robot.iam.gserviceaccount.com"
+  member        = "serviceAccount:${local.gke_agent}"
+
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_pubsub_subscription_iam_member" "watcher_requests_subscriber" {
@@ -127,4 +145,12 @@ resource "google_pubsub_subscription_iam_member" "watcher_requests_subscriber" {
   subscription = google_pubsub_subscription.retrain_requests.id
   role         = "roles/pubsub.subscriber"
   member       = google_service_account.watcher.member
+}
+
+# ---------------------------------------------------------- watcher state ----
+
+resource "google_storage_bucket_iam_member" "watcher_state_admin" {
+  bucket = module.bucket_watcher_state.name
+  role   = "roles/storage.objectAdmin"
+  member = google_service_account.watcher.member
 }

@@ -26,9 +26,9 @@ resource "google_compute_subnetwork" "nodes" {
   }
 
   log_config {
-    aggregation_interval = "INTERVAL_5_MIN"
-    flow_sampling        = 0.5
-    metadata             = "INCLUDE_ALL_METADATA"
+    aggregation_interval = var.flow_logs.interval
+    flow_sampling        = var.flow_logs.sampling
+    metadata             = var.flow_logs.metadata
   }
 }
 
@@ -75,5 +75,34 @@ resource "google_compute_firewall" "deny_ingress" {
 
   log_config {
     metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+# The private control plane calls admission webhooks on the nodes: the
+# training-operator's (and Kueue's) on 9443. GKE's own firewall rule for
+# private clusters admits the control plane on 443 and 10250 only, and the
+# webhooks use failurePolicy: Fail, so without this rule every PyTorchJob and
+# TFJob create fails with "failed calling webhook ... context deadline exceeded"
+# (kubernetes/kubernetes#79739).
+resource "google_compute_firewall" "master_webhooks" {
+  count = google_container_cluster.this.private_cluster_config[0].enable_private_nodes ? 1 : 0
+
+  project       = var.project_id
+  name          = "${var.name}-master-webhooks"
+  network       = google_compute_network.this.id
+  direction     = "INGRESS"
+  priority      = 1000
+  description   = "GKE control plane -> admission webhooks on the nodes (training-operator, Kueue)."
+  source_ranges = [var.master_ipv4_cidr_block]
+
+  target_service_accounts = [google_service_account.nodes.email]
+
+  allow {
+    protocol = "tcp"
+    ports    = [for p in var.webhook_ports : tostring(p)]
+  }
+
+  log_config {
+    metadata = "EXCLUDE_ALL_METADATA"
   }
 }

@@ -51,7 +51,7 @@ resource "google_container_node_pool" "system" {
     }
 
     gcfs_config {
-      enabled = true
+      enabled = var.enable_image_streaming
     }
 
     gvnic {
@@ -94,6 +94,7 @@ module "gpu_pool" {
   resource_labels      = var.labels
   boot_disk_kms_key    = null
   service_account      = google_service_account.nodes.email
+  image_streaming      = var.enable_image_streaming
 
   # No depends_on: it would defer the pool's zone lookups to apply time.
 }

@@ -70,7 +70,7 @@ output "dead_letter_subscription" {
 
 output "image_repository" {
   description = "Docker repository prefix for the images: <repository>/<image>:<tag>."
-  value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+  value       = local.image_repository
 }
 
 output "k8s_namespace" {
@@ -106,4 +106,47 @@ output "watcher_helm_values" {
 output "data_notification_prefix" {
   description = "Prefix of the data bucket whose new objects notify the watcher."
   value       = var.data_notification_prefix
+}
+
+output "watcher_state_bucket" {
+  description = "The watcher's durable state bucket (chart value gcp.stateBucket); objects expire after watcher_state_retention_days."
+  value       = module.bucket_watcher_state.name
+}
+
+output "build_service_account" {
+  description = "Service account `make images` runs Cloud Build as (null without enable_cloud_build)."
+  value       = one(google_service_account.build[*].email)
+}
+
+output "build_bucket" {
+  description = "Bucket `make images` stages Cloud Build sources in (null without enable_cloud_build)."
+  value       = one(module.bucket_build[*].name)
+}
+
+output "bucket_names" {
+  description = "Bucket names by purpose (make cluster adopts the ones that exist already, e.g. after make destroy KEEP_BUCKETS=1)."
+  value       = local.bucket_names
+}
+
+output "github_workload_identity_provider" {
+  description = "Full name of the GitHub OIDC provider (repository variable GCP_WORKLOAD_IDENTITY_PROVIDER); null without github_repository."
+  value       = one(google_iam_workload_identity_pool_provider.github[*].name)
+}
+
+output "github_service_accounts" {
+  description = "Service accounts for the workflows (repository variables GCP_DEPLOY_SERVICE_ACCOUNT, GCP_PLAN_SERVICE_ACCOUNT); null without github_repository."
+  value = local.github ? {
+    deploy = one(google_service_account.ci_deploy[*].email)
+    plan   = one(google_service_account.ci_plan[*].email)
+  } : null
+}
+
+output "alert_policies" {
+  description = "Alert policy names by purpose."
+  value       = { for k, p in google_monitoring_alert_policy.this : k => p.name }
+}
+
+output "managed_prometheus" {
+  description = "Whether Managed Prometheus collects (make cluster then adds PodMonitorings for the operator and the watcher)."
+  value       = var.enable_managed_prometheus
 }

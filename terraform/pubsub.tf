@@ -46,6 +46,9 @@ resource "google_pubsub_topic" "dead_letter" {
   depends_on = [google_kms_crypto_key_iam_member.pubsub_agent]
 }
 
+# CONTRACTS.md (agreed with the watcher): ack deadline 60 s, retry backoff
+# 10 s..600 s, 10 delivery attempts before dead-lettering, 7 days' retention.
+# docs/terraform.md works out how long an outage is tolerated.
 resource "google_pubsub_subscription" "watcher" {
   project                    = var.project_id
   name                       = "${var.name}-retrain-watcher"
@@ -96,6 +99,8 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
   topic   = google_pubsub_topic.dead_letter.id
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${local.pubsub_agent}"
+
+  depends_on = [terraform_data.service_agent]
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
@@ -103,6 +108,8 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
   subscription = google_pubsub_subscription.watcher.id
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_agent}"
+
+  depends_on = [terraform_data.service_agent]
 }
 
 # The watcher publishes messages it rejects (malformed, hostile) to the
@@ -156,4 +163,6 @@ resource "google_pubsub_subscription_iam_member" "requests_dead_letter_subscribe
   subscription = google_pubsub_subscription.retrain_requests.id
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${local.pubsub_agent}"
+
+  depends_on = [terraform_data.service_agent]
 }

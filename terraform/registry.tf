@@ -12,12 +12,26 @@ resource "google_artifact_registry_repository" "images" {
     immutable_tags = false
   }
 
-  # Keep the 20 newest versions of each image; delete untagged ones after a week.
+  # Keep the registry_keep_recent newest versions of each image; delete every
+  # other version, tagged or not, once older than registry_delete_after_days
+  # (make images tags every commit, so tagged images pile up otherwise). KEEP
+  # policies win over DELETE policies. Untagged versions go after a week.
+  cleanup_policy_dry_run = false
+
   cleanup_policies {
     id     = "keep-recent"
     action = "KEEP"
     most_recent_versions {
-      keep_count = 20
+      keep_count = var.registry_keep_recent
+    }
+  }
+
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "${var.registry_delete_after_days * 86400}s"
     }
   }
 

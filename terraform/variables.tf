@@ -266,6 +266,12 @@ variable "gpu_pools" {
     error_message = "placement_policy must be NONE or COMPACT: ${join(", ", [for p in var.gpu_pools : p.name if !contains(["NONE", "COMPACT"], p.placement_policy)])}."
   }
   validation {
+    # Compute Engine compact placement policies exist only for these machine series
+    # (GKE: "compact placement"; N1, E2 and G4, among others, are refused at apply time).
+    condition     = alltrue([for p in var.gpu_pools : p.placement_policy != "COMPACT" || contains(local.compact_placement_families, split("-", p.machine_type)[0])])
+    error_message = "COMPACT placement is supported only on machine series ${join(", ", local.compact_placement_families)}: ${join(", ", [for p in var.gpu_pools : "${p.name} (${p.machine_type})" if p.placement_policy == "COMPACT" && !contains(local.compact_placement_families, split("-", p.machine_type)[0])])}."
+  }
+  validation {
     condition     = alltrue([for p in var.gpu_pools : p.placement_policy != "COMPACT" || try(length(p.zones) == 1, false)])
     error_message = "COMPACT placement needs exactly one zone in zones: ${join(", ", [for p in var.gpu_pools : p.name if p.placement_policy == "COMPACT" && !try(length(p.zones) == 1, false)])}."
   }
@@ -297,6 +303,11 @@ variable "bucket_prefix" {
   validation {
     condition     = var.bucket_prefix == null || can(regex("^[a-z0-9][-a-z0-9]{1,49}$", coalesce(var.bucket_prefix, "x")))
     error_message = "bucket_prefix must be 2-50 lowercase letters, digits or hyphens."
+  }
+  validation {
+    # The longest bucket is <prefix>-watcher-state; bucket names have at most 63 characters.
+    condition     = length(coalesce(var.bucket_prefix, "${var.project_id}-${var.name}")) <= 49
+    error_message = "bucket names would exceed 63 characters (${coalesce(var.bucket_prefix, "${var.project_id}-${var.name}")}-watcher-state): set bucket_prefix to at most 49 characters."
   }
 }
 
@@ -343,9 +354,14 @@ variable "registry_id" {
 # ---------------------------------------------------------- notifications ----
 
 variable "data_notification_prefix" {
-  description = "Only objects under this prefix of the data bucket trigger retraining notifications (\"\" for all)."
+  description = "Only objects under this prefix of the data bucket trigger retraining notifications (\"\" for all). Ends with \"/\": the watcher chart's gcp.dataPrefix is a folder."
   type        = string
   default     = "incoming/"
+
+  validation {
+    condition     = var.data_notification_prefix == "" || (endswith(var.data_notification_prefix, "/") && !startswith(var.data_notification_prefix, "/") && !strcontains(var.data_notification_prefix, "//"))
+    error_message = "data_notification_prefix must be \"\" or a folder ending with \"/\" (no leading \"/\", no empty segment), e.g. \"incoming/\"."
+  }
 }
 
 variable "watcher_ack_deadline_seconds" {
@@ -360,9 +376,9 @@ variable "watcher_ack_deadline_seconds" {
 }
 
 variable "watcher_max_delivery_attempts" {
-  description = "Deliveries before a message goes to the dead-letter topic."
+  description = "Deliveries before a message goes to the dead-letter topic (CONTRACTS.md: 10; docs/terraform.md has the outage arithmetic)."
   type        = number
-  default     = 5
+  default     = 10
 
   validation {
     condition     = var.watcher_max_delivery_attempts >= 5 && var.watcher_max_delivery_attempts <= 100
@@ -415,4 +431,174 @@ variable "image_pushers" {
     condition     = !anytrue([for m in var.image_pushers : strcontains(m, "allUsers") || strcontains(m, "allAuthenticatedUsers")])
     error_message = "image_pushers must not be public."
   }
+}
+
+# ------------------------------------------------------ added for issue 13 ----
+
+variable "enable_image_streaming" {
+  description = "Image streaming (GCFS) on every node pool. Brings its prerequisites: containerfilesystem.googleapis.com and roles/serviceusage.serviceUsageConsumer for the node service account."
+  type        = bool
+  default     = true
+}
+
+variable "webhook_ports" {
+  description = "TCP ports on the nodes the private control plane may reach (admission webhooks: training-operator and Kueue serve on 9443). GKE's own rule admits only 443 and 10250."
+  type        = list(number)
+  default     = [9443]
+
+  validation {
+    condition     = length(var.webhook_ports) > 0 && alltrue([for p in var.webhook_ports : p >= 1 && p <= 65535 && floor(p) == p])
+    error_message = "webhook_ports must be a non-empty list of TCP ports (1-65535); the training-operator's webhook needs 9443."
+  }
+}
+
+variable "flow_logs" {
+  description = "VPC flow logs of the nodes' subnet: sampling (0-1], aggregation interval and metadata. Lower sampling and a longer interval cost less (examples/cheap.tfvars)."
+  type = object({
+    sampling = optional(number, 0.5)
+    interval = optional(string, "INTERVAL_5_MIN")
+    metadata = optional(string, "INCLUDE_ALL_METADATA")
+  })
+  default = {}
+
+  validation {
+    condition     = var.flow_logs.sampling > 0 && var.flow_logs.sampling <= 1
+    error_message = "flow_logs.sampling must be in (0, 1]."
+  }
+  validation {
+    condition     = contains(["INTERVAL_5_SEC", "INTERVAL_30_SEC", "INTERVAL_1_MIN", "INTERVAL_5_MIN", "INTERVAL_10_MIN", "INTERVAL_15_MIN"], var.flow_logs.interval)
+    error_message = "flow_logs.interval must be one of INTERVAL_5_SEC, INTERVAL_30_SEC, INTERVAL_1_MIN, INTERVAL_5_MIN, INTERVAL_10_MIN, INTERVAL_15_MIN."
+  }
+  validation {
+    condition     = contains(["INCLUDE_ALL_METADATA", "EXCLUDE_ALL_METADATA"], var.flow_logs.metadata)
+    error_message = "flow_logs.metadata must be INCLUDE_ALL_METADATA or EXCLUDE_ALL_METADATA."
+  }
+}
+
+variable "watcher_state_retention_days" {
+  description = "The watcher's durable state (claims of (trigger, data key)) in <bucket_prefix>-watcher-state is deleted after this many days; the watcher ignores events older than this."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.watcher_state_retention_days >= 1
+    error_message = "watcher_state_retention_days must be >= 1."
+  }
+}
+
+variable "retrain_model_name" {
+  description = "Model name of the watcher's job in the generated Helm values: it writes to gs://<models bucket>/<retrain_model_name>."
+  type        = string
+  default     = "retrain"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][-_a-z0-9]{0,62}$", var.retrain_model_name))
+    error_message = "retrain_model_name must be 1-63 lowercase letters, digits, '-' or '_'."
+  }
+}
+
+variable "adopt_existing_buckets" {
+  description = "Buckets (data, models, checkpoints, watcher-state) that exist already, e.g. kept by `make destroy KEEP_BUCKETS=1`: imported into the state instead of created (409). `make cluster` fills this in itself."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for b in var.adopt_existing_buckets : contains(["data", "models", "checkpoints", "watcher-state", "build"], b)])
+    error_message = "adopt_existing_buckets entries must be data, models, checkpoints, watcher-state or build."
+  }
+}
+
+variable "registry_keep_recent" {
+  description = "Artifact Registry cleanup: the most recent versions of each image kept whatever their age or tags."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.registry_keep_recent >= 1
+    error_message = "registry_keep_recent must be >= 1."
+  }
+}
+
+variable "registry_delete_after_days" {
+  description = "Artifact Registry cleanup: tagged and untagged versions older than this are deleted, except the registry_keep_recent newest of each image."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.registry_delete_after_days >= 1
+    error_message = "registry_delete_after_days must be >= 1."
+  }
+}
+
+variable "enable_cloud_build" {
+  description = "Create what `make images` needs for Cloud Build: a build service account (logs, registry writer), a source staging bucket, and enable cloudbuild.googleapis.com. Projects created since mid-2024 give the default build service account no roles."
+  type        = bool
+  default     = true
+}
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose workflows may deploy (Workload Identity Federation, no keys); null creates no pool."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.github_repository == null || can(regex("^[A-Za-z0-9][-A-Za-z0-9]{0,38}/[A-Za-z0-9._-]{1,100}$", coalesce(var.github_repository, "x")))
+    error_message = "github_repository must be owner/name, e.g. acme/jobgen."
+  }
+}
+
+variable "github_deploy_branch" {
+  description = "The only branch whose workflow runs may impersonate the deploy service account (push images, helm upgrade)."
+  type        = string
+  default     = "main"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/-]+$", var.github_deploy_branch)) && !startswith(var.github_deploy_branch, "refs/")
+    error_message = "github_deploy_branch must be a branch name such as main (without refs/heads/)."
+  }
+}
+
+variable "github_plan_state_bucket" {
+  description = "Optional bucket holding the Terraform state (backend \"gcs\"); the CI plan identity gets objectAdmin on it (plan takes the state lock)."
+  type        = string
+  default     = null
+}
+
+variable "enable_alert_policies" {
+  description = "Cloud Monitoring alert policies (dead-lettered messages, watcher not ready, idle GPU nodes); need enable_managed_prometheus."
+  type        = bool
+  default     = true
+
+  validation {
+    condition     = !var.enable_alert_policies || var.enable_managed_prometheus
+    error_message = "enable_alert_policies needs enable_managed_prometheus = true (the alerts query the watcher's Prometheus metrics)."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = "Notification channel ids (projects/P/notificationChannels/N) the alert policies notify."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "alert_notification_channels entries must be projects/P/notificationChannels/N."
+  }
+}
+
+variable "gpu_idle_alert_minutes" {
+  description = "Alert when GPU nodes run this long with no running pod requesting GPUs (idle cost)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.gpu_idle_alert_minutes >= 5
+    error_message = "gpu_idle_alert_minutes must be >= 5."
+  }
+}
+
+variable "enable_dns_endpoint" {
+  description = "Allow traffic on the control plane's DNS-based endpoint (IAM-authenticated, no authorized networks): needed by the deploy workflow on GitHub-hosted runners, whose addresses are not in master_authorized_networks."
+  type        = bool
+  default     = false
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # make cluster: a GCP project from empty to ready.
-#   1. checks: gcloud (logged in, ADC), terraform >= 1.9, kubectl, helm, a
-#      project, the required APIs, terraform.tfvars, GPU zones for listed zones
+#   1. pre-flight (hack/terraform/preflight.sh), each failure one line saying
+#      what to run: tools and their versions, gcloud (logged in, ADC), a
+#      project, terraform.tfvars and its validations, the APIs the settings
+#      need, GPU zones and regional GPU quota, the service agents, buckets that
+#      exist outside the state (adopted instead of re-created)
 #   2. terraform init + apply (asks for approval unless AUTO_APPROVE=1)
 #   3. gcloud container clusters get-credentials
-#   4. make operator (training-operator, namespace, RBAC), then annotates the
-#      trainer KSA for Workload Identity
+#   4. the training-operator and manifests/training, under the namespace and
+#      trainer KSA terraform was given (a generated kustomize overlay), the
+#      KSA annotated for Workload Identity
 #   5. the watcher image (git sha tag) built unless the registry has it, then
-#      helm upgrade --install charts/retrain-watcher with the generated values
+#      helm upgrade --install charts/retrain-watcher with the generated values,
+#      the watcher image and the job's trainer image at that tag
 #   6. prints the next commands
 #
 # Environment: PROJECT, TF_VARS_FILE, AUTO_APPROVE=1, ENABLE_APIS=1,
@@ -20,14 +25,15 @@ script_name=cluster
 # shellcheck source=hack/terraform/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# ------------------------------------------------------------ prerequisites --
+# ------------------------------------------------------------- pre-flight --
+# shellcheck source=hack/terraform/preflight.sh
+source "$(dirname "${BASH_SOURCE[0]}")/preflight.sh"
 need_gcloud
-need_terraform
-need kubectl "install kubectl (gcloud components install kubectl, or your package manager)"
-need helm "install Helm 3 (https://helm.sh/docs/intro/install/)"
+preflight_tools
 need_tfvars
 resolve_project
 need_adc
+# The APIs terraform itself needs to read the project, before init.
 # shellcheck disable=SC2119 # no extra APIs beyond the required ones
 check_apis
 
@@ -39,37 +45,15 @@ fi
 say "project $project, variables $tf_vars"
 tf_init
 mapfile -t vars < <(var_args)
-
-# Zones listed for GPU pools must offer the accelerator. Terraform checks
-# machine types with built-in GPUs itself; attached GPUs (N1) only gcloud sees.
-console_err="$(mktemp)"
-trap 'rm -f "$console_err"' EXIT
-pools_out="$(tf console -no-color "${vars[@]}" <<<'jsonencode([for p in var.gpu_pools : { name = p.name, type = p.accelerator_type, zones = p.zones == null ? [] : p.zones }])' 2>"$console_err")" \
-  || die "terraform could not read $tf_vars: $(grep -m1 '^Error: ' "$console_err" || echo 'run terraform -chdir=terraform validate')"
-# A variable that fails its validation is reported on stderr, exit code 0:
-# say the validation's own message.
-if grep -q '^Error: ' "$console_err"; then
-  die "$tf_vars: $(python3 -c 'import sys
-lines = open(sys.argv[1]).read().splitlines()
-msg = [l.strip() for l in lines if l.strip() and not l.startswith(("Error:", "  on ", "Warning:")) and not l.lstrip()[:1].isdigit() and "│" not in l and "├" not in l and not l.startswith("This was checked")]
-print(msg[0] if msg else next(l for l in lines if l.startswith("Error: ")))' "$console_err")"
-fi
-pools_json="$(tail -n 1 <<<"$pools_out")"
-pool_lines="$(python3 -c 'import json,sys
-for p in json.loads(json.loads(sys.argv[1])):
-    print(p["name"], p["type"], " ".join(p["zones"]), sep="\t")' "$pools_json")" \
-  || die "could not read the GPU pools from terraform console output: $pools_json"
-while IFS=$'\t' read -r pool type zones; do
-  [[ -n "$pool" && -n "$zones" ]] || continue
-  offered="$(gcloud compute accelerator-types list --project "$project" --filter="name=$type" --format='value(zone.basename())' 2>/dev/null)" \
-    || die "could not list accelerator types in $project"
-  for z in $zones; do
-    grep -qx "$z" <<<"$offered" || die "GPU pool $pool: zone $z does not offer $type (zones that do: ${offered//$'\n'/, })"
-  done
-done <<<"$pool_lines"
+preflight_settings
+preflight_apis
+preflight_gpus
+preflight_agents
+preflight_buckets
 
 # ------------------------------------------------------------------ apply ----
 apply_args=(apply -input=false "${vars[@]}")
+[[ "$adopt_buckets" != "[]" ]] && apply_args+=("-var=adopt_existing_buckets=$adopt_buckets")
 [[ "${AUTO_APPROVE:-0}" == 1 ]] && apply_args+=(-auto-approve)
 tf "${apply_args[@]}" || die "terraform apply failed (see above); fix and rerun make cluster (it is idempotent)"
 
@@ -83,18 +67,19 @@ kubectl version --request-timeout=20s >/dev/null 2>&1 \
   || die "cannot reach the control plane of $cluster_name: is this machine's address in master_authorized_networks?"
 
 # --------------------------------------------------------------- operator ----
-"${MAKE:-make}" -C "$repo" operator || die "make operator failed (see above)"
-
 trainer_ksa="$(tf output -json trainer_ksa 2>/dev/null)" || die "terraform output trainer_ksa is missing"
-read -r trainer_name trainer_gsa < <(python3 -c 'import json,sys; k = json.loads(sys.argv[1]); print(k["name"], k["google_service_account"])' "$trainer_ksa") \
+read -r namespace trainer_name trainer_gsa < <(python3 -c 'import json,sys; k = json.loads(sys.argv[1]); print(k["namespace"], k["name"], k["google_service_account"])' "$trainer_ksa") \
   || die "terraform output trainer_ksa is not what this script expects: $trainer_ksa"
-namespace="$(tf_output k8s_namespace)"
-kubectl get serviceaccount "$trainer_name" -n "$namespace" >/dev/null 2>&1 \
-  || kubectl create serviceaccount "$trainer_name" -n "$namespace" >&2 \
-  || die "could not create service account $namespace/$trainer_name"
-kubectl annotate serviceaccount "$trainer_name" -n "$namespace" --overwrite \
-  "iam.gke.io/gcp-service-account=$trainer_gsa" >&2 \
-  || die "could not annotate $namespace/$trainer_name for Workload Identity"
+overlay="$generated/k8s"
+deployer="$(tf output -json github_service_accounts 2>/dev/null | python3 -c 'import json,sys
+try:
+    print((json.load(sys.stdin) or {}).get("deploy") or "")
+except ValueError:
+    print("")' || true)"
+write_k8s_overlay "$overlay" "$namespace" "$trainer_name" "$trainer_gsa" \
+  "$(tf output -raw managed_prometheus 2>/dev/null || echo false)" "$deployer"
+kubectl apply --server-side -k "$overlay" >&2 \
+  || die "installing the training-operator and $namespace/$trainer_name failed (kubectl apply --server-side -k $overlay)"
 
 # ---------------------------------------------------------------- watcher ----
 mkdir -p "$generated"
@@ -115,8 +100,14 @@ else
     IMAGES=watcher IMAGE_REPOSITORY="$repository" PROJECT="$project" bash "$repo/hack/terraform/images.sh" >/dev/null \
       || die "building the watcher image failed (see above)"
   fi
+  # The watcher's job runs the trainer built from the same commit: make images
+  # pushes it (until then its pods wait in ImagePullBackOff, not on a placeholder).
+  if ! gcloud artifacts docker images describe "$repository/trainer:$tag" --project "$project" >/dev/null 2>&1; then
+    say "$repository/trainer:$tag is not in the registry yet: run 'make images' before uploading data"
+  fi
   helm upgrade --install retrain-watcher "$chart" --namespace "$namespace" \
-    --values "$values" --set-string "image.tag=$tag" --wait --timeout 10m >&2 \
+    --values "$values" --set-string "image.tag=$tag" --set-string "jobs.train.image=$repository/trainer:$tag" \
+    --wait --timeout 10m >&2 \
     || die "helm upgrade --install retrain-watcher failed (values: $values, image tag $tag)"
 fi
 
@@ -128,9 +119,9 @@ Cluster $cluster_name ($cluster_location) is ready in $project.
 
 Next:
   make images                                   # build and push the images, tagged with the git sha
-  make submit JOB=jobs/cpu-ddp.yaml             # run a job (kubectl context: $(kubectl config current-context 2>/dev/null || echo "?"))
+  make submit JOB=jobs/cpu-ddp.yaml             # run a job with $(tf_output image_repository)/trainer:<git sha> (kubectl context: $(kubectl config current-context 2>/dev/null || echo "?"))
   make status                                   # follow jobs
   gcloud storage cp DATA gs://$data_bucket/$(tf output -raw data_notification_prefix)   # new data triggers retraining
-  helm upgrade retrain-watcher charts/retrain-watcher -n $namespace --reuse-values --set-string image.tag=SHA   # after make images of a new commit
+  helm upgrade retrain-watcher charts/retrain-watcher -n $namespace --reuse-values --set-string image.tag=SHA --set-string jobs.train.image=$(tf_output image_repository)/trainer:SHA   # after make images of a new commit (CI does this on merge)
   make destroy                                  # remove everything (asks first)
 MSG

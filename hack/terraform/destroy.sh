@@ -4,8 +4,10 @@
 # topics, subscriptions and service accounts.
 #
 # Asks you to type the cluster name unless CONFIRM=<cluster name>.
-# KEEP_BUCKETS=1 keeps the data, models and checkpoints buckets (they are
-# removed from the Terraform state, not deleted).
+# KEEP_BUCKETS=1 keeps the data, models, checkpoints and watcher-state buckets
+# (they are removed from the Terraform state, not deleted); the next
+# `make cluster` adopts them (variable adopt_existing_buckets) instead of
+# failing with 409.
 set -euo pipefail
 script_name=destroy
 # shellcheck source=hack/terraform/lib.sh
@@ -28,7 +30,7 @@ what="cluster $cluster_name, its node pools and network, the registry and its im
 if [[ "${KEEP_BUCKETS:-0}" == 1 ]]; then
   what="$what (the buckets are kept)"
 else
-  what="$what, and the data, models and checkpoints buckets WITH ALL OBJECTS"
+  what="$what, and the data, models, checkpoints and watcher-state buckets WITH ALL OBJECTS"
 fi
 if [[ "${CONFIRM:-}" != "$cluster_name" ]]; then
   [[ -t 0 ]] || die "refusing to destroy without confirmation: rerun with CONFIRM=$cluster_name"
@@ -38,7 +40,7 @@ if [[ "${CONFIRM:-}" != "$cluster_name" ]]; then
 fi
 
 if [[ "${KEEP_BUCKETS:-0}" == 1 ]]; then
-  for b in module.bucket_data module.bucket_models module.bucket_checkpoints; do
+  for b in module.bucket_data module.bucket_models module.bucket_checkpoints module.bucket_watcher_state; do
     tf state rm "$b" >&2 2>/dev/null || true
   done
 fi
@@ -48,7 +50,7 @@ fi
 unprotect=(-var=deletion_protection=false -var=force_destroy_buckets=true)
 targets=(-target=google_container_cluster.this)
 if [[ "${KEEP_BUCKETS:-0}" != 1 ]]; then
-  targets+=(-target=module.bucket_data -target=module.bucket_models -target=module.bucket_checkpoints)
+  targets+=(-target=module.bucket_data -target=module.bucket_models -target=module.bucket_checkpoints -target=module.bucket_watcher_state)
 fi
 tf apply -input=false -auto-approve "${vars[@]}" "${unprotect[@]}" "${targets[@]}" >&2 \
   || die "could not turn off deletion protection (see above); nothing was deleted"

@@ -8,6 +8,13 @@
 # BUILDER=docker (docker build + push; needs a running Docker engine).
 # IMAGES="trainer watcher" builds a subset. IMAGE_REPOSITORY overrides the
 # repository (else: terraform output image_repository). PROJECT as for cluster.
+#
+# Cloud Build runs as the build service account terraform created
+# (BUILD_SERVICE_ACCOUNT, else terraform output build_service_account), with
+# the source staged in BUILD_BUCKET (else terraform output build_bucket) and
+# logs in Cloud Logging only: new projects give the default build service
+# account no roles. Every upload skips what .gcloudignore lists (terraform
+# state and variables, virtualenvs, .git).
 set -euo pipefail
 script_name=images
 # shellcheck source=hack/terraform/lib.sh
@@ -33,6 +40,21 @@ repository="${IMAGE_REPOSITORY:-}"
 if [[ -z "$repository" ]]; then
   need_terraform
   repository="$(tf_output image_repository)"
+fi
+build_sa="${BUILD_SERVICE_ACCOUNT:-}"
+build_bucket="${BUILD_BUCKET:-}"
+if [[ "$builder" == cloudbuild ]]; then
+  if [[ -z "$build_sa" ]]; then
+    need_terraform
+    build_sa="$(tf output -raw build_service_account 2>/dev/null || true)"
+  fi
+  if [[ -z "$build_bucket" ]]; then
+    need_terraform
+    build_bucket="$(tf output -raw build_bucket 2>/dev/null || true)"
+  fi
+  [[ -n "$build_sa" && "$build_sa" != null && -n "$build_bucket" && "$build_bucket" != null ]] \
+    || die "no build service account or staging bucket: apply terraform with enable_cloud_build = true (make cluster), or set BUILD_SERVICE_ACCOUNT and BUILD_BUCKET"
+  [[ -f "$repo/.gcloudignore" ]] || die "$repo/.gcloudignore not found: it keeps terraform state and tfvars out of Cloud Build uploads"
 fi
 
 sha="$(git_tag)"
@@ -77,8 +99,13 @@ steps:
     env: ["DOCKER_BUILDKIT=1"]
     args: ["build", "-f", "$rel", "-t", "$ref", "--build-arg", "IMAGE_REF=$ref", "--build-arg", "GIT_SHA=$full_sha", "."]
 images: ["$ref"]
+options:
+  logging: CLOUD_LOGGING_ONLY
 CFG
-    gcloud builds submit "$ctx" --project "$project" --config "$cfg" >&2 \
+    gcloud builds submit "$ctx" --project "$project" --config "$cfg" \
+      --service-account "projects/$project/serviceAccounts/$build_sa" \
+      --gcs-source-staging-dir "gs://$build_bucket/source" \
+      --ignore-file "$repo/.gcloudignore" >&2 \
       || die "Cloud Build of $ref failed (see above)"
   else
     DOCKER_BUILDKIT=1 docker build -f "$repo/$dockerfile" -t "$ref" \
@@ -93,6 +120,7 @@ cat >&2 <<MSG
 
 Pushed ${#images[@]} image(s) tagged $sha to $repository.
 Next:
-  helm upgrade retrain-watcher charts/retrain-watcher -n ${K8S_NAMESPACE:-training} --reuse-values --set-string image.tag=$sha
-  (jobs: set image: $repository/trainer:$sha in your job spec)
+  helm upgrade retrain-watcher charts/retrain-watcher -n ${K8S_NAMESPACE:-training} --reuse-values \
+    --set-string image.tag=$sha --set-string jobs.train.image=$repository/trainer:$sha
+  make submit JOB=jobs/cpu-ddp.yaml     # uses $repository/trainer:$sha (hack/terraform/submit.sh)
 MSG

@@ -64,6 +64,8 @@ class Metrics:
         self.inflight = Gauge("retrain_inflight", "Events being processed", registry=r)
         self.pending_versions = Gauge("retrain_pending_versions", "Debounce versions waiting for quiet", registry=r)
         self.ready = Gauge("retrain_ready", "1 when the watcher is ready", registry=r)
+        self.outage = Gauge("retrain_outage", "1 while a backend is unreachable", ["backend"], registry=r)
+        self.dead_lettered = Counter("retrain_dead_lettered", "Sent to the dead-letter topic", ["reason"], registry=r)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -259,3 +259,17 @@ run "attached_gpu_with_zones" {
     error_message = "a spot N1 pool with an attached T4"
   }
 }
+
+run "compact_on_unsupported_series_rejected" {
+  command = plan
+  module {
+    source = "./modules/gpu-node-pool"
+  }
+  variables {
+    machine_type     = "n1-standard-8"
+    accelerator_type = "nvidia-tesla-t4"
+    zones            = ["us-central1-a"]
+    placement_policy = "COMPACT"
+  }
+  expect_failures = [google_container_node_pool.this]
+}

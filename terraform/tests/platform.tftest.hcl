@@ -187,7 +187,7 @@ run "notifications_and_dead_letters" {
     error_message = "the GCS service agent (from data.google_storage_project_service_account) may publish"
   }
   assert {
-    condition     = google_pubsub_subscription.watcher.ack_deadline_seconds == 60 && google_pubsub_subscription.watcher.dead_letter_policy[0].max_delivery_attempts == 5
+    condition     = google_pubsub_subscription.watcher.ack_deadline_seconds == 60 && google_pubsub_subscription.watcher.dead_letter_policy[0].max_delivery_attempts == 10
     error_message = "the watcher subscription has its ack deadline and dead-letter policy"
   }
   assert {
@@ -306,6 +306,7 @@ run "dcgm_needs_managed_prometheus" {
   variables {
     enable_dcgm_metrics       = true
     enable_managed_prometheus = false
+    enable_alert_policies     = false
   }
   expect_failures = [var.enable_dcgm_metrics]
 }

@@ -11,6 +11,10 @@ data "google_compute_zones" "region" {
 
 locals {
   candidate_zones = var.zones != null ? var.zones : data.google_compute_zones.region[0].names
+
+  # Machine series with Compute Engine compact placement policies (GKE "compact
+  # placement"); N1, E2 and G4, among others, are refused by the API at apply time.
+  compact_placement_families = ["a2", "a3", "a4", "c2", "c2d", "c3", "c3d", "c4", "c4a", "c4d", "g2", "h3", "h4d", "n2", "n2d"]
 }
 
 # The machine type as each candidate zone offers it. A2/A3/A4/G2/G4 machine
@@ -206,6 +210,10 @@ resource "google_container_node_pool" "this" {
     precondition {
       condition     = !(var.queued_provisioning && var.placement_policy == "COMPACT")
       error_message = "GPU pool ${var.name}: queued_provisioning cannot use COMPACT placement."
+    }
+    precondition {
+      condition     = var.placement_policy != "COMPACT" || contains(local.compact_placement_families, split("-", var.machine_type)[0])
+      error_message = "GPU pool ${var.name}: COMPACT placement is not supported on ${var.machine_type} (machine series ${join(", ", local.compact_placement_families)} only)."
     }
     precondition {
       condition     = var.placement_policy != "COMPACT" || try(length(var.zones) == 1, false)
