@@ -138,7 +138,8 @@ def _status_message(exc: Any) -> tuple[str, str]:
 
 def apply(cluster: Cluster, manifest: dict[str, Any], server_dry_run: bool = False,
           force_conflicts: bool = False) -> dict[str, Any]:
-    """Server-side apply of a PyTorchJob/TFJob; returns the object the apiserver stored (or would).
+    """Server-side apply of a PyTorchJob/TFJob (or any object with an ``apiVersion``, e.g. a batch/v1 Job
+    of a prediction); returns the object the apiserver stored (or would).
 
     Uses the client's DynamicClient, whose ``server_side_apply`` sends
     ``application/apply-patch+yaml`` (the generated CustomObjectsApi cannot, before client v31)."""
@@ -146,15 +147,16 @@ def apply(cluster: Cluster, manifest: dict[str, Any], server_dry_run: bool = Fal
     from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
     kind = manifest["kind"]
+    api_version = manifest.get("apiVersion") or f"{GROUP}/{VERSION}"
     meta = manifest["metadata"]
     namespace = meta.get("namespace") or cluster.namespace
     body = {**manifest, "metadata": {**meta, "namespace": namespace}}
     dynamic = _call(cluster, DynamicClient, cluster.api)
     try:
-        resource = _call(cluster, dynamic.resources.get, api_version=f"{GROUP}/{VERSION}", kind=kind)
+        resource = _call(cluster, dynamic.resources.get, api_version=api_version, kind=kind)
     except ResourceNotFoundError:
-        raise ClusterError(f"kube context {cluster.context!r} has no {kind} resource ({GROUP}/{VERSION}); "
-                           "install the training-operator first: make operator") from None
+        hint = "; install the training-operator first: make operator" if api_version.startswith(GROUP) else ""
+        raise ClusterError(f"kube context {cluster.context!r} has no {kind} resource ({api_version}){hint}") from None
     result = _call(cluster, dynamic.server_side_apply, resource, body=body,
                    namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=force_conflicts or None,
                    dry_run="All" if server_dry_run else None, query_params=[("fieldValidation", "Strict")])
@@ -212,3 +214,36 @@ def pod_logs(cluster: Cluster, pod: str, namespace: str, container: str, follow:
         yield from resp.stream(4096)
     finally:
         resp.release_conn()
+
+
+def list_batch_jobs(cluster: Cluster, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+    """batch/v1 Jobs (prediction jobs) in ``namespace``, as plain dicts."""
+    from kubernetes import client
+
+    jobs = _call(cluster, client.BatchV1Api(cluster.api).list_namespaced_job, namespace,
+                 label_selector=label_selector)
+    return [_typed(cluster.plain(j), "batch/v1", "Job") for j in jobs.items]
+
+
+def get_batch_job(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    """The batch/v1 Job ``name`` (None if there is none)."""
+    from kubernetes import client
+
+    try:
+        job = _call(cluster, client.BatchV1Api(cluster.api).read_namespaced_job, name, namespace)
+    except ApiRejected as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _typed(cluster.plain(job), "batch/v1", "Job")
+
+
+def list_pods(cluster: Cluster, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """Pods matching ``label_selector``, as plain dicts."""
+    pods = _call(cluster, cluster.core().list_namespaced_pod, namespace, label_selector=label_selector)
+    return [cluster.plain(p) for p in pods.items]
+
+
+def _typed(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    # List items come without apiVersion/kind.
+    return {"apiVersion": api_version, "kind": kind, **obj}

@@ -38,6 +38,30 @@ def pod_settings() -> tuple[dict[str, str], dict[str, str]]:
     return {LOCAL_EXEC_LABEL: "true"}, {RUN_FOR_ANNOTATION: HOLD}
 
 
+def downward_env(pod: Any, container: Any) -> dict[str, str]:
+    """Env from the downward API's ``fieldRef`` to the pod's metadata, as the kubelet resolves it.
+
+    The Job controller gives every pod of an Indexed Job ``JOB_COMPLETION_INDEX`` this way (from the
+    annotation ``batch.kubernetes.io/job-completion-index``)."""
+    out = {}
+    meta = pod.metadata
+    for e in container.env or []:
+        ref = e.value_from.field_ref if e.value_from is not None else None
+        if ref is None:
+            continue
+        path = ref.field_path
+        if path.startswith("metadata.annotations['") and path.endswith("']"):
+            value = (meta.annotations or {}).get(path[len("metadata.annotations['"):-2])
+        elif path.startswith("metadata.labels['") and path.endswith("']"):
+            value = (meta.labels or {}).get(path[len("metadata.labels['"):-2])
+        else:
+            value = {"metadata.name": meta.name, "metadata.namespace": meta.namespace,
+                     "metadata.uid": meta.uid}.get(path)
+        if value is not None:
+            out[e.name] = value
+    return out
+
+
 @dataclass
 class Running:
     pod: str
@@ -92,10 +116,12 @@ class PodRunner:
 
     def _start(self, pod: Any) -> None:
         name = pod.metadata.name
-        job = (pod.metadata.labels or {}).get("training.kubeflow.org/job-name", name)
+        labels = pod.metadata.labels or {}
+        job = labels.get("training.kubeflow.org/job-name") or labels.get("batch.kubernetes.io/job-name", name)
         containers = [c for c in pod.spec.containers if c.name in DEFAULT_CONTAINERS] or pod.spec.containers
         container = containers[0]
         env = {e.name: e.value for e in container.env or [] if e.value is not None}
+        env.update(downward_env(pod, container))  # e.g. JOB_COMPLETION_INDEX of an Indexed Job's pod
         env = {"HOSTNAME": name, **localize(env, self.ports.setdefault(job, LocalPorts()))}  # as the kubelet sets it
         argv = local_argv(list(container.command or []), list(container.args or []))
         self.log_dir.mkdir(parents=True, exist_ok=True)

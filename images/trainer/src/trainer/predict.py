@@ -1,0 +1,709 @@
+"""Batch prediction: one index of a ``batch/v1`` Indexed Job (``jobgen predict``, docs/prediction.md).
+
+    python -m trainer.predict --input=gs://in/batch-1 --glob='*.npy' --model=gs://models/mnist \\
+        --model-version=LATEST --output=gs://preds/mnist/<job> --completions=3 [--index=N]
+
+Layout under ``--output`` (every object is created with ``ifGenerationMatch=0``, never overwritten)::
+
+    _job/plan.json            # the job's plan: model version (resolved once) and the input list
+    predictions/<input>.jsonl # one line per example: id, class, probabilities, model_version
+    raw/<input>.npz           # logits, probabilities, class, id
+    quarantine/<input>.json   # a corrupt or unreadable input, with the reason
+    manifest.json             # when every input has a prediction or a quarantine entry
+    _SUCCESS                  # after manifest.json
+
+The plan is written by the first index to start and read by every other one (a lost create is an
+HTTP 412: the loser reads the winner's plan), so all indexes of a job use the same model version and
+the same inputs even when LATEST moves or inputs land mid-job. Index ``i`` of ``n`` predicts the
+plan's inputs ``i, i+n, i+2n, …`` (sorted by name): disjoint shares that cover every input.
+
+Exit codes: 0 done; 2 a permanent error (bad arguments, no such model): the Job's podFailurePolicy
+fails the index without retrying; anything else (a crash, a kill, GCS unreachable after retries)
+is retried by ``backoffLimitPerIndex``, and the retried index skips what is already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainer import gcs, registry
+from trainer.gcs import GcsUri, TrainerError
+
+log = logging.getLogger("trainer.predict")
+
+PLAN = "_job/plan.json"
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+PREDICTIONS = "predictions"
+RAW = "raw"
+QUARANTINE = "quarantine"
+FORMAT = "trainer.predictions/v1"
+EXIT_USAGE = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# GCS helpers
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.PreconditionFailed)
+
+
+def create_once(uri: GcsUri, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> bool:
+    """Create ``uri`` unless it exists (``ifGenerationMatch=0``). True if this call created it.
+
+    A retry after a lost response sees 412 and reports False: the object is there, written once."""
+    blob = gcs.blob(uri)
+    if metadata:
+        blob.metadata = metadata
+    try:
+        gcs.with_retries(lambda: blob.upload_from_string(data, content_type=content_type, if_generation_match=0),
+                         f"create {uri}")
+    except Exception as exc:
+        if _precondition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def read_json(uri: GcsUri) -> dict[str, Any] | None:
+    from google.api_core import exceptions as gexc
+
+    try:
+        raw = gcs.with_retries(gcs.blob(uri).download_as_bytes, f"read {uri}")
+    except gexc.NotFound:
+        return None
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise TrainerError(f"{uri} is not a JSON object")
+    return doc
+
+
+def list_names(base: GcsUri, sub: str) -> dict[str, Any]:
+    """Objects under ``base/sub/`` → {relative name: blob}."""
+    prefix = base.join(sub).path + "/"
+    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(base.bucket, prefix=prefix)), f"list {base}/{sub}")
+    return {b.name[len(prefix):]: b for b in blobs}
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: model version and inputs, fixed once per job
+
+
+def glob_regex(pattern: str) -> Any:
+    """The same glob dialect as the spec (jobgen.predict.spec.glob_regex): ``*``/``?`` within a segment,
+    ``**`` across segments, ``[...]`` classes."""
+    import re
+
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+            continue
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+            continue
+        c = pattern[i]
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[" and pattern.find("]", i + 2) != -1:
+            end = pattern.find("]", i + 2)
+            body = pattern[i + 1:end]
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+            i = end
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(rf"^{out}$")
+
+
+def list_inputs(prefix: GcsUri, glob: str) -> list[dict[str, Any]]:
+    """Input objects under ``prefix`` matching ``glob``: name (relative), generation, size; sorted by name.
+
+    Markers and hidden objects (a path segment starting with '_' or '.') are never inputs."""
+    rx = glob_regex(glob)
+    base = prefix.path + "/" if prefix.path else ""
+    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(prefix.bucket, prefix=base)), f"list {prefix}")
+    out = []
+    for b in blobs:
+        rel = b.name[len(base):]
+        if not rel or rel.endswith("/") or any(seg.startswith(("_", ".")) for seg in rel.split("/")):
+            continue
+        if rx.match(rel):
+            out.append({"name": rel, "generation": int(b.generation), "size": int(b.size or 0)})
+    return sorted(out, key=lambda d: d["name"])
+
+
+def resolve_model(model_uri: str, version: str) -> dict[str, Any]:
+    """The model version to use: LATEST's target (read now, once) or the pinned ``version``."""
+    reg = registry.Registry(model_uri)
+    resolved_from = version
+    latest = None
+    if version == registry.LATEST:
+        latest, gen = reg.latest()
+        if latest is None or not latest.get("version"):
+            raise TrainerError(f"no model to predict with: {reg.base.join(registry.LATEST)} does not exist "
+                               "(train and promote a model first, or pin a version)")
+        version = str(latest["version"])
+        latest = {**latest, "generation": gen}
+    vuri = reg.version_uri(version)
+    names = set(list_names(reg.base, version))
+    if registry.COMPLETE not in names:
+        raise TrainerError(f"model version {vuri} is not complete ({registry.COMPLETE} missing): it does not exist "
+                           "or is still being published")
+    file = "model.pt2" if "model.pt2" in names else "model.pt" if "model.pt" in names else None
+    if file is None:
+        raise TrainerError(f"model version {vuri} has neither model.pt2 nor model.pt")
+    lineage = read_json(vuri.join("lineage.json")) or {}
+    return {"uri": str(vuri), "registry": str(reg.base), "version": version, "resolved_from": resolved_from,
+            "file": file, "latest_pointer": latest, "lineage": lineage}
+
+
+def ensure_plan(cfg: Config) -> tuple[dict[str, Any], bool]:
+    """The job's plan, created by this index if it is the first (True) or read (False)."""
+    uri = cfg.output.join(PLAN)
+    plan = read_json(uri)
+    if plan is not None:
+        return plan, False
+    plan = {
+        "format": FORMAT,
+        "job": cfg.job_name,
+        "input": {"prefix": str(cfg.input), "glob": cfg.glob},
+        "model": resolve_model(cfg.model, cfg.model_version),
+        "inputs": list_inputs(cfg.input, cfg.glob),
+        "completions": cfg.completions,
+        "created_at": registry.now(),
+        "created_by_index": cfg.index,
+    }
+    if create_once(uri, json.dumps(plan, indent=1, sort_keys=True).encode(), "application/json"):
+        return plan, True
+    winner = read_json(uri)  # another index created it first: everybody uses the winner's plan
+    if winner is None:
+        raise TrainerError(f"{uri} vanished after a create conflict")
+    return winner, False
+
+
+def share(inputs: list[dict[str, Any]], index: int, completions: int) -> list[dict[str, Any]]:
+    """Index ``index``'s inputs: every ``completions``-th, starting at ``index`` (disjoint, covering)."""
+    return inputs[index::completions]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class LoadedModel:
+    fn: Callable[[Any], Any]
+    static_batch: int | None  # a torch.export program with a fixed batch size
+    file: str
+
+
+def _static_batch(program: Any) -> int | None:
+    try:
+        for spec in program.graph_signature.input_specs:
+            if getattr(spec.kind, "name", "") != "USER_INPUT":
+                continue
+            node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
+            dim = node.meta["val"].shape[0]
+            return int(dim) if isinstance(dim, int) else None
+    except Exception:  # noqa: BLE001 - unknown program layout: assume a dynamic batch
+        return None
+    return None
+
+
+def load_model(info: dict[str, Any], device: Any) -> LoadedModel:
+    """model.pt2 (a torch.export program) when present, else model.pt into the trainer's model class."""
+    import torch
+
+    vuri = GcsUri.parse(info["uri"])
+    data = gcs.with_retries(gcs.blob(vuri.join(info["file"])).download_as_bytes, f"read {vuri}/{info['file']}")
+    if info["file"] == "model.pt2":
+        program = torch.export.load(io.BytesIO(data))
+        module = program.module().to(device)
+        return LoadedModel(module, _static_batch(program), "model.pt2")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    lineage = info.get("lineage") or {}
+    hp = dict(lineage.get("hyperparameters") or {})
+    hook = str(hp.get("model") or "trainer.model:default_model")
+    module_name, _, fn_name = hook.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise TrainerError(f"model hook {hook!r} (from lineage.json) cannot be imported: {exc}") from None
+    input_dim, num_classes = _dims(lineage)
+    net = factory(input_dim, num_classes, argparse.Namespace(**hp))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TrainerError(f"model.pt of {vuri} does not fit {hook}: {str(exc).splitlines()[0]}") from None
+    net.to(device).eval()
+    return LoadedModel(net, None, "model.pt")
+
+
+def _dims(lineage: dict[str, Any]) -> tuple[int, int]:
+    """input_dim and num_classes of a state_dict-only model: from lineage, or its training data's manifest."""
+    if lineage.get("input_dim") and lineage.get("num_classes"):
+        return int(lineage["input_dim"]), int(lineage["num_classes"])
+    data_uri = (lineage.get("data") or {}).get("uri")
+    manifest = read_json(GcsUri.parse(data_uri).join("manifest.json")) if data_uri else None
+    if not manifest:
+        raise TrainerError("model.pt alone does not say its input and class counts, and lineage.json names no "
+                           "readable training data manifest; publish model.pt2 (torch.export) with the model")
+    shape = manifest["features"]["x"]["shape"]
+    return int(np.prod(shape)) if shape else 1, int(manifest["num_classes"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+class Corrupt(Exception):
+    """An input that cannot be predicted; its message is the quarantine reason."""
+
+
+@dataclass
+class Item:
+    name: str
+    generation: int
+    x: np.ndarray | None = None  # float32, axis 0 = examples
+    ids: list[str] = field(default_factory=list)
+    reason: str | None = None  # set: quarantined
+
+
+def decode(name: str, data: bytes) -> tuple[np.ndarray, list[str] | None]:
+    """``.npy`` (axis 0 = examples) or ``.npz`` (array ``x``, or its only array; optional ``id``)."""
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises many types for garbage
+        raise Corrupt(f"not a .npy/.npz array file: {type(exc).__name__}: {str(exc)[:200]}") from None
+    ids = None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise Corrupt(f".npz without an array named x (arrays: {', '.join(keys) or 'none'})")
+            try:
+                x = loaded[key]
+                ids = [str(v) for v in loaded["id"].tolist()] if "id" in keys else None
+            except Exception as exc:  # noqa: BLE001 - a truncated member
+                raise Corrupt(f"unreadable .npz member: {type(exc).__name__}: {str(exc)[:200]}") from None
+    else:
+        x = loaded
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise Corrupt(f"no examples: array shape {list(x.shape)} (axis 0 indexes the examples)")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise Corrupt(f"array dtype {x.dtype} is not numeric")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise Corrupt("array contains NaN or infinite values")
+    if ids is not None and len(ids) != x.shape[0]:
+        raise Corrupt(f"id has {len(ids)} entries for {x.shape[0]} examples")
+    return x, ids
+
+
+def fetch(base: GcsUri, entry: dict[str, Any]) -> Item:
+    """Download the planned generation of one input and decode it; failures become a quarantine reason."""
+    from google.api_core import exceptions as gexc
+
+    name, generation = entry["name"], int(entry["generation"])
+    item = Item(name, generation)
+    uri = base.join(name)
+    try:
+        data = gcs.with_retries(gcs.blob(uri, generation=generation).download_as_bytes, f"read {uri}")
+        x, ids = decode(name, data)
+    except gexc.NotFound:
+        item.reason = f"generation {generation} of {uri} no longer exists (overwritten or deleted after the plan)"
+        return item
+    except gexc.Forbidden as exc:
+        item.reason = f"permission denied reading {uri}: {exc.message}"
+        return item
+    except Corrupt as exc:
+        item.reason = str(exc)
+        return item
+    item.x = x
+    item.ids = ids if ids is not None else [f"{name}:{i}" for i in range(x.shape[0])]
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# Predicting one index
+
+
+@dataclass
+class Config:
+    input: GcsUri
+    glob: str
+    model: str
+    model_version: str
+    output: GcsUri
+    index: int
+    completions: int
+    batch_size: int = 256
+    device: str = "cpu"
+    prefetch: int = 8
+    writers: int = 8
+    job_name: str = ""
+
+
+@dataclass
+class Stats:
+    inputs: int = 0  # in this index's share
+    skipped: int = 0  # already had an output or quarantine entry
+    predicted: int = 0
+    quarantined: int = 0
+    examples: int = 0
+    existed: int = 0  # objects this index found already written (HTTP 412)
+    seconds: float = 0.0
+    model_version: str = ""
+    plan_created: bool = False
+    completed: bool = False  # this index wrote manifest.json
+
+
+@dataclass
+class _Pending:
+    item: Item
+    done: int = 0  # rows predicted
+    queued_all: bool = False  # every row is in a batch
+    logits: list[Any] = field(default_factory=list)
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        if self.item.x is None:
+            raise AssertionError("rows of a released input")
+        return self.item.x[start:end]
+
+    def finished(self) -> bool:
+        x = self.item.x
+        return self.queued_all and (self.item.reason is not None or (x is not None and self.done >= x.shape[0]))
+
+
+class Predictor:
+    """Runs one index: reader threads fetch inputs ahead, the device predicts full batches, writer
+    threads upload outputs, so I/O overlaps compute."""
+
+    def __init__(self, cfg: Config, model: LoadedModel, model_version: str, device: Any) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.version = model_version
+        self.device = device
+        self.stats = Stats(model_version=model_version)
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+
+    # --- compute -----------------------------------------------------------------------------
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        size = self.model.static_batch
+        with torch.inference_mode():
+            if size is None:
+                out = self.model.fn(t)
+            else:  # a program exported with a fixed batch size: pad the tail
+                parts = []
+                for start in range(0, t.shape[0], size):
+                    chunk = t[start:start + size]
+                    pad = size - chunk.shape[0]
+                    if pad:
+                        chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
+                    parts.append(self.model.fn(chunk)[: size - pad])
+                out = torch.cat(parts)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        result: np.ndarray = out.float().cpu().numpy()
+        if result.ndim != 2 or result.shape[0] != x.shape[0]:
+            raise Corrupt(f"the model returned shape {list(result.shape)} for {x.shape[0]} examples; expected "
+                          "[examples, classes]")
+        return result
+
+    def _predict_rows(self, open_: dict[int, _Pending], rows: list[tuple[int, int, int]]) -> None:
+        """Predict one batch made of row ranges (input key, start, end) of the open inputs."""
+        rows = [r for r in rows if open_[r[0]].item.reason is None]
+        if not rows:
+            return
+        parts = [open_[k].rows(s, e) for k, s, e in rows]
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        try:
+            logits = self._forward(x)
+        except Exception as exc:  # noqa: BLE001 - decided per input below
+            if len({k for k, _, _ in rows}) == 1:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                open_[rows[0][0]].item.reason = f"the model rejected the input: {type(exc).__name__}: {first[:200]}"
+                return
+            for row in rows:  # input by input, so one bad input does not take the batch down
+                self._predict_rows(open_, [row])
+            return
+        offset = 0
+        for k, s, e in rows:
+            open_[k].logits.append(logits[offset:offset + e - s])
+            open_[k].done += e - s
+            offset += e - s
+
+    # --- outputs -----------------------------------------------------------------------------
+    def _write(self, item: Item, logits: np.ndarray | None) -> None:
+        if item.reason is not None or logits is None:
+            doc = {"input": str(self.cfg.input.join(item.name)), "generation": item.generation, "reason": item.reason,
+                   "model_version": self.version, "quarantined_at": registry.now()}
+            created = create_once(self.cfg.output.join(QUARANTINE, item.name + ".json"),
+                                  json.dumps(doc, sort_keys=True).encode(), "application/json",
+                                  {"reason": (item.reason or "")[:500]})
+            with self._lock:
+                self.stats.quarantined += 1
+                self.stats.existed += not created
+            log.warning("quarantined %s: %s", item.name, item.reason)
+            return
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=1, keepdims=True)
+        classes = probs.argmax(axis=1)
+        meta = {"model_version": self.version, "rows": str(len(classes)), "input_generation": str(item.generation)}
+        buf = io.BytesIO()
+        np.savez(buf, logits=logits, probabilities=probs.astype(np.float32), **{"class": classes},
+                 id=np.array(item.ids))
+        raw_new = create_once(self.cfg.output.join(RAW, item.name + ".npz"), buf.getvalue(),
+                              "application/octet-stream", meta)
+        src = str(self.cfg.input.join(item.name))
+        lines = [json.dumps({"id": i, "class": int(c), "probabilities": [round(float(p), 6) for p in row],
+                             "input": src, "model_version": self.version}, separators=(",", ":"))
+                 for i, c, row in zip(item.ids, classes.tolist(), probs, strict=True)]
+        jsonl_new = create_once(self.cfg.output.join(PREDICTIONS, item.name + ".jsonl"),
+                                ("\n".join(lines) + "\n").encode(), "application/x-ndjson", meta)
+        with self._lock:
+            self.stats.predicted += 1
+            self.stats.examples += len(classes)
+            self.stats.existed += (not raw_new) + (not jsonl_new)
+
+    def _submit_write(self, pool: ThreadPoolExecutor, futures: list[Future[None]], pend: _Pending) -> None:
+        logits = np.concatenate(pend.logits) if pend.logits and pend.item.reason is None else None
+        pend.item.x = None  # free the input while its output uploads
+        futures.append(pool.submit(self._write, pend.item, logits))
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _items(self, entries: list[dict[str, Any]], pool: ThreadPoolExecutor) -> Iterator[Item]:
+        """Inputs in order, fetched up to ``prefetch`` ahead."""
+        window: queue.SimpleQueue[Future[Item]] = queue.SimpleQueue()
+        pending = 0
+        it = iter(entries)
+        for entry in it:
+            window.put(pool.submit(fetch, self.cfg.input, entry))
+            pending += 1
+            if pending >= self.cfg.prefetch:
+                break
+        while pending:
+            item = window.get().result()
+            pending -= 1
+            nxt = next(it, None)
+            if nxt is not None:
+                window.put(pool.submit(fetch, self.cfg.input, nxt))
+                pending += 1
+            yield item
+
+    def run(self, entries: list[dict[str, Any]]) -> Stats:
+        start = time.perf_counter()
+        bs = self.cfg.batch_size
+        writes: list[Future[None]] = []
+        with ThreadPoolExecutor(self.cfg.prefetch, thread_name_prefix="read") as readers, \
+                ThreadPoolExecutor(self.cfg.writers, thread_name_prefix="write") as writers:
+            open_: dict[int, _Pending] = {}  # inputs with rows in flight, by sequence number
+            queued: list[tuple[int, int, int]] = []  # rows of the next batch: (input, start, end)
+            queued_rows = 0
+            shape: tuple[int, ...] | None = None
+
+            def predict_queued() -> None:
+                nonlocal queued, queued_rows
+                if queued:
+                    self._predict_rows(open_, queued)
+                    for key in dict.fromkeys(k for k, _, _ in queued):
+                        if open_[key].finished():
+                            self._submit_write(writers, writes, open_.pop(key))
+                queued, queued_rows = [], 0
+
+            for seq, item in enumerate(self._items(entries, readers)):
+                if item.reason is not None or item.x is None:
+                    self._submit_write(writers, writes, _Pending(item, queued_all=True))
+                    continue
+                if shape is not None and item.x.shape[1:] != shape:
+                    predict_queued()  # the rows of one batch share a shape
+                shape = item.x.shape[1:]
+                pend = open_[seq] = _Pending(item)
+                n, first = item.x.shape[0], 0
+                while first < n:
+                    take = min(bs - queued_rows, n - first)
+                    queued.append((seq, first, first + take))
+                    queued_rows += take
+                    first += take
+                    pend.queued_all = first >= n
+                    if queued_rows == bs:
+                        predict_queued()
+            predict_queued()
+            for fut in writes:
+                fut.result()  # raises the first write error
+        self.stats.seconds = time.perf_counter() - start
+        return self.stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Completion
+
+
+def finish_if_complete(cfg: Config, plan: dict[str, Any]) -> bool:
+    """Write manifest.json and then _SUCCESS if every planned input has an output or a quarantine entry.
+
+    Every index calls this after its own share is written, so the last index to finish sees every
+    entry (GCS lists are strongly consistent). Both objects are created with ifGenerationMatch=0: when
+    two indexes finish at once, one manifest wins and the other create is a no-op; an index retried
+    after writing the manifest but not _SUCCESS writes _SUCCESS on its retry. Returns True if this
+    call found the job complete."""
+    outputs = {n[: -len(".jsonl")]: b for n, b in list_names(cfg.output, PREDICTIONS).items() if n.endswith(".jsonl")}
+    quarantined = {n[: -len(".json")]: b for n, b in list_names(cfg.output, QUARANTINE).items() if n.endswith(".json")}
+    inputs = plan["inputs"]
+    missing = [e["name"] for e in inputs if e["name"] not in outputs and e["name"] not in quarantined]
+    if missing:
+        log.info("%d of %d inputs have no output yet (other indexes are still running)", len(missing), len(inputs))
+        return False
+    entries, reasons, examples = [], [], 0
+    for e in inputs:
+        name = e["name"]
+        if name in outputs:
+            rows = int((outputs[name].metadata or {}).get("rows", 0))
+            examples += rows
+            entries.append({"name": name, "generation": e["generation"], "examples": rows,
+                            "predictions": str(cfg.output.join(PREDICTIONS, name + ".jsonl")),
+                            "raw": str(cfg.output.join(RAW, name + ".npz"))})
+        else:
+            reason = (quarantined[name].metadata or {}).get("reason", "")
+            reasons.append({"name": name, "generation": e["generation"], "reason": reason,
+                            "entry": str(cfg.output.join(QUARANTINE, name + ".json"))})
+            entries.append({"name": name, "generation": e["generation"], "quarantined": True})
+    model = plan["model"]
+    manifest = {
+        "format": FORMAT,
+        "job": plan.get("job"),
+        "input": plan["input"],
+        "model": {"version": model["version"], "uri": model["uri"], "file": model["file"],
+                  "resolved_from": model["resolved_from"], "lineage": model.get("lineage")},
+        "counts": {"inputs": len(inputs), "predicted": len(inputs) - len(reasons), "quarantined": len(reasons),
+                   "examples": examples},
+        "inputs": entries,
+        "quarantined": reasons,
+        "completions": plan["completions"],
+        "completed_at": registry.now(),
+        "completed_by_index": cfg.index,
+    }
+    wrote = create_once(cfg.output.join(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(),
+                        "application/json")
+    create_once(cfg.output.join(SUCCESS), b"", "text/plain")
+    log.info("job complete: %s %s by this index", cfg.output.join(MANIFEST), "written" if wrote else "already written")
+    return True
+
+
+def run_index(cfg: Config) -> Stats:
+    """Everything one index does: plan, model, its share, completion check."""
+    import torch
+
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainerError("--device=cuda but torch.cuda.is_available() is False (no GPU or driver in this pod)")
+    plan, created = ensure_plan(cfg)
+    if int(plan["completions"]) != cfg.completions:
+        raise TrainerError(f"{cfg.output.join(PLAN)} was made for {plan['completions']} indexes, this job has "
+                           f"{cfg.completions}; use a new output prefix (jobgen predict --run)")
+    model_info = plan["model"]
+    log.info("index %d/%d: model %s (%s, resolved from %s%s), %d inputs in the plan", cfg.index, cfg.completions,
+             model_info["uri"], model_info["file"], model_info["resolved_from"],
+             "; plan created by this index" if created else f"; plan of index {plan.get('created_by_index')}",
+             len(plan["inputs"]))
+    mine = share(plan["inputs"], cfg.index, cfg.completions)
+    done = {n[: -len(".jsonl")] for n in list_names(cfg.output, PREDICTIONS) if n.endswith(".jsonl")}
+    done |= {n[: -len(".json")] for n in list_names(cfg.output, QUARANTINE) if n.endswith(".json")}
+    todo = [e for e in mine if e["name"] not in done]
+    stats = Stats(model_version=model_info["version"], plan_created=created, inputs=len(mine),
+                  skipped=len(mine) - len(todo))
+    if todo:
+        model = load_model(model_info, device)
+        log.info("loaded %s of model version %s on %s", model.file, model_info["version"], device)
+        predictor = Predictor(cfg, model, model_info["version"], device)
+        run = predictor.run(todo)
+        stats.predicted, stats.quarantined, stats.examples = run.predicted, run.quarantined, run.examples
+        stats.existed, stats.seconds = run.existed, run.seconds
+    log.info("index %d: %d inputs, %d skipped (already done), %d predicted (%d examples, %.1f/s), %d quarantined",
+             cfg.index, stats.inputs, stats.skipped, stats.predicted, stats.examples,
+             stats.examples / max(stats.seconds, 1e-9), stats.quarantined)
+    stats.completed = finish_if_complete(cfg, plan)
+    return stats
+
+
+def parse_args(argv: list[str]) -> Config:
+    p = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="gs:// prefix of the inputs")
+    p.add_argument("--glob", default="**", help="glob of input paths relative to --input")
+    p.add_argument("--model", required=True, help="registry root gs://<models>/<model>")
+    p.add_argument("--model-version", default=registry.LATEST, help="LATEST (resolved once per job) or a version")
+    p.add_argument("--output", required=True, help="gs:// prefix of this job's outputs")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--completions", type=int, default=int(os.environ.get("JOB_COMPLETIONS", "1")),
+                   help="number of indexes of the job")
+    p.add_argument("--index", type=int, default=None, help="this index (default: $JOB_COMPLETION_INDEX)")
+    p.add_argument("--prefetch", type=int, default=8, help="inputs read ahead of the device")
+    p.add_argument("--writers", type=int, default=8, help="threads uploading outputs")
+    args = p.parse_args(argv)
+    index = args.index
+    if index is None:
+        raw = os.environ.get("JOB_COMPLETION_INDEX")
+        if raw is None or not raw.isdigit():
+            raise TrainerError(f"no --index and JOB_COMPLETION_INDEX is {raw!r}; run as an Indexed Job")
+        index = int(raw)
+    for name in ("batch_size", "completions", "prefetch", "writers"):
+        if getattr(args, name) < 1:
+            raise TrainerError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= index < args.completions:
+        raise TrainerError(f"index {index} is outside 0..{args.completions - 1}")
+    out = GcsUri.parse(args.output, "--output")
+    if not out.path:
+        raise TrainerError(f"--output must be a prefix under a bucket, got {args.output!r}")
+    return Config(input=GcsUri.parse(args.input, "--input"), glob=args.glob, model=args.model,
+                  model_version=args.model_version, output=out, index=index, completions=args.completions,
+                  batch_size=args.batch_size, device=args.device, prefetch=args.prefetch, writers=args.writers,
+                  job_name=os.environ.get("JOB_NAME", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [index {os.environ.get('JOB_COMPLETION_INDEX', '?')}] "
+                               "%(message)s")
+    logging.getLogger("google").setLevel(logging.WARNING)
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        run_index(cfg)
+    except TrainerError as exc:
+        print(f"python -m trainer.predict: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
