@@ -49,23 +49,40 @@ class PredictionSummary:
         from jobgen.status import table
 
         c = self.counts
-        rows = [["JOB", "STATE", "SECONDS", "MODEL VERSION", "INPUTS", "PREDICTED", "QUARANTINED", "EXAMPLES",
-                 "ACCURACY"],
-                [self.job, self.state, f"{self.seconds:.0f}", self.model_version or "-", str(c.get("inputs", "-")),
-                 str(c.get("predicted", "-")), str(c.get("quarantined", "-")), str(c.get("examples", "-")),
-                 "-" if self.accuracy is None else f"{self.accuracy:.4f}"]]
+        rows = [
+            ["JOB", "STATE", "SECONDS", "MODEL VERSION", "INPUTS", "PREDICTED", "QUARANTINED", "EXAMPLES", "ACCURACY"],
+            [
+                self.job,
+                self.state,
+                f"{self.seconds:.0f}",
+                self.model_version or "-",
+                str(c.get("inputs", "-")),
+                str(c.get("predicted", "-")),
+                str(c.get("quarantined", "-")),
+                str(c.get("examples", "-")),
+                "-" if self.accuracy is None else f"{self.accuracy:.4f}",
+            ],
+        ]
         lines = [table(rows), "", f"outputs: {self.output}/ (predictions/*.jsonl, raw/*.npz, manifest.json)"]
         for q in self.quarantined:
             lines.append(f"quarantined {q['name']}: {q['reason']}")
         if self.samples:
             lines.append("sample predictions:")
-            lines.append(table([["ID", "CLASS", "P(CLASS)", "TRUE"]] + [
-                [s["id"], str(s["class"]), f"{s['probability']:.3f}", str(s.get("label", "-"))] for s in self.samples]))
+            lines.append(
+                table(
+                    [["ID", "CLASS", "P(CLASS)", "TRUE"]]
+                    + [
+                        [s["id"], str(s["class"]), f"{s['probability']:.3f}", str(s.get("label", "-"))]
+                        for s in self.samples
+                    ]
+                )
+            )
         return "\n".join(lines)
 
 
-def land_batch(storage: Any, bucket: str, prefix: str, arrays: dict[str, Any], files: int = 3,
-               corrupt: bool = True) -> Batch:
+def land_batch(
+    storage: Any, bucket: str, prefix: str, arrays: dict[str, Any], files: int = 3, corrupt: bool = True
+) -> Batch:
     """Write ``arrays['x']`` (and labels ``arrays['y']``) as ``files`` .npy inputs, one corrupt input,
     then the ``_SUCCESS`` marker last."""
     import numpy as np
@@ -85,21 +102,50 @@ def land_batch(storage: Any, bucket: str, prefix: str, arrays: dict[str, Any], f
     marker = b.blob(f"{prefix}/{MARKER}")
     marker.upload_from_string(b"")
     marker.reload()
-    return Batch(uri=f"gs://{bucket}/{prefix}", bucket=bucket, marker=f"{prefix}/{MARKER}",
-                 generation=int(marker.generation), labels=labels, corrupt=bad)
+    return Batch(
+        uri=f"gs://{bucket}/{prefix}",
+        bucket=bucket,
+        marker=f"{prefix}/{MARKER}",
+        generation=int(marker.generation),
+        labels=labels,
+        corrupt=bad,
+    )
 
 
-def spec_for(name: str, namespace: str, models_uri: str, output: str, input_prefix: str, image: str,
-             pod_labels: dict[str, str], pod_annotations: dict[str, str], parallelism: int = 3,
-             env: dict[str, str] | None = None) -> PredictionSpec:
+def spec_for(
+    name: str,
+    namespace: str,
+    models_uri: str,
+    output: str,
+    input_prefix: str,
+    image: str,
+    pod_labels: dict[str, str],
+    pod_annotations: dict[str, str],
+    parallelism: int = 3,
+    env: dict[str, str] | None = None,
+) -> PredictionSpec:
     """The demo's prediction spec (CPU, ``parallelism`` indexes at once, LATEST)."""
     from jobgen.predict.load import parse
 
-    return parse({"kind": "BatchPrediction", "name": name, "namespace": namespace, "image": image,
-                  "input": {"prefix": input_prefix, "glob": "*.npy"}, "model": {"uri": models_uri},
-                  "output": output, "batchSize": 128, "device": "cpu", "parallelism": parallelism,
-                  "backoffLimitPerIndex": 1, "labels": pod_labels, "podAnnotations": pod_annotations,
-                  "env": {"OMP_NUM_THREADS": "1", **(env or {})}}, f"demo prediction {name}")
+    return parse(
+        {
+            "kind": "BatchPrediction",
+            "name": name,
+            "namespace": namespace,
+            "image": image,
+            "input": {"prefix": input_prefix, "glob": "*.npy"},
+            "model": {"uri": models_uri},
+            "output": output,
+            "batchSize": 128,
+            "device": "cpu",
+            "parallelism": parallelism,
+            "backoffLimitPerIndex": 1,
+            "labels": pod_labels,
+            "podAnnotations": pod_annotations,
+            "env": {"OMP_NUM_THREADS": "1", **(env or {})},
+        },
+        f"demo prediction {name}",
+    )
 
 
 def wait(cluster: Any, name: str, namespace: str, timeout: float, say: Callable[[str], None]) -> str:
@@ -122,10 +168,11 @@ def wait(cluster: Any, name: str, namespace: str, timeout: float, say: Callable[
     return "Timeout"
 
 
-def summarize(storage: Any, output: str, name: str, state: str, seconds: float, batch: Batch,
-              samples: int = 5) -> PredictionSummary:
+def summarize(
+    storage: Any, output: str, name: str, state: str, seconds: float, batch: Batch, samples: int = 5
+) -> PredictionSummary:
     """Read manifest.json and a few predictions back from GCS."""
-    bucket, _, path = output[len("gs://"):].partition("/")
+    bucket, _, path = output[len("gs://") :].partition("/")
     summary = PredictionSummary(job=name, state=state, seconds=seconds, output=output)
     blob = storage.bucket(bucket).blob(f"{path}/manifest.json")
     if not blob.exists():
@@ -146,29 +193,51 @@ def summarize(storage: Any, output: str, name: str, state: str, seconds: float, 
             right += label == pred["class"]
             total += label is not None
             if len(summary.samples) < samples:
-                summary.samples.append({"id": pred["id"], "class": pred["class"], "label": label,
-                                        "probability": pred["probabilities"][pred["class"]]})
+                summary.samples.append(
+                    {
+                        "id": pred["id"],
+                        "class": pred["class"],
+                        "label": label,
+                        "probability": pred["probabilities"][pred["class"]],
+                    }
+                )
     summary.accuracy = right / total if total else None
     return summary
 
 
-def run_after_promotion(cluster: Any, storage: Any, *, models_uri: str, input_bucket: str, input_prefix: str,
-                        output: str, namespace: str, arrays: dict[str, Any], pod_labels: dict[str, str],
-                        pod_annotations: dict[str, str], image: str = "local/trainer:dev",
-                        name: str = "mnist-predict", timeout: float = 300.0,
-                        say: Callable[[str], None] = print) -> PredictionSummary:
+def run_after_promotion(
+    cluster: Any,
+    storage: Any,
+    *,
+    models_uri: str,
+    input_bucket: str,
+    input_prefix: str,
+    output: str,
+    namespace: str,
+    arrays: dict[str, Any],
+    pod_labels: dict[str, str],
+    pod_annotations: dict[str, str],
+    image: str = "local/trainer:dev",
+    name: str = "mnist-predict",
+    timeout: float = 300.0,
+    say: Callable[[str], None] = print,
+) -> PredictionSummary:
     """Land a batch, create its prediction Job as the watcher would, wait, and summarize."""
     batch = land_batch(storage, input_bucket, input_prefix, arrays)
-    say(f"  wrote {batch.uri}/ ({len(batch.labels)} inputs, {sum(map(len, batch.labels.values()))} examples, "
-        f"{len(batch.corrupt)} corrupt), then {MARKER}")
+    say(
+        f"  wrote {batch.uri}/ ({len(batch.labels)} inputs, {sum(map(len, batch.labels.values()))} examples, "
+        f"{len(batch.corrupt)} corrupt), then {MARKER}"
+    )
     spec = spec_for(name, namespace, models_uri, output, batch.uri, image, pod_labels, pod_annotations)
     manifest = manifest_for_data(spec, batch.uri, batch.bucket, batch.marker, batch.generation, trigger="demo")
     job = manifest["metadata"]["name"]
     started = time.monotonic()
     created = create_once(cluster, manifest)
     again = create_once(cluster, manifest)  # a duplicate notification: no second job
-    say(f"  Indexed Job {job} ({spec.indexes} indexes) {'created' if created else 'existed'}; "
-        f"duplicate submission {'created another' if again else 'created nothing'}")
+    say(
+        f"  Indexed Job {job} ({spec.indexes} indexes) {'created' if created else 'existed'}; "
+        f"duplicate submission {'created another' if again else 'created nothing'}"
+    )
     state = wait(cluster, job, namespace, timeout, say)
     out = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
     out_uri = next(a.split("=", 1)[1] for a in out if a.startswith("--output="))

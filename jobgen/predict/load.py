@@ -65,7 +65,8 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
 
 def _is_tag(seg: str) -> bool:
     return seg in ("str", "int", "float", "bool", "none") or seg.startswith(
-        ("function-", "constrained-", "lax-or-strict", "json-or-python", "literal[", "list[", "dict[", "nullable"))
+        ("function-", "constrained-", "lax-or-strict", "json-or-python", "literal[", "list[", "dict[", "nullable")
+    )
 
 
 def _message(err: Any, loc: list[str | int]) -> str:
@@ -78,7 +79,7 @@ def _message(err: Any, loc: list[str | int]) -> str:
         return "required field is missing"
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
-        return msg[len("Value error, "):]
+        return msg[len("Value error, ") :]
     text = msg[:1].lower() + msg[1:]
     value = err.get("input")
     return text if isinstance(value, dict) else f"{text} (got {value!r})"
@@ -118,4 +119,3 @@ def _set(doc: dict[str, Any], key: str, value: Any, source: str) -> dict[str, An
         node = nxt
     node[parts[-1]] = value
     return out
-

@@ -74,8 +74,12 @@ def predictor_args(spec: PredictionSpec, name: str) -> list[str]:
     ]
 
 
-def render(spec: PredictionSpec, key: str | None = None, extra_labels: dict[str, str] | None = None,
-           extra_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def render(
+    spec: PredictionSpec,
+    key: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+    extra_annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The Indexed Job for ``spec`` and input ``key`` (default: the spec's own input)."""
     key = key or input_key(spec.input.prefix, spec.input.glob)
     name = job_name(spec.name, key, spec.indexes)
@@ -123,11 +127,15 @@ def render(spec: PredictionSpec, key: str | None = None, extra_labels: dict[str,
         "backoffLimitPerIndex": spec.backoff_limit_per_index,
         # Exit code 2 is permanent (bad model, bad arguments): fail that index at once instead of
         # retrying it; a pod evicted or preempted (DisruptionTarget) does not count against the index.
-        "podFailurePolicy": {"rules": [
-            {"action": "FailIndex", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                    "values": [EXIT_PERMANENT]}},
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        ]},
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_PERMANENT]},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
         "template": template,
     }
     if spec.max_failed_indexes is not None:

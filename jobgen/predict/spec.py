@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from jobgen.names import is_dns1035, is_dns1123_label
-from jobgen.spec import API_VERSION, Placement, Resources, SpecFieldError
+from jobgen.spec import Placement, Resources, SpecFieldError
 
 KIND = "BatchPrediction"
 LATEST = "LATEST"
@@ -37,15 +37,18 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, allow_inf_nan=False
+    )
 
 
 def check_gs_uri(value: str, what: str, glob: bool = False) -> str:
     """``value`` if it is ``gs://<bucket>[/<path>]`` (globs only where ``glob``); else ValueError."""
     if not _GS.match(value):
-        raise ValueError(f"{value!r} is not a gs:// URI; expected gs://<bucket>/<path> with a bucket name of "
-                         "3-222 lower-case letters, digits, '-', '_' or '.'")
+        raise ValueError(
+            f"{value!r} is not a gs:// URI; expected gs://<bucket>/<path> with a bucket name of "
+            "3-222 lower-case letters, digits, '-', '_' or '.'"
+        )
     if "//" in value[5:]:
         raise ValueError(f"{value!r} has an empty path segment ('//'); expected gs://<bucket>/<path>")
     if not glob and _GLOB_CHARS.search(value):
@@ -59,7 +62,7 @@ def split_input(uri: str) -> tuple[str, str]:
     if match is None:
         return uri.rstrip("/"), "**"
     cut = uri.rfind("/", 0, match.start())
-    prefix, pattern = uri[:cut], uri[cut + 1:]
+    prefix, pattern = uri[:cut], uri[cut + 1 :]
     if prefix in ("gs:/", "gs:") or prefix.count("/") < 2:
         raise ValueError(f"{uri!r}: the glob must come after the bucket name, e.g. gs://bucket/inputs/*.npy")
     return prefix, pattern
@@ -87,7 +90,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             end = pattern.find("]", i + 2)
             if end == -1:
                 raise ValueError(f"unclosed '[' in glob {pattern!r}")
-            body = pattern[i + 1:end]
+            body = pattern[i + 1 : end]
             neg = body.startswith("!")
             body = body[1:] if neg else body
             out += "[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]"
@@ -102,8 +105,11 @@ class Input(_Model):
     """What to predict: the objects under ``prefix`` whose path (relative to it) matches ``glob``."""
 
     prefix: StrictStr = Field(..., description="gs://bucket/prefix of the inputs.")
-    glob: StrictStr = Field("**", description="Glob of the input paths relative to prefix (e.g. *.npy, **/*.npz). "
-                            "Objects whose name starts with '_' or '.' (markers) never match.")
+    glob: StrictStr = Field(
+        "**",
+        description="Glob of the input paths relative to prefix (e.g. *.npy, **/*.npz). "
+        "Objects whose name starts with '_' or '.' (markers) never match.",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -144,7 +150,7 @@ class ModelRef(_Model):
 class PredictionSpec(_Model):
     """A batch prediction job: a Kubernetes ``batch/v1`` Indexed Job."""
 
-    api_version: Literal["jobgen/v1"] = Field(API_VERSION, description="Spec format version.")
+    api_version: Literal["jobgen/v1"] = "jobgen/v1"  # the spec format version (jobgen.spec.API_VERSION)
     kind: Literal["BatchPrediction"]
     name: StrictStr = Field(..., description="Prediction name (DNS-1035); jobs are named <name>-<hash of the input>.")
     namespace: StrictStr = "default"
@@ -158,16 +164,19 @@ class PredictionSpec(_Model):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when resources.gpu > 0.")
     parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] = Field(1, description="Pods running at once.")
     completions: Annotated[StrictInt, Field(ge=1, le=10000)] | None = Field(
-        None, description="Indexes (disjoint shares of the inputs); default: parallelism.")
+        None, description="Indexes (disjoint shares of the inputs); default: parallelism."
+    )
     backoff_limit_per_index: Annotated[StrictInt, Field(ge=0, le=100)] = Field(
-        2, description="Retries of one index before it counts as failed (other indexes carry on).")
+        2, description="Retries of one index before it counts as failed (other indexes carry on)."
+    )
     max_failed_indexes: Annotated[StrictInt, Field(ge=0)] | None = Field(
-        None, description="Fail the whole job once more indexes than this have failed.")
+        None, description="Fail the whole job once more indexes than this have failed."
+    )
     active_deadline_seconds: Annotated[StrictInt, Field(ge=1)] | None = None
     ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0)] | None = None
     prefetch: Annotated[StrictInt, Field(ge=1, le=256)] = Field(8, description="Inputs read ahead of the device.")
-    resources: Resources = Field(default_factory=Resources)
-    placement: Placement = Field(default_factory=Placement)
+    resources: Resources = Resources.model_validate({})  # frozen models: one shared default is safe
+    placement: Placement = Placement.model_validate({})
     env: dict[StrictStr, StrictStr | StrictInt | StrictFloat | StrictBool] = Field(default_factory=dict)
     service_account: StrictStr | None = None
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
@@ -206,8 +215,10 @@ class PredictionSpec(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not is_dns1035(v):
-            raise ValueError(f"{v!r} is not a DNS-1035 label; expected ≤ 63 lower-case letters, digits and '-', "
-                             "starting with a letter and ending alphanumeric")
+            raise ValueError(
+                f"{v!r} is not a DNS-1035 label; expected ≤ 63 lower-case letters, digits and '-', "
+                "starting with a letter and ending alphanumeric"
+            )
         return v
 
     @field_validator("env")
@@ -228,24 +239,38 @@ class PredictionSpec(_Model):
     @model_validator(mode="after")
     def _cross_field(self) -> PredictionSpec:
         if self.device == "cuda" and self.resources.gpu < 1:
-            raise SpecFieldError(("device",), "is cuda but resources.gpu is 0; request GPUs (resources.gpu ≥ 1 "
-                                 "with placement.accelerator) or use device cpu/auto")
+            raise SpecFieldError(
+                ("device",),
+                "is cuda but resources.gpu is 0; request GPUs (resources.gpu ≥ 1 "
+                "with placement.accelerator) or use device cpu/auto",
+            )
         if self.device == "cpu" and self.resources.gpu > 0:
-            raise SpecFieldError(("device",), f"is cpu but resources.gpu is {self.resources.gpu}; the GPUs would "
-                                 "sit idle: use device cuda/auto or drop resources.gpu")
+            raise SpecFieldError(
+                ("device",),
+                f"is cpu but resources.gpu is {self.resources.gpu}; the GPUs would "
+                "sit idle: use device cuda/auto or drop resources.gpu",
+            )
         if self.resources.gpu > 0 and not self.placement.accelerator:
-            raise SpecFieldError(("resources", "gpu"), f"gpu is {self.resources.gpu} but placement.accelerator is "
-                                 "not set; expected an accelerator type such as nvidia-l4 (GKE schedules GPUs by "
-                                 "accelerator)")
+            raise SpecFieldError(
+                ("resources", "gpu"),
+                f"gpu is {self.resources.gpu} but placement.accelerator is "
+                "not set; expected an accelerator type such as nvidia-l4 (GKE schedules GPUs by "
+                "accelerator)",
+            )
         if self.completions is not None and self.parallelism > self.completions:
-            raise SpecFieldError(("parallelism",), f"is {self.parallelism} but completions is {self.completions}; "
-                                 "more pods than indexes would never run")
+            raise SpecFieldError(
+                ("parallelism",),
+                f"is {self.parallelism} but completions is {self.completions}; more pods than indexes would never run",
+            )
         if self.max_failed_indexes is not None and self.max_failed_indexes >= self.indexes:
             raise SpecFieldError(("maxFailedIndexes",), f"must be below the number of indexes ({self.indexes})")
         out = self.output.rstrip("/") + "/"
         if (self.input.prefix.rstrip("/") + "/").startswith(out) or out.startswith(self.input.prefix + "/"):
-            raise SpecFieldError(("output",), f"{self.output!r} overlaps input.prefix {self.input.prefix!r}; "
-                                 "outputs would become inputs of the next run")
+            raise SpecFieldError(
+                ("output",),
+                f"{self.output!r} overlaps input.prefix {self.input.prefix!r}; "
+                "outputs would become inputs of the next run",
+            )
         return self
 
     @property

@@ -17,8 +17,9 @@ def job_state(job: dict[str, Any]) -> tuple[str, str]:
     for wanted in ("Failed", "Complete", "Suspended"):
         for cond in conditions:
             if cond.get("type") == wanted:
-                reason = f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ") if wanted != "Complete" \
-                    else ""
+                reason = (
+                    f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ") if wanted != "Complete" else ""
+                )
                 return wanted, reason
     if status.get("active") or status.get("ready"):
         return "Running", ""
@@ -30,16 +31,31 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None, now
     spec = job.get("spec") or {}
     status = job.get("status") or {}
     state, reason = job_state(job)
-    role = RoleStatus(role="Index", desired=int(spec.get("completions") or 1), ready=int(status.get("ready") or 0),
-                      active=int(status.get("active") or 0), succeeded=int(status.get("succeeded") or 0),
-                      failed=int(status.get("failed") or 0))
+    role = RoleStatus(
+        role="Index",
+        desired=int(spec.get("completions") or 1),
+        ready=int(status.get("ready") or 0),
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+    )
     if state == "Failed" and status.get("failedIndexes"):
         reason += f" (failed indexes {status['failedIndexes']})"
-    elif state in ("Pending", "Running") and pods is not None and role.ready < min(role.desired,
-                                                                                   int(spec.get("parallelism") or 1)):
+    elif (
+        state in ("Pending", "Running")
+        and pods is not None
+        and role.ready < min(role.desired, int(spec.get("parallelism") or 1))
+    ):
         reason = pending_reason(pods)
-    return JobStatus(name=meta.get("name", "?"), namespace=meta.get("namespace", ""), kind="Job", state=state,
-                     age=format_age(meta.get("creationTimestamp"), now), roles=[role], reason=reason)
+    return JobStatus(
+        name=meta.get("name", "?"),
+        namespace=meta.get("namespace", ""),
+        kind="Job",
+        state=state,
+        age=format_age(meta.get("creationTimestamp"), now),
+        roles=[role],
+        reason=reason,
+    )
 
 
 def statuses(cluster: Any, namespace: str, selector: str | None = None) -> list[JobStatus]:

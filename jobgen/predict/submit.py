@@ -17,8 +17,9 @@ from jobgen.predict.spec import PredictionSpec
 from jobgen.predict.validate import manifest_problems
 
 
-def build(path: str | Path, sets: list[tuple[str, Any]] | None = None, run: str | None = None) -> tuple[
-        PredictionSpec, dict[str, Any]]:
+def build(
+    path: str | Path, sets: list[tuple[str, Any]] | None = None, run: str | None = None
+) -> tuple[PredictionSpec, dict[str, Any]]:
     """The spec at ``path`` and its validated Job (``run`` makes a separate job over the same input)."""
     spec = loader.load(path, sets)
     manifest = render(spec, input_key(spec.input.prefix, spec.input.glob, run))
@@ -37,8 +38,11 @@ def apply(cluster: Any, manifest: dict[str, Any], server_dry_run: bool = False) 
     except kube.ApiRejected as exc:
         if exc.status == 422 and "field is immutable" in str(exc):
             name = manifest["metadata"]["name"]
-            raise UserError.one("", f"Job {name} already exists for this input with a different spec (a Job's "
-                                "template is immutable); delete it first or pass --run ID to start another "
-                                "prediction over the same input") from None
+            raise UserError.one(
+                "",
+                f"Job {name} already exists for this input with a different spec (a Job's "
+                "template is immutable); delete it first or pass --run ID to start another "
+                "prediction over the same input",
+            ) from None
         raise
     return result

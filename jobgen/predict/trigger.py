@@ -20,9 +20,16 @@ ANN_GENERATION = "prediction.jobgen.io/generation"
 LABEL_TRIGGER = "prediction.jobgen.io/trigger"
 
 
-def manifest_for_data(spec: PredictionSpec, data_uri: str, bucket: str, obj: str, generation: int,
-                      trigger: str | None = None, namespace: str | None = None,
-                      source: str | None = None) -> dict[str, Any]:
+def manifest_for_data(
+    spec: PredictionSpec,
+    data_uri: str,
+    bucket: str,
+    obj: str,
+    generation: int,
+    trigger: str | None = None,
+    namespace: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
     """The validated Indexed Job predicting data version ``data_uri`` (gs://bucket/prefix of the version),
     announced by object ``obj`` at ``generation`` (e.g. its ``_SUCCESS`` marker).
 
@@ -32,10 +39,12 @@ def manifest_for_data(spec: PredictionSpec, data_uri: str, bucket: str, obj: str
         prefix = check_gs_uri(data_uri.rstrip("/"), "the data URI")
     except ValueError as exc:
         raise UserError.one("input.prefix", f"data URI {data_uri[:200]!r} is not usable: {exc}", where) from None
-    derived = spec.model_copy(update={
-        "input": spec.input.model_copy(update={"prefix": prefix}),
-        "namespace": namespace or spec.namespace,
-    })
+    derived = spec.model_copy(
+        update={
+            "input": spec.input.model_copy(update={"prefix": prefix}),
+            "namespace": namespace or spec.namespace,
+        }
+    )
     labels = {LABEL_TRIGGER: _label(trigger)} if trigger else {}
     annotations = {ANN_OBJECT: f"gs://{bucket}/{obj}", ANN_GENERATION: str(generation)}
     manifest = render(derived, data_key(bucket, obj, generation), labels, annotations)
@@ -61,5 +70,8 @@ def create_once(cluster: Any, manifest: dict[str, Any]) -> bool:
 def _label(value: str) -> str:
     from jobgen.names import sanitize
 
-    return value if len(value) <= 63 and value.replace("-", "").replace(".", "").replace("_", "").isalnum() \
+    return (
+        value
+        if len(value) <= 63 and value.replace("-", "").replace(".", "").replace("_", "").isalnum()
         else sanitize(value, 63)
+    )

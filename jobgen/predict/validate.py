@@ -64,8 +64,12 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
     pod = ((spec.get("template") or {}).get("spec")) or {}
     restart = pod.get("restartPolicy")
     if restart != "Never":
-        problems.append(Problem("spec.template.spec.restartPolicy", f"must be Never (backoffLimitPerIndex and "
-                                                                    f"podFailurePolicy need it), got {restart!r}"))
+        problems.append(
+            Problem(
+                "spec.template.spec.restartPolicy",
+                f"must be Never (backoffLimitPerIndex and podFailurePolicy need it), got {restart!r}",
+            )
+        )
     containers = [c for c in pod.get("containers") or [] if isinstance(c, dict)]
     if not any(c.get("name") == CONTAINER for c in containers):
         problems.append(Problem("spec.template.spec.containers", f"must have a container named {CONTAINER!r}"))
@@ -74,15 +78,25 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
             problems.append(Problem(f"spec.template.spec.containers[{idx}].image", "is required"))
     for idx, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
         if isinstance(rule, dict) and rule.get("action") == "FailIndex" and spec.get("backoffLimitPerIndex") is None:
-            problems.append(Problem(f"spec.podFailurePolicy.rules[{idx}].action", "FailIndex requires "
-                                                                                  "spec.backoffLimitPerIndex"))
+            problems.append(
+                Problem(f"spec.podFailurePolicy.rules[{idx}].action", "FailIndex requires spec.backoffLimitPerIndex")
+            )
     name = meta.get("name")
     if not isinstance(name, str) or not is_dns1035(name):
-        problems.append(Problem("metadata.name", f"{name!r} is not a DNS-1035 label (lower-case letters, digits, "
-                                                 "'-', starting with a letter, ≤ 63)"))
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"{name!r} is not a DNS-1035 label (lower-case letters, digits, '-', starting with a letter, ≤ 63)",
+            )
+        )
     elif isinstance(completions, int) and completions >= 1 and len(name) > max_name_len(completions):
-        problems.append(Problem("metadata.name", f"is {len(name)} characters; at most {max_name_len(completions)} "
-                                                 "fit, so that every pod hostname <job>-<index> stays within 63"))
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"is {len(name)} characters; at most {max_name_len(completions)} "
+                "fit, so that every pod hostname <job>-<index> stays within 63",
+            )
+        )
     namespace = meta.get("namespace")
     if namespace is not None and (not isinstance(namespace, str) or not is_dns1123_label(namespace)):
         problems.append(Problem("metadata.namespace", f"{namespace!r} is not a DNS-1123 label"))

@@ -76,8 +76,16 @@ class Published:
     model: Any  # the torch module (eval mode)
 
 
-def publish(models_uri: str, version: str, seed: int, value: float, pt2: bool = True, pt: bool = True,
-            dynamic: bool = True, hidden: int = 32) -> Published:
+def publish(
+    models_uri: str,
+    version: str,
+    seed: int,
+    value: float,
+    pt2: bool = True,
+    pt: bool = True,
+    dynamic: bool = True,
+    hidden: int = 32,
+) -> Published:
     """Publish a model version the way the trainer does (registry layout, _COMPLETE last) and promote it."""
     torch = require_torch()
     from trainer.registry import Registry
@@ -95,16 +103,21 @@ def publish(models_uri: str, version: str, seed: int, value: float, pt2: bool = 
         buf = io.BytesIO()
         torch.export.save(program, buf)
         files["model.pt2"] = buf.getvalue()
-    lineage = {"job_name": f"train-{version}", "input_dim": INPUT_DIM, "num_classes": CLASSES,
-               "hyperparameters": {"model": "trainer.model:default_model", "hidden": hidden, "dropout": 0.0}}
+    lineage = {
+        "job_name": f"train-{version}",
+        "input_dim": INPUT_DIM,
+        "num_classes": CLASSES,
+        "hyperparameters": {"model": "trainer.model:default_model", "hidden": hidden, "dropout": 0.0},
+    }
     reg = Registry(models_uri)
     reg.publish(version, files, {"val_accuracy": value}, lineage, [])
     reg.promote(version, "val_accuracy", value, "max")
     return Published(version, net)
 
 
-def write_inputs(storage: Any, bucket: str, prefix: str, count: int, rows: int = 5, seed: int = 0,
-                 ext: str = "npy") -> dict[str, np.ndarray]:
+def write_inputs(
+    storage: Any, bucket: str, prefix: str, count: int, rows: int = 5, seed: int = 0, ext: str = "npy"
+) -> dict[str, np.ndarray]:
     """``count`` input files of ``rows`` examples each; returns name → array."""
     rng = np.random.default_rng(seed)
     out = {}

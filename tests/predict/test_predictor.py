@@ -15,16 +15,26 @@ from .conftest import CLASSES, publish, read_jsonl, require_torch, write_inputs
 torch = require_torch()
 
 from trainer import predict  # noqa: E402 - after the torch check
-from trainer.gcs import GcsUri, TrainerError  # noqa: E402
+from trainer.gcs import GcsUri  # noqa: E402
 
 
-def config(buckets: dict[str, str], index: int, completions: int = 3, version: str = "LATEST", **kw: Any
-           ) -> predict.Config:
-    return predict.Config(input=GcsUri(buckets["inputs"], "batch"), glob="*.np[yz]",
-                          model=f"gs://{buckets['models']}/mnist", model_version=version,
-                          output=GcsUri(buckets["preds"], "job-1"), index=index, completions=completions,
-                          batch_size=kw.pop("batch_size", 4), prefetch=kw.pop("prefetch", 3), writers=2,
-                          job_name="job-1", **kw)
+def config(
+    buckets: dict[str, str], index: int, completions: int = 3, version: str = "LATEST", **kw: Any
+) -> predict.Config:
+    return predict.Config(
+        input=GcsUri(buckets["inputs"], "batch"),
+        glob="*.np[yz]",
+        model=f"gs://{buckets['models']}/mnist",
+        model_version=version,
+        output=GcsUri(buckets["preds"], "job-1"),
+        index=index,
+        completions=completions,
+        batch_size=kw.pop("batch_size", 4),
+        prefetch=kw.pop("prefetch", 3),
+        writers=2,
+        job_name="job-1",
+        **kw,
+    )
 
 
 def expected(model: Any, x: np.ndarray) -> np.ndarray:
@@ -155,14 +165,20 @@ def test_state_dict_and_static_export_give_the_same_predictions(storage, buckets
     manifest = json.loads(storage.bucket(buckets["preds"]).blob("job-pt/manifest.json").download_as_bytes())
     assert manifest["model"]["file"] == "model.pt"
     assert [line["id"] for line in outs["v1"]] == [f"item-0-{r}" for r in range(11)]  # ids from the .npz
-    np.testing.assert_allclose([line["probabilities"] for line in outs["v1"]],
-                               [line["probabilities"] for line in outs["v2"]], atol=2e-6)
+    np.testing.assert_allclose(
+        [line["probabilities"] for line in outs["v1"]], [line["probabilities"] for line in outs["v2"]], atol=2e-6
+    )
     assert v1.model is not None
 
 
 def test_permanent_errors_exit_2(storage, buckets, capsys):
-    argv = [f"--input=gs://{buckets['inputs']}/batch", f"--model=gs://{buckets['models']}/mnist",
-            f"--output=gs://{buckets['preds']}/job-x", "--completions=2", "--index=0"]
+    argv = [
+        f"--input=gs://{buckets['inputs']}/batch",
+        f"--model=gs://{buckets['models']}/mnist",
+        f"--output=gs://{buckets['preds']}/job-x",
+        "--completions=2",
+        "--index=0",
+    ]
     assert predict.main(argv) == 2
     assert "LATEST does not exist" in capsys.readouterr().err
     publish(f"gs://{buckets['models']}/mnist", "v1", seed=1, value=0.5)

@@ -31,8 +31,15 @@ def spec_doc(**changes: Any) -> dict[str, Any]:
 
 
 def jobgen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobgen.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=60, env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+        env={"KUBECONFIG": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -56,8 +63,11 @@ def test_gpu_placement_is_the_training_placement() -> None:
     spec = load.load(REPO / "jobs/predict/mnist-gpu.yaml")
     pod = render(spec)["spec"]["template"]["spec"]
     selector, tolerations = pod_placement(spec.placement, spec.resources)  # what training jobs get
-    assert pod["nodeSelector"] == selector == {"cloud.google.com/gke-accelerator": "nvidia-l4",
-                                              "cloud.google.com/gke-spot": "true"}
+    assert (
+        pod["nodeSelector"]
+        == selector
+        == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
+    )
     assert pod["tolerations"] == tolerations
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
     res = pod["containers"][0]["resources"]
@@ -100,8 +110,9 @@ def test_predictor_glob_dialect_matches_the_spec() -> None:
 
     names = ["a.npy", "d/a.npy", "d/e/b.npz", "x3.npy", "x7.npz", "c.txt"]
     for pattern in ("*.npy", "**/*.npy", "**", "d/*", "x[!0-4].np[yz]", "?.np?"):
-        assert [n for n in names if glob_regex(pattern).match(n)] == \
-            [n for n in names if predictor_glob(pattern).match(n)], pattern
+        assert [n for n in names if glob_regex(pattern).match(n)] == [
+            n for n in names if predictor_glob(pattern).match(n)
+        ], pattern
 
 
 HOSTILE = {
@@ -111,8 +122,11 @@ HOSTILE = {
     "output with glob": ({"output": "gs://bucket/out/*"}, "output", "glob character"),
     "bad model uri": ({"model": "http://models/mnist"}, "model.uri", "is not a gs:// URI"),
     "model bucket only": ({"model": "gs://models"}, "model.uri", "names a bucket only"),
-    "bad model version": ({"model": {"uri": "gs://models/m", "version": "../v1"}}, "model.version",
-                          "is not a model version"),
+    "bad model version": (
+        {"model": {"uri": "gs://models/m", "version": "../v1"}},
+        "model.version",
+        "is not a model version",
+    ),
     "missing model": ({"model": None}, "model", ""),
     "wrong device": ({"device": "tpu"}, "device", "'auto', 'cpu' or 'cuda'"),
     "cuda without gpu": ({"device": "cuda"}, "device", "resources.gpu is 0"),
@@ -158,18 +172,31 @@ def test_missing_model_message(tmp_path: Path) -> None:
 
 def test_not_a_prediction_spec(tmp_path: Path) -> None:
     proc = jobgen("predict", "jobs/cpu-ddp.yaml")
-    assert proc.returncode == 2 and proc.stderr.strip() == \
-        "error: jobs/cpu-ddp.yaml: kind: expected BatchPrediction (a prediction spec), got 'PyTorchJob'"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip()
+        == "error: jobs/cpu-ddp.yaml: kind: expected BatchPrediction (a prediction spec), got 'PyTorchJob'"
+    )
 
 
 def test_dry_run_prints_the_validated_job() -> None:
-    proc = jobgen("predict", "jobs/predict/mnist.yaml", "--dry-run=client", "-o", "json", "--set", "parallelism=2",
-                  "--set", "completions=5")
+    proc = jobgen(
+        "predict",
+        "jobs/predict/mnist.yaml",
+        "--dry-run=client",
+        "-o",
+        "json",
+        "--set",
+        "parallelism=2",
+        "--set",
+        "completions=5",
+    )
     assert proc.returncode == 0, proc.stderr
     job = json.loads(proc.stdout)
     assert job["spec"]["parallelism"] == 2 and job["spec"]["completions"] == 5
-    other = json.loads(jobgen("predict", "jobs/predict/mnist.yaml", "--dry-run=client", "-o", "json", "--run",
-                              "again").stdout)
+    other = json.loads(
+        jobgen("predict", "jobs/predict/mnist.yaml", "--dry-run=client", "-o", "json", "--run", "again").stdout
+    )
     assert other["metadata"]["name"] != job["metadata"]["name"]
 
 

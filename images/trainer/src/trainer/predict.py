@@ -74,8 +74,9 @@ def create_once(uri: GcsUri, data: bytes, content_type: str, metadata: dict[str,
     if metadata:
         blob.metadata = metadata
     try:
-        gcs.with_retries(lambda: blob.upload_from_string(data, content_type=content_type, if_generation_match=0),
-                         f"create {uri}")
+        gcs.with_retries(
+            lambda: blob.upload_from_string(data, content_type=content_type, if_generation_match=0), f"create {uri}"
+        )
     except Exception as exc:
         if _precondition_failed(exc):
             return False
@@ -100,7 +101,7 @@ def list_names(base: GcsUri, sub: str) -> dict[str, Any]:
     """Objects under ``base/sub/`` → {relative name: blob}."""
     prefix = base.join(sub).path + "/"
     blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(base.bucket, prefix=prefix)), f"list {base}/{sub}")
-    return {b.name[len(prefix):]: b for b in blobs}
+    return {b.name[len(prefix) :]: b for b in blobs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def glob_regex(pattern: str) -> Any:
             out += "[^/]"
         elif c == "[" and pattern.find("]", i + 2) != -1:
             end = pattern.find("]", i + 2)
-            body = pattern[i + 1:end]
+            body = pattern[i + 1 : end]
             out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
             i = end
         else:
@@ -145,7 +146,7 @@ def list_inputs(prefix: GcsUri, glob: str) -> list[dict[str, Any]]:
     blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(prefix.bucket, prefix=base)), f"list {prefix}")
     out = []
     for b in blobs:
-        rel = b.name[len(base):]
+        rel = b.name[len(base) :]
         if not rel or rel.endswith("/") or any(seg.startswith(("_", ".")) for seg in rel.split("/")):
             continue
         if rx.match(rel):
@@ -161,21 +162,32 @@ def resolve_model(model_uri: str, version: str) -> dict[str, Any]:
     if version == registry.LATEST:
         latest, gen = reg.latest()
         if latest is None or not latest.get("version"):
-            raise TrainerError(f"no model to predict with: {reg.base.join(registry.LATEST)} does not exist "
-                               "(train and promote a model first, or pin a version)")
+            raise TrainerError(
+                f"no model to predict with: {reg.base.join(registry.LATEST)} does not exist "
+                "(train and promote a model first, or pin a version)"
+            )
         version = str(latest["version"])
         latest = {**latest, "generation": gen}
     vuri = reg.version_uri(version)
     names = set(list_names(reg.base, version))
     if registry.COMPLETE not in names:
-        raise TrainerError(f"model version {vuri} is not complete ({registry.COMPLETE} missing): it does not exist "
-                           "or is still being published")
+        raise TrainerError(
+            f"model version {vuri} is not complete ({registry.COMPLETE} missing): it does not exist "
+            "or is still being published"
+        )
     file = "model.pt2" if "model.pt2" in names else "model.pt" if "model.pt" in names else None
     if file is None:
         raise TrainerError(f"model version {vuri} has neither model.pt2 nor model.pt")
     lineage = read_json(vuri.join("lineage.json")) or {}
-    return {"uri": str(vuri), "registry": str(reg.base), "version": version, "resolved_from": resolved_from,
-            "file": file, "latest_pointer": latest, "lineage": lineage}
+    return {
+        "uri": str(vuri),
+        "registry": str(reg.base),
+        "version": version,
+        "resolved_from": resolved_from,
+        "file": file,
+        "latest_pointer": latest,
+        "lineage": lineage,
+    }
 
 
 def ensure_plan(cfg: Config) -> tuple[dict[str, Any], bool]:
@@ -226,7 +238,7 @@ def _static_batch(program: Any) -> int | None:
             node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
             dim = node.meta["val"].shape[0]
             return int(dim) if isinstance(dim, int) else None
-    except Exception:  # noqa: BLE001 - unknown program layout: assume a dynamic batch
+    except Exception:
         return None
     return None
 
@@ -267,8 +279,10 @@ def _dims(lineage: dict[str, Any]) -> tuple[int, int]:
     data_uri = (lineage.get("data") or {}).get("uri")
     manifest = read_json(GcsUri.parse(data_uri).join("manifest.json")) if data_uri else None
     if not manifest:
-        raise TrainerError("model.pt alone does not say its input and class counts, and lineage.json names no "
-                           "readable training data manifest; publish model.pt2 (torch.export) with the model")
+        raise TrainerError(
+            "model.pt alone does not say its input and class counts, and lineage.json names no "
+            "readable training data manifest; publish model.pt2 (torch.export) with the model"
+        )
     shape = manifest["features"]["x"]["shape"]
     return int(np.prod(shape)) if shape else 1, int(manifest["num_classes"])
 
@@ -294,7 +308,7 @@ def decode(name: str, data: bytes) -> tuple[np.ndarray, list[str] | None]:
     """``.npy`` (axis 0 = examples) or ``.npz`` (array ``x``, or its only array; optional ``id``)."""
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises many types for garbage
+    except Exception as exc:
         raise Corrupt(f"not a .npy/.npz array file: {type(exc).__name__}: {str(exc)[:200]}") from None
     ids = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -306,7 +320,7 @@ def decode(name: str, data: bytes) -> tuple[np.ndarray, list[str] | None]:
             try:
                 x = loaded[key]
                 ids = [str(v) for v in loaded["id"].tolist()] if "id" in keys else None
-            except Exception as exc:  # noqa: BLE001 - a truncated member
+            except Exception as exc:
                 raise Corrupt(f"unreadable .npz member: {type(exc).__name__}: {str(exc)[:200]}") from None
     else:
         x = loaded
@@ -424,7 +438,7 @@ class Predictor:
             else:  # a program exported with a fixed batch size: pad the tail
                 parts = []
                 for start in range(0, t.shape[0], size):
-                    chunk = t[start:start + size]
+                    chunk = t[start : start + size]
                     pad = size - chunk.shape[0]
                     if pad:
                         chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
@@ -434,8 +448,9 @@ class Predictor:
             out = out[0]
         result: np.ndarray = out.float().cpu().numpy()
         if result.ndim != 2 or result.shape[0] != x.shape[0]:
-            raise Corrupt(f"the model returned shape {list(result.shape)} for {x.shape[0]} examples; expected "
-                          "[examples, classes]")
+            raise Corrupt(
+                f"the model returned shape {list(result.shape)} for {x.shape[0]} examples; expected [examples, classes]"
+            )
         return result
 
     def _predict_rows(self, open_: dict[int, _Pending], rows: list[tuple[int, int, int]]) -> None:
@@ -447,7 +462,7 @@ class Predictor:
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
         try:
             logits = self._forward(x)
-        except Exception as exc:  # noqa: BLE001 - decided per input below
+        except Exception as exc:
             if len({k for k, _, _ in rows}) == 1:
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 open_[rows[0][0]].item.reason = f"the model rejected the input: {type(exc).__name__}: {first[:200]}"
@@ -457,18 +472,26 @@ class Predictor:
             return
         offset = 0
         for k, s, e in rows:
-            open_[k].logits.append(logits[offset:offset + e - s])
+            open_[k].logits.append(logits[offset : offset + e - s])
             open_[k].done += e - s
             offset += e - s
 
     # --- outputs -----------------------------------------------------------------------------
     def _write(self, item: Item, logits: np.ndarray | None) -> None:
         if item.reason is not None or logits is None:
-            doc = {"input": str(self.cfg.input.join(item.name)), "generation": item.generation, "reason": item.reason,
-                   "model_version": self.version, "quarantined_at": registry.now()}
-            created = create_once(self.cfg.output.join(QUARANTINE, item.name + ".json"),
-                                  json.dumps(doc, sort_keys=True).encode(), "application/json",
-                                  {"reason": (item.reason or "")[:500]})
+            doc = {
+                "input": str(self.cfg.input.join(item.name)),
+                "generation": item.generation,
+                "reason": item.reason,
+                "model_version": self.version,
+                "quarantined_at": registry.now(),
+            }
+            created = create_once(
+                self.cfg.output.join(QUARANTINE, item.name + ".json"),
+                json.dumps(doc, sort_keys=True).encode(),
+                "application/json",
+                {"reason": (item.reason or "")[:500]},
+            )
             with self._lock:
                 self.stats.quarantined += 1
                 self.stats.existed += not created
@@ -480,16 +503,34 @@ class Predictor:
         classes = probs.argmax(axis=1)
         meta = {"model_version": self.version, "rows": str(len(classes)), "input_generation": str(item.generation)}
         buf = io.BytesIO()
-        np.savez(buf, logits=logits, probabilities=probs.astype(np.float32), **{"class": classes},
-                 id=np.array(item.ids))
-        raw_new = create_once(self.cfg.output.join(RAW, item.name + ".npz"), buf.getvalue(),
-                              "application/octet-stream", meta)
+        np.savez(
+            buf, logits=logits, probabilities=probs.astype(np.float32), **{"class": classes}, id=np.array(item.ids)
+        )
+        raw_new = create_once(
+            self.cfg.output.join(RAW, item.name + ".npz"), buf.getvalue(), "application/octet-stream", meta
+        )
         src = str(self.cfg.input.join(item.name))
-        lines = [json.dumps({"id": i, "class": int(c), "probabilities": [round(float(p), 6) for p in row],
-                             "input": src, "model_version": self.version}, separators=(",", ":"))
-                 for i, c, row in zip(item.ids, classes.tolist(), probs, strict=True)]
-        jsonl_new = create_once(self.cfg.output.join(PREDICTIONS, item.name + ".jsonl"),
-                                ("\n".join(lines) + "\n").encode(), "application/x-ndjson", meta)
+        lines = [
+            json.dumps(
+                {
+                    "id": i,
+                    "class": c,
+                    "probabilities": row,
+                    "input": src,
+                    "model_version": self.version,
+                },
+                separators=(",", ":"),
+            )
+            for i, c, row in zip(
+                item.ids, classes.tolist(), np.round(probs.astype(np.float64), 6).tolist(), strict=True
+            )
+        ]
+        jsonl_new = create_once(
+            self.cfg.output.join(PREDICTIONS, item.name + ".jsonl"),
+            ("\n".join(lines) + "\n").encode(),
+            "application/x-ndjson",
+            meta,
+        )
         with self._lock:
             self.stats.predicted += 1
             self.stats.examples += len(classes)
@@ -524,8 +565,10 @@ class Predictor:
         start = time.perf_counter()
         bs = self.cfg.batch_size
         writes: list[Future[None]] = []
-        with ThreadPoolExecutor(self.cfg.prefetch, thread_name_prefix="read") as readers, \
-                ThreadPoolExecutor(self.cfg.writers, thread_name_prefix="write") as writers:
+        with (
+            ThreadPoolExecutor(self.cfg.prefetch, thread_name_prefix="read") as readers,
+            ThreadPoolExecutor(self.cfg.writers, thread_name_prefix="write") as writers,
+        ):
             open_: dict[int, _Pending] = {}  # inputs with rows in flight, by sequence number
             queued: list[tuple[int, int, int]] = []  # rows of the next batch: (input, start, end)
             queued_rows = 0
@@ -589,31 +632,53 @@ def finish_if_complete(cfg: Config, plan: dict[str, Any]) -> bool:
         if name in outputs:
             rows = int((outputs[name].metadata or {}).get("rows", 0))
             examples += rows
-            entries.append({"name": name, "generation": e["generation"], "examples": rows,
-                            "predictions": str(cfg.output.join(PREDICTIONS, name + ".jsonl")),
-                            "raw": str(cfg.output.join(RAW, name + ".npz"))})
+            entries.append(
+                {
+                    "name": name,
+                    "generation": e["generation"],
+                    "examples": rows,
+                    "predictions": str(cfg.output.join(PREDICTIONS, name + ".jsonl")),
+                    "raw": str(cfg.output.join(RAW, name + ".npz")),
+                }
+            )
         else:
             reason = (quarantined[name].metadata or {}).get("reason", "")
-            reasons.append({"name": name, "generation": e["generation"], "reason": reason,
-                            "entry": str(cfg.output.join(QUARANTINE, name + ".json"))})
+            reasons.append(
+                {
+                    "name": name,
+                    "generation": e["generation"],
+                    "reason": reason,
+                    "entry": str(cfg.output.join(QUARANTINE, name + ".json")),
+                }
+            )
             entries.append({"name": name, "generation": e["generation"], "quarantined": True})
     model = plan["model"]
     manifest = {
         "format": FORMAT,
         "job": plan.get("job"),
         "input": plan["input"],
-        "model": {"version": model["version"], "uri": model["uri"], "file": model["file"],
-                  "resolved_from": model["resolved_from"], "lineage": model.get("lineage")},
-        "counts": {"inputs": len(inputs), "predicted": len(inputs) - len(reasons), "quarantined": len(reasons),
-                   "examples": examples},
+        "model": {
+            "version": model["version"],
+            "uri": model["uri"],
+            "file": model["file"],
+            "resolved_from": model["resolved_from"],
+            "lineage": model.get("lineage"),
+        },
+        "counts": {
+            "inputs": len(inputs),
+            "predicted": len(inputs) - len(reasons),
+            "quarantined": len(reasons),
+            "examples": examples,
+        },
         "inputs": entries,
         "quarantined": reasons,
         "completions": plan["completions"],
         "completed_at": registry.now(),
         "completed_by_index": cfg.index,
     }
-    wrote = create_once(cfg.output.join(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(),
-                        "application/json")
+    wrote = create_once(
+        cfg.output.join(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(), "application/json"
+    )
     create_once(cfg.output.join(SUCCESS), b"", "text/plain")
     log.info("job complete: %s %s by this index", cfg.output.join(MANIFEST), "written" if wrote else "already written")
     return True
@@ -628,19 +693,28 @@ def run_index(cfg: Config) -> Stats:
         raise TrainerError("--device=cuda but torch.cuda.is_available() is False (no GPU or driver in this pod)")
     plan, created = ensure_plan(cfg)
     if int(plan["completions"]) != cfg.completions:
-        raise TrainerError(f"{cfg.output.join(PLAN)} was made for {plan['completions']} indexes, this job has "
-                           f"{cfg.completions}; use a new output prefix (jobgen predict --run)")
+        raise TrainerError(
+            f"{cfg.output.join(PLAN)} was made for {plan['completions']} indexes, this job has "
+            f"{cfg.completions}; use a new output prefix (jobgen predict --run)"
+        )
     model_info = plan["model"]
-    log.info("index %d/%d: model %s (%s, resolved from %s%s), %d inputs in the plan", cfg.index, cfg.completions,
-             model_info["uri"], model_info["file"], model_info["resolved_from"],
-             "; plan created by this index" if created else f"; plan of index {plan.get('created_by_index')}",
-             len(plan["inputs"]))
+    log.info(
+        "index %d/%d: model %s (%s, resolved from %s%s), %d inputs in the plan",
+        cfg.index,
+        cfg.completions,
+        model_info["uri"],
+        model_info["file"],
+        model_info["resolved_from"],
+        "; plan created by this index" if created else f"; plan of index {plan.get('created_by_index')}",
+        len(plan["inputs"]),
+    )
     mine = share(plan["inputs"], cfg.index, cfg.completions)
     done = {n[: -len(".jsonl")] for n in list_names(cfg.output, PREDICTIONS) if n.endswith(".jsonl")}
     done |= {n[: -len(".json")] for n in list_names(cfg.output, QUARANTINE) if n.endswith(".json")}
     todo = [e for e in mine if e["name"] not in done]
-    stats = Stats(model_version=model_info["version"], plan_created=created, inputs=len(mine),
-                  skipped=len(mine) - len(todo))
+    stats = Stats(
+        model_version=model_info["version"], plan_created=created, inputs=len(mine), skipped=len(mine) - len(todo)
+    )
     if todo:
         model = load_model(model_info, device)
         log.info("loaded %s of model version %s on %s", model.file, model_info["version"], device)
@@ -648,16 +722,24 @@ def run_index(cfg: Config) -> Stats:
         run = predictor.run(todo)
         stats.predicted, stats.quarantined, stats.examples = run.predicted, run.quarantined, run.examples
         stats.existed, stats.seconds = run.existed, run.seconds
-    log.info("index %d: %d inputs, %d skipped (already done), %d predicted (%d examples, %.1f/s), %d quarantined",
-             cfg.index, stats.inputs, stats.skipped, stats.predicted, stats.examples,
-             stats.examples / max(stats.seconds, 1e-9), stats.quarantined)
+    log.info(
+        "index %d: %d inputs, %d skipped (already done), %d predicted (%d examples, %.1f/s), %d quarantined",
+        cfg.index,
+        stats.inputs,
+        stats.skipped,
+        stats.predicted,
+        stats.examples,
+        stats.examples / max(stats.seconds, 1e-9),
+        stats.quarantined,
+    )
     stats.completed = finish_if_complete(cfg, plan)
     return stats
 
 
 def parse_args(argv: list[str]) -> Config:
-    p = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m trainer.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--input", required=True, help="gs:// prefix of the inputs")
     p.add_argument("--glob", default="**", help="glob of input paths relative to --input")
     p.add_argument("--model", required=True, help="registry root gs://<models>/<model>")
@@ -665,8 +747,12 @@ def parse_args(argv: list[str]) -> Config:
     p.add_argument("--output", required=True, help="gs:// prefix of this job's outputs")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--completions", type=int, default=int(os.environ.get("JOB_COMPLETIONS", "1")),
-                   help="number of indexes of the job")
+    p.add_argument(
+        "--completions",
+        type=int,
+        default=int(os.environ.get("JOB_COMPLETIONS", "1")),
+        help="number of indexes of the job",
+    )
     p.add_argument("--index", type=int, default=None, help="this index (default: $JOB_COMPLETION_INDEX)")
     p.add_argument("--prefetch", type=int, default=8, help="inputs read ahead of the device")
     p.add_argument("--writers", type=int, default=8, help="threads uploading outputs")
@@ -685,16 +771,28 @@ def parse_args(argv: list[str]) -> Config:
     out = GcsUri.parse(args.output, "--output")
     if not out.path:
         raise TrainerError(f"--output must be a prefix under a bucket, got {args.output!r}")
-    return Config(input=GcsUri.parse(args.input, "--input"), glob=args.glob, model=args.model,
-                  model_version=args.model_version, output=out, index=index, completions=args.completions,
-                  batch_size=args.batch_size, device=args.device, prefetch=args.prefetch, writers=args.writers,
-                  job_name=os.environ.get("JOB_NAME", ""))
+    return Config(
+        input=GcsUri.parse(args.input, "--input"),
+        glob=args.glob,
+        model=args.model,
+        model_version=args.model_version,
+        output=out,
+        index=index,
+        completions=args.completions,
+        batch_size=args.batch_size,
+        device=args.device,
+        prefetch=args.prefetch,
+        writers=args.writers,
+        job_name=os.environ.get("JOB_NAME", ""),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [index {os.environ.get('JOB_COMPLETION_INDEX', '?')}] "
-                               "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [index {os.environ.get('JOB_COMPLETION_INDEX', '?')}] %(message)s",
+    )
     logging.getLogger("google").setLevel(logging.WARNING)
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,168 @@
+"""Batch prediction benchmark (CPU, fake-gcs-server on loopback): docs/benchmarks.md.
+
+Predictions/s of ``trainer.predict`` (one index: read the inputs from fake GCS with prefetch threads,
+batch on the device, write JSONL + .npz outputs with ifGenerationMatch=0, manifest) against a bare
+``model(x)`` loop over the same examples already in memory as tensors: the same model (the same
+torch.export program, loaded the same way), the same batch size, one process each, the same torch
+threads, measured in the same run, alternating (bare, predictor, bare, predictor, …).
+
+Two predictor figures: ``stream`` (the input → output pipeline, Predictor.run) and ``end to end``
+(run_index: plan, model download and load, the pipeline, the completeness check and the manifest).
+
+    .venv/bin/python bench/predict_bench.py [--inputs 48] [--rows 512] [--dim 256] [--hidden 1024]
+        [--batch-size 512] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "images/trainer/src"))
+
+
+def start_fake_gcs() -> tuple[subprocess.Popen[bytes], str]:
+    from jobgen.emulators import fake_gcs_binary
+    from jobgen.localcluster.procs import free_port
+
+    port = free_port(set())
+    host = f"http://127.0.0.1:{port}"
+    root = tempfile.mkdtemp(prefix="bench-gcs-")
+    proc = subprocess.Popen(
+        [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-public-host",
+         f"127.0.0.1:{port}", "-external-url", host, "-backend", "filesystem", "-filesystem-root", root,
+         "-log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{host}/storage/v1/b", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, host
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", type=int, default=48)
+    ap.add_argument("--rows", type=int, default=512, help="examples per input file")
+    ap.add_argument("--dim", type=int, default=256, help="features per example")
+    ap.add_argument("--hidden", type=int, default=1024, help="hidden width of the MLP")
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both loops)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    proc, host = start_fake_gcs()
+    import os
+
+    os.environ.update({"STORAGE_EMULATOR_HOST": host, "GOOGLE_CLOUD_PROJECT": "bench"})
+    try:
+        return run(args)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from trainer import gcs, predict
+    from trainer.gcs import GcsUri
+    from trainer.model import MLP
+    from trainer.registry import Registry
+
+    torch.set_num_threads(args.threads)
+    client = gcs.client()
+    for name in ("bench-in", "bench-models", "bench-out"):
+        client.create_bucket(name)
+    torch.manual_seed(0)
+    net = MLP(args.dim, args.classes, hidden=args.hidden, dropout=0.0).eval()
+    program = torch.export.export(
+        net, (torch.zeros(8, args.dim),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}
+    )
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    reg = Registry("gs://bench-models/m")
+    reg.publish("v1", {"model.pt2": buf.getvalue()}, {"val_accuracy": 0.5}, {"job_name": "bench"}, [])
+    reg.promote("v1", "val_accuracy", 0.5)
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for i in range(args.inputs):
+        x = rng.normal(size=(args.rows, args.dim)).astype(np.float32)
+        arrays.append(x)
+        b = io.BytesIO()
+        np.save(b, x)
+        client.bucket("bench-in").blob(f"batch/in-{i:04d}.npy").upload_from_string(b.getvalue())
+    examples = args.inputs * args.rows
+
+    # The bare loop: the same program (as the predictor loads it), batches of the same size, tensors in memory.
+    model = predict.load_model(predict.resolve_model("gs://bench-models/m", "LATEST"), torch.device("cpu"))
+    data = torch.from_numpy(np.concatenate(arrays))
+    batches = list(torch.split(data, args.batch_size))
+
+    def bare() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for xb in batches:
+                model.fn(xb)
+        return examples / (time.perf_counter() - start)
+
+    def predictor(rep: int) -> tuple[float, float]:
+        cfg = predict.Config(
+            input=GcsUri("bench-in", "batch"), glob="*.npy", model="gs://bench-models/m", model_version="LATEST",
+            output=GcsUri("bench-out", f"run-{rep}"), index=0, completions=1, batch_size=args.batch_size,
+        )  # fmt: skip
+        start = time.perf_counter()
+        stats = predict.run_index(cfg)
+        total = time.perf_counter() - start
+        assert stats.examples == examples and stats.predicted == args.inputs, stats
+        return examples / stats.seconds, examples / total
+
+    bare()  # warm-up (allocator, first-call overheads) for both
+    predictor(-1)
+    rows = []
+    for rep in range(args.repeats):
+        b = bare()
+        stream, e2e = predictor(rep)
+        rows.append({"bare": b, "stream": stream, "end_to_end": e2e})
+        print(
+            f"repeat {rep}: bare {b:,.0f}/s  predictor stream {stream:,.0f}/s ({stream / b:.2f}x)  "
+            f"end to end {e2e:,.0f}/s ({e2e / b:.2f}x)",
+            flush=True,
+        )
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    ratios = [r["stream"] / r["bare"] for r in rows]
+    e2e_ratios = [r["end_to_end"] / r["bare"] for r in rows]
+    mb = args.inputs * args.rows * args.dim * 4 / 1e6
+    print(
+        f"\n{args.inputs} inputs x {args.rows} examples x {args.dim} features ({mb:.0f} MB float32), "
+        f"MLP hidden {args.hidden}, batch {args.batch_size}, torch threads {args.threads}, {args.repeats} repeats"
+    )
+    print(
+        f"median: bare {med['bare']:,.0f} predictions/s; predictor stream {med['stream']:,.0f}/s "
+        f"= {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x); end to end {med['end_to_end']:,.0f}/s "
+        f"= {statistics.median(e2e_ratios):.2f}x"
+    )
+    if args.json:
+        print(json.dumps({"args": vars(args), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
