@@ -25,7 +25,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "images/trainer/src"))
@@ -80,7 +79,6 @@ def main() -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-
     from trainer import gcs, predict
     from trainer.gcs import GcsUri
     from trainer.model import MLP

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def test_input_batch_to_a_complete_indexed_job(local_cluster, cluster_ns, storag
 def test_a_killed_index_is_retried_and_no_output_is_written_twice(
     local_cluster, cluster_ns, storage, buckets, gcs_env, tmp_path
 ):
-    cluster, ns, runner = cluster_ns
+    _, ns, runner = cluster_ns
     publish(f"gs://{buckets['models']}/mnist", "v1", seed=1, value=0.5)
     inputs = write_inputs(storage, buckets["inputs"], "batch", 12, rows=3)
     pause = tmp_path / "pause"
