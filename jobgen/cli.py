@@ -233,8 +233,7 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
                 meta = job["metadata"]
                 state = summarize(job, kube.job_pods(cluster, meta["name"], meta["namespace"]))
             statuses.append(state)
-        namespaces = [ns] if not all_namespaces else sorted({s.namespace for s in statuses} | {ns})
-        statuses += [p for n in namespaces for p in predictions.statuses(cluster, n, selector)]
+        statuses += predictions.statuses(cluster, None if all_namespaces else ns, selector)
     if output == "table":
         if not statuses:
             click.echo(f"No jobs found in namespace {ns}." if not all_namespaces else "No jobs found.", err=True)

@@ -216,12 +216,15 @@ def pod_logs(cluster: Cluster, pod: str, namespace: str, container: str, follow:
         resp.release_conn()
 
 
-def list_batch_jobs(cluster: Cluster, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-    """batch/v1 Jobs (prediction jobs) in ``namespace``, as plain dicts."""
+def list_batch_jobs(cluster: Cluster, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    """batch/v1 Jobs (prediction jobs) in ``namespace`` (None: every namespace), as plain dicts."""
     from kubernetes import client
 
-    jobs = _call(cluster, client.BatchV1Api(cluster.api).list_namespaced_job, namespace,
-                 label_selector=label_selector)
+    batch = client.BatchV1Api(cluster.api)
+    if namespace is None:
+        jobs = _call(cluster, batch.list_job_for_all_namespaces, label_selector=label_selector)
+    else:
+        jobs = _call(cluster, batch.list_namespaced_job, namespace, label_selector=label_selector)
     return [_typed(cluster.plain(j), "batch/v1", "Job") for j in jobs.items]
 
 

@@ -58,16 +58,18 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None, now
     )
 
 
-def statuses(cluster: Any, namespace: str, selector: str | None = None) -> list[JobStatus]:
-    """Every prediction Job in ``namespace`` (matching ``selector`` too)."""
+def statuses(cluster: Any, namespace: str | None, selector: str | None = None) -> list[JobStatus]:
+    """Every prediction Job in ``namespace`` (None: all namespaces), matching ``selector`` too."""
     from jobgen import kube
 
     wanted = f"{SELECTOR},{selector}" if selector else SELECTOR
     out = []
-    for job in sorted(kube.list_batch_jobs(cluster, namespace, wanted), key=lambda j: j["metadata"]["name"]):
+    jobs = kube.list_batch_jobs(cluster, namespace, wanted)
+    for job in sorted(jobs, key=lambda j: (j["metadata"]["namespace"], j["metadata"]["name"])):
         pods = None
         if job_state(job)[0] in ("Pending", "Running"):
-            pods = kube.list_pods(cluster, namespace, f"batch.kubernetes.io/job-name={job['metadata']['name']}")
+            meta = job["metadata"]
+            pods = kube.list_pods(cluster, meta["namespace"], f"batch.kubernetes.io/job-name={meta['name']}")
         out.append(summarize(job, pods))
     return out
 
