@@ -9,7 +9,7 @@ from jobgen.podrunner import downward_env
 from jobgen.predict.status import job_state, summarize
 from jobgen.status import status_table
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
 
 def job(conditions=(), **status):
