@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both loops)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU machine: the CUDA path, unchanged)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -110,21 +111,26 @@ def run(args: argparse.Namespace) -> int:
     examples = args.inputs * args.rows
 
     # The bare loop: the same program (as the predictor loads it), batches of the same size, tensors in memory.
-    model = predict.load_model(predict.resolve_model("gs://bench-models/m", "LATEST"), torch.device("cpu"))
-    data = torch.from_numpy(np.concatenate(arrays))
+    device = torch.device(args.device)
+    model = predict.load_model(predict.resolve_model("gs://bench-models/m", "LATEST"), device)
+    data = torch.from_numpy(np.concatenate(arrays)).to(device)
     batches = list(torch.split(data, args.batch_size))
 
     def bare() -> float:
         start = time.perf_counter()
         with torch.inference_mode():
             for xb in batches:
-                model.fn(xb)
+                out = model.fn(xb)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        assert out.shape[1] == args.classes
         return examples / (time.perf_counter() - start)
 
     def predictor(rep: int) -> tuple[float, float]:
         cfg = predict.Config(
             input=GcsUri("bench-in", "batch"), glob="*.npy", model="gs://bench-models/m", model_version="LATEST",
             output=GcsUri("bench-out", f"run-{rep}"), index=0, completions=1, batch_size=args.batch_size,
+            device=args.device,
         )  # fmt: skip
         start = time.perf_counter()
         stats = predict.run_index(cfg)
