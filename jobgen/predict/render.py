@@ -12,16 +12,10 @@ import json
 from typing import Any
 
 from jobgen.names import DNS1035_MAX
+from jobgen.predict.labels import ANN_INPUT, ANN_KEY, ANN_MODEL, ANN_OUTPUT, CONTAINER, LABEL_PREDICTION
 from jobgen.predict.spec import PredictionSpec
 from jobgen.render import MANAGED_BY, QUEUE_LABEL, container_resources, pod_placement
 
-CONTAINER = "predictor"
-GROUP = "prediction.jobgen.io"
-LABEL_PREDICTION = f"{GROUP}/name"
-ANN_KEY = f"{GROUP}/key"
-ANN_INPUT = f"{GROUP}/input"
-ANN_MODEL = f"{GROUP}/model"
-ANN_OUTPUT = f"{GROUP}/output"
 DIGEST_LEN = 10
 EXIT_PERMANENT = 2  # the predictor's exit code for errors a retry cannot fix (podFailurePolicy: FailIndex)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobgen.predict.render import LABEL_PREDICTION
+from jobgen.predict.labels import LABEL_PREDICTION
 from jobgen.status import JobStatus, RoleStatus, format_age, pending_reason
 
 SELECTOR = LABEL_PREDICTION  # label exists: the Job is a prediction

@@ -11,13 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from jobgen.errors import UserError
+from jobgen.predict.labels import ANN_GENERATION, ANN_OBJECT, LABEL_TRIGGER
 from jobgen.predict.render import data_key, render
 from jobgen.predict.spec import PredictionSpec, check_gs_uri
 from jobgen.predict.validate import manifest_problems
-
-ANN_OBJECT = "prediction.jobgen.io/object"
-ANN_GENERATION = "prediction.jobgen.io/generation"
-LABEL_TRIGGER = "prediction.jobgen.io/trigger"
 
 
 def manifest_for_data(

@@ -16,7 +16,8 @@ from typing import Any
 
 from jobgen.errors import Problem, UserError
 from jobgen.names import is_dns1035, is_dns1123_label
-from jobgen.predict.render import CONTAINER, max_name_len
+from jobgen.predict.labels import CONTAINER
+from jobgen.predict.render import max_name_len
 from jobgen.validate import K8S_SCHEMA_VERSION
 from jobgen.validate import _schema_problems as format_errors  # one formatter of jsonschema errors for all jobs
 

@@ -21,7 +21,7 @@ from jobgen import kube
 from jobgen.localcluster.testing import wait_for
 from jobgen.podrunner import PodRunner, pod_settings
 from jobgen.predict import load
-from jobgen.predict.render import LABEL_PREDICTION
+from jobgen.predict.labels import LABEL_PREDICTION
 from jobgen.predict.trigger import create_once, manifest_for_data
 
 from .conftest import REPO, generations, publish, read_jsonl, require_torch, write_inputs
