@@ -219,6 +219,7 @@ def run_after_promotion(
     pod_annotations: dict[str, str],
     image: str = "local/trainer:dev",
     name: str = "mnist-predict",
+    env: dict[str, str] | None = None,
     timeout: float = 300.0,
     say: Callable[[str], None] = print,
 ) -> PredictionSummary:
@@ -228,7 +229,7 @@ def run_after_promotion(
         f"  wrote {batch.uri}/ ({len(batch.labels)} inputs, {sum(map(len, batch.labels.values()))} examples, "
         f"{len(batch.corrupt)} corrupt), then {MARKER}"
     )
-    spec = spec_for(name, namespace, models_uri, output, batch.uri, image, pod_labels, pod_annotations)
+    spec = spec_for(name, namespace, models_uri, output, batch.uri, image, pod_labels, pod_annotations, env=env)
     manifest = manifest_for_data(spec, batch.uri, batch.bucket, batch.marker, batch.generation, trigger="demo")
     job = manifest["metadata"]["name"]
     started = time.monotonic()

@@ -257,3 +257,32 @@ def test_latest_moving_mid_job_leaves_the_job_on_one_version(
     logs = [(tmp_path / "pod-logs" / f"{pod}.log").read_text() for pod in runner.done]
     assert sum("plan created by this index" in log for log in logs) == 1
     assert sum("plan of index 0" in log for log in logs) == 2
+
+
+def test_demo_helper_lands_a_batch_and_summarizes(local_cluster, cluster_ns, storage, buckets, gcs_env, tmp_path):
+    import numpy as np
+
+    from jobgen.predict.demo import run_after_promotion
+
+    cluster, ns, _ = cluster_ns
+    v1 = publish(f"gs://{buckets['models']}/mnist", "v1", seed=1, value=0.5)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(30, 16)).astype(np.float32)
+    y = v1.model(require_torch().from_numpy(x)).argmax(1).numpy()  # labels the model gets right
+    labels, annotations = pod_settings()
+    said: list[str] = []
+    summary = run_after_promotion(
+        cluster, storage, models_uri=f"gs://{buckets['models']}/mnist", input_bucket=buckets["inputs"],
+        input_prefix="landed/b1", output=f"gs://{buckets['preds']}/demo", namespace=ns, arrays={"x": x, "y": y},
+        pod_labels=labels, pod_annotations=annotations, env=gcs_env, timeout=240, say=said.append,
+    )  # fmt: skip
+    assert summary.state == "Complete", said
+    assert summary.model_version == "v1"
+    assert summary.counts == {"inputs": 4, "predicted": 3, "quarantined": 1, "examples": 30}
+    assert summary.accuracy == 1.0 and len(summary.samples) == 5
+    assert summary.quarantined[0]["name"] == "corrupt.npy"
+    assert any("duplicate submission created nothing" in line for line in said)
+    jobs = local_cluster.get("jobs", namespace=ns, selector=LABEL_PREDICTION)["items"]
+    assert [j["metadata"]["name"] for j in jobs] == [summary.job]
+    text = summary.table()
+    assert "v1" in text and "corrupt.npy" in text and "sample predictions" in text
