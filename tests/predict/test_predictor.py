@@ -187,3 +187,22 @@ def test_permanent_errors_exit_2(storage, buckets, capsys):
     assert predict.main([*argv, "--index=2"]) == 2
     assert "outside 0..1" in capsys.readouterr().err
     assert not list(storage.list_blobs(buckets["preds"]))  # nothing written
+
+
+def test_demo_batch_and_summary(storage, buckets):
+    from jobgen.predict.demo import land_batch, summarize
+
+    v1 = publish(f"gs://{buckets['models']}/mnist", "v1", seed=1, value=0.5)
+    x = np.random.default_rng(3).normal(size=(20, 16)).astype(np.float32)
+    y = expected(v1.model, x).argmax(1)
+    y[:5] = (y[:5] + 1) % CLASSES  # 5 of 20 labels disagree with the model
+    batch = land_batch(storage, buckets["inputs"], "landed", {"x": x, "y": y}, files=3)
+    assert batch.marker == "landed/_SUCCESS" and batch.generation > 0
+    for i in range(2):
+        cfg = config(buckets, i, completions=2)
+        cfg.input, cfg.glob = GcsUri(buckets["inputs"], "landed"), "*.npy"
+        predict.run_index(cfg)
+    summary = summarize(storage, f"gs://{buckets['preds']}/job-1", "job-1", "Complete", 1.0, batch, samples=3)
+    assert summary.counts == {"inputs": 4, "predicted": 3, "quarantined": 1, "examples": 20}
+    assert summary.accuracy == 0.75 and summary.model_version == "v1" and len(summary.samples) == 3
+    assert "corrupt.npy" in summary.table()
