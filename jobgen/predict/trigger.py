@@ -12,7 +12,7 @@ from typing import Any
 
 from jobgen.errors import UserError
 from jobgen.predict.labels import ANN_GENERATION, ANN_OBJECT, LABEL_TRIGGER
-from jobgen.predict.render import data_key, render
+from jobgen.predict.render import data_key, input_key, render
 from jobgen.predict.spec import PredictionSpec, check_gs_uri
 from jobgen.predict.validate import manifest_problems
 
@@ -72,3 +72,16 @@ def _label(value: str) -> str:
         if len(value) <= 63 and value.replace("-", "").replace(".", "").replace("_", "").isalnum()
         else sanitize(value, 63)
     )
+
+
+def manifest_for_run(
+    spec: PredictionSpec, run: str, namespace: str | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """The validated Job for a scheduled run (e.g. ``run`` = the schedule's tick, 2026-11-30T06:00Z) over
+    the spec's own input: one Job per tick, named from (spec name, input, tick)."""
+    derived = spec.model_copy(update={"namespace": namespace or spec.namespace}) if namespace else spec
+    manifest = render(derived, input_key(spec.input.prefix, spec.input.glob, run))
+    problems = manifest_problems(manifest)
+    if problems:
+        raise UserError(problems, f"{source or f'prediction {spec.name}'} (rendered for run {run[:100]!r})")
+    return manifest

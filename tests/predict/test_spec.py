@@ -210,3 +210,26 @@ def test_validator_catches_a_hand_edited_job() -> None:
     paths = {p.path for p in manifest_problems(bad)}
     assert {"spec.completionMode", "spec.template.spec.restartPolicy", "spec.parallelism"} <= paths
     assert any("bogus" in p.message for p in manifest_problems(bad))
+
+
+def test_watcher_and_schedule_manifests() -> None:
+    from jobgen.predict.trigger import manifest_for_data, manifest_for_run
+
+    spec = load.load(REPO / "jobs/predict/mnist.yaml")
+    a = manifest_for_data(spec, "gs://inputs/mnist/b7", "inputs", "mnist/b7/_SUCCESS", 17, trigger="mnist-inputs")
+    assert a == manifest_for_data(spec, "gs://inputs/mnist/b7/", "inputs", "mnist/b7/_SUCCESS", 17, trigger="mnist-inputs")
+    args = a["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--input=gs://inputs/mnist/b7" in args and "--glob=*.np[yz]" in args  # the spec's glob, the version's prefix
+    assert a["metadata"]["annotations"]["prediction.jobgen.io/generation"] == "17"
+    assert a["metadata"]["labels"]["prediction.jobgen.io/trigger"] == "mnist-inputs"
+    b = manifest_for_data(spec, "gs://inputs/mnist/b7", "inputs", "mnist/b7/_SUCCESS", 18)
+    assert b["metadata"]["name"] != a["metadata"]["name"]  # a new generation is a new data version
+    with pytest.raises(UserError) as err:
+        manifest_for_data(spec, "s3://in/b7", "in", "b7/_SUCCESS", 1)
+    assert err.value.problems[0].path == "input.prefix"
+    t1, t2 = manifest_for_run(spec, "2026-11-30T06:00Z"), manifest_for_run(spec, "2026-11-30T07:00Z")
+    assert (
+        t1["metadata"]["name"]
+        != t2["metadata"]["name"]
+        == manifest_for_run(spec, "2026-11-30T07:00Z")["metadata"]["name"]
+    )
