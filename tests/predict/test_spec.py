@@ -217,7 +217,9 @@ def test_watcher_and_schedule_manifests() -> None:
 
     spec = load.load(REPO / "jobs/predict/mnist.yaml")
     a = manifest_for_data(spec, "gs://inputs/mnist/b7", "inputs", "mnist/b7/_SUCCESS", 17, trigger="mnist-inputs")
-    assert a == manifest_for_data(spec, "gs://inputs/mnist/b7/", "inputs", "mnist/b7/_SUCCESS", 17, trigger="mnist-inputs")
+    assert a == manifest_for_data(
+        spec, "gs://inputs/mnist/b7/", "inputs", "mnist/b7/_SUCCESS", 17, trigger="mnist-inputs"
+    )
     args = a["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--input=gs://inputs/mnist/b7" in args and "--glob=*.np[yz]" in args  # the spec's glob, the version's prefix
     assert a["metadata"]["annotations"]["prediction.jobgen.io/generation"] == "17"
