@@ -154,6 +154,8 @@ def test_input_batch_to_a_complete_indexed_job(local_cluster, cluster_ns, storag
     m1 = manifest_for_data(pspec, data_uri, buckets["inputs"], "batch/_SUCCESS", marker.generation, trigger="t")
     m2 = manifest_for_data(pspec, data_uri, buckets["inputs"], "batch/_SUCCESS", marker.generation, trigger="t")
     assert m1 == m2 and m1["metadata"]["name"] != name
+    for m in (m1, m2):
+        m["spec"]["suspend"] = True  # only its creation matters here: no pods
     assert create_once(cluster, m1) is True
     assert create_once(cluster, m2) is False
     jobs = local_cluster.get("jobs", namespace=ns, selector=LABEL_PREDICTION)["items"]
