@@ -71,13 +71,21 @@ def main() -> int:
 
     os.environ.update({"STORAGE_EMULATOR_HOST": host, "GOOGLE_CLOUD_PROJECT": "bench"})
     try:
-        return run(args)
+        return run(args, proc.pid)
     finally:
         proc.terminate()
         proc.wait()
 
 
-def run(args: argparse.Namespace) -> int:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), from /proc."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(args: argparse.Namespace, gcs_pid: int) -> int:
     import numpy as np
     import torch
     from trainer import gcs, predict
@@ -116,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     data = torch.from_numpy(np.concatenate(arrays)).to(device)
     batches = list(torch.split(data, args.batch_size))
 
-    def bare() -> float:
+    def bare() -> tuple[float, float]:
+        cpu = time.process_time()
         start = time.perf_counter()
         with torch.inference_mode():
             for xb in batches:
@@ -124,30 +133,35 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         assert out.shape[1] == args.classes
-        return examples / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        return examples / wall, (time.process_time() - cpu) / examples * 1e6
 
-    def predictor(rep: int) -> tuple[float, float]:
+    def predictor(rep: int) -> tuple[float, float, float, float]:
         cfg = predict.Config(
             input=GcsUri("bench-in", "batch"), glob="*.npy", model="gs://bench-models/m", model_version="LATEST",
             output=GcsUri("bench-out", f"run-{rep}"), index=0, completions=1, batch_size=args.batch_size,
             device=args.device,
         )  # fmt: skip
+        cpu, gcs_cpu = time.process_time(), cpu_seconds(gcs_pid)
         start = time.perf_counter()
         stats = predict.run_index(cfg)
         total = time.perf_counter() - start
+        cpu, gcs_cpu = time.process_time() - cpu, cpu_seconds(gcs_pid) - gcs_cpu
         assert stats.examples == examples and stats.predicted == args.inputs, stats
-        return examples / stats.seconds, examples / total
+        return examples / stats.seconds, examples / total, cpu / examples * 1e6, gcs_cpu / examples * 1e6
 
     bare()  # warm-up (allocator, first-call overheads) for both
     predictor(-1)
     rows = []
     for rep in range(args.repeats):
-        b = bare()
-        stream, e2e = predictor(rep)
-        rows.append({"bare": b, "stream": stream, "end_to_end": e2e})
+        b, b_cpu = bare()
+        stream, e2e, p_cpu, g_cpu = predictor(rep)
+        rows.append({"bare": b, "stream": stream, "end_to_end": e2e, "bare_cpu_ms": b_cpu, "predictor_cpu_ms": p_cpu,
+                     "fake_gcs_cpu_ms": g_cpu})  # fmt: skip
         print(
             f"repeat {rep}: bare {b:,.0f}/s  predictor stream {stream:,.0f}/s ({stream / b:.2f}x)  "
-            f"end to end {e2e:,.0f}/s ({e2e / b:.2f}x)",
+            f"end to end {e2e:,.0f}/s ({e2e / b:.2f}x)  CPU ms per 1k predictions: bare {b_cpu:.0f}, "
+            f"predictor {p_cpu:.0f} (+ fake-gcs-server {g_cpu:.0f})",
             flush=True,
         )
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -156,12 +170,18 @@ def run(args: argparse.Namespace) -> int:
     mb = args.inputs * args.rows * args.dim * 4 / 1e6
     print(
         f"\n{args.inputs} inputs x {args.rows} examples x {args.dim} features ({mb:.0f} MB float32), "
-        f"MLP hidden {args.hidden}, batch {args.batch_size}, torch threads {args.threads}, {args.repeats} repeats"
+        f"MLP hidden {args.hidden}, batch {args.batch_size}, {args.device}, torch threads {args.threads}, "
+        f"{args.repeats} repeats"
     )
     print(
         f"median: bare {med['bare']:,.0f} predictions/s; predictor stream {med['stream']:,.0f}/s "
-        f"= {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x); end to end {med['end_to_end']:,.0f}/s "
-        f"= {statistics.median(e2e_ratios):.2f}x"
+        f"= {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x); "
+        f"end to end {med['end_to_end']:,.0f}/s = {statistics.median(e2e_ratios):.2f}x"
+    )
+    print(
+        f"CPU per 1k predictions (all threads of this process): bare {med['bare_cpu_ms']:.0f} ms, predictor "
+        f"{med['predictor_cpu_ms']:.0f} ms (bare/predictor = {med['bare_cpu_ms'] / med['predictor_cpu_ms']:.2f}x); "
+        f"fake-gcs-server, i.e. GCS's side: {med['fake_gcs_cpu_ms']:.0f} ms"
     )
     if args.json:
         print(json.dumps({"args": vars(args), "rows": rows}))
