@@ -113,9 +113,9 @@ def run(args: argparse.Namespace, gcs_pid: int) -> int:
     for i in range(args.inputs):
         x = rng.normal(size=(args.rows, args.dim)).astype(np.float32)
         arrays.append(x)
-        b = io.BytesIO()
-        np.save(b, x)
-        client.bucket("bench-in").blob(f"batch/in-{i:04d}.npy").upload_from_string(b.getvalue())
+        npy = io.BytesIO()
+        np.save(npy, x)
+        client.bucket("bench-in").blob(f"batch/in-{i:04d}.npy").upload_from_string(npy.getvalue())
     examples = args.inputs * args.rows
 
     # The bare loop: the same program (as the predictor loads it), batches of the same size, tensors in memory.
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace, gcs_pid: int) -> int:
 
     bare()  # warm-up (allocator, first-call overheads) for both
     predictor(-1)
-    rows = []
+    rows: list[dict[str, float]] = []
     for rep in range(args.repeats):
         b, b_cpu = bare()
         stream, e2e, p_cpu, g_cpu = predictor(rep)

@@ -343,7 +343,8 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a spec field, e.g. --set parallelism=4.")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="Override a spec field, e.g. --set parallelism=4.")
 @click.option("--run", "run", default=None, metavar="ID",
               help="Another prediction over the same input (the job name hashes the input and this id).")
 @click.option("--dry-run", type=click.Choice(["none", "client", "server"]), default="none", show_default=True,

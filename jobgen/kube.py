@@ -216,7 +216,8 @@ def pod_logs(cluster: Cluster, pod: str, namespace: str, container: str, follow:
         resp.release_conn()
 
 
-def list_batch_jobs(cluster: Cluster, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+def list_batch_jobs(cluster: Cluster, namespace: str | None,
+                    label_selector: str | None = None) -> list[dict[str, Any]]:
     """batch/v1 Jobs (prediction jobs) in ``namespace`` (None: every namespace), as plain dicts."""
     from kubernetes import client
 
