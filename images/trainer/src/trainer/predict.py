@@ -22,10 +22,7 @@ fails the index without retrying; anything else (a crash, a kill, GCS unreachabl
 is retried by ``backoffLimitPerIndex``, and the retried index skips what is already written.
 """
 
-from __future__ import annotations
-
 import argparse
-import importlib
 import io
 import json
 import logging
@@ -34,350 +31,71 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from trainer import gcs, registry
+from trainer import registry
 from trainer.gcs import GcsUri, TrainerError
+from trainer.predict_inputs import Corrupt, Item, decode, fetch
+from trainer.predict_model import LoadedModel, load_model
+from trainer.predict_plan import (
+    FORMAT,
+    MANIFEST,
+    PLAN,
+    PREDICTIONS,
+    QUARANTINE,
+    RAW,
+    SUCCESS,
+    Config,
+    create_once,
+    ensure_plan,
+    finish_if_complete,
+    glob_regex,
+    list_inputs,
+    list_names,
+    read_json,
+    resolve_model,
+    share,
+)
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "PLAN",
+    "PREDICTIONS",
+    "QUARANTINE",
+    "RAW",
+    "SUCCESS",
+    "Config",
+    "Corrupt",
+    "Item",
+    "LoadedModel",
+    "Predictor",
+    "Stats",
+    "create_once",
+    "decode",
+    "ensure_plan",
+    "fetch",
+    "finish_if_complete",
+    "glob_regex",
+    "list_inputs",
+    "list_names",
+    "load_model",
+    "main",
+    "parse_args",
+    "read_json",
+    "resolve_model",
+    "run_index",
+    "share",
+]
 
 log = logging.getLogger("trainer.predict")
 
-PLAN = "_job/plan.json"
-MANIFEST = "manifest.json"
-SUCCESS = "_SUCCESS"
-PREDICTIONS = "predictions"
-RAW = "raw"
-QUARANTINE = "quarantine"
-FORMAT = "trainer.predictions/v1"
 EXIT_USAGE = 2
-
-
-# ---------------------------------------------------------------------------------------------
-# GCS helpers
-
-
-def _precondition_failed(exc: BaseException) -> bool:
-    from google.api_core import exceptions as gexc
-
-    return isinstance(exc, gexc.PreconditionFailed)
-
-
-def create_once(uri: GcsUri, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> bool:
-    """Create ``uri`` unless it exists (``ifGenerationMatch=0``). True if this call created it.
-
-    A retry after a lost response sees 412 and reports False: the object is there, written once."""
-    blob = gcs.blob(uri)
-    if metadata:
-        blob.metadata = metadata
-    try:
-        gcs.with_retries(
-            lambda: blob.upload_from_string(data, content_type=content_type, if_generation_match=0), f"create {uri}"
-        )
-    except Exception as exc:
-        if _precondition_failed(exc):
-            return False
-        raise
-    return True
-
-
-def read_json(uri: GcsUri) -> dict[str, Any] | None:
-    from google.api_core import exceptions as gexc
-
-    try:
-        raw = gcs.with_retries(gcs.blob(uri).download_as_bytes, f"read {uri}")
-    except gexc.NotFound:
-        return None
-    doc = json.loads(raw)
-    if not isinstance(doc, dict):
-        raise TrainerError(f"{uri} is not a JSON object")
-    return doc
-
-
-def list_names(base: GcsUri, sub: str) -> dict[str, Any]:
-    """Objects under ``base/sub/`` → {relative name: blob}."""
-    prefix = base.join(sub).path + "/"
-    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(base.bucket, prefix=prefix)), f"list {base}/{sub}")
-    return {b.name[len(prefix) :]: b for b in blobs}
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan: model version and inputs, fixed once per job
-
-
-def glob_regex(pattern: str) -> Any:
-    """The same glob dialect as the spec (jobgen.predict.spec.glob_regex): ``*``/``?`` within a segment,
-    ``**`` across segments, ``[...]`` classes."""
-    import re
-
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-            continue
-        if pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-            continue
-        c = pattern[i]
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[" and pattern.find("]", i + 2) != -1:
-            end = pattern.find("]", i + 2)
-            body = pattern[i + 1 : end]
-            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
-            i = end
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(rf"^{out}$")
-
-
-def list_inputs(prefix: GcsUri, glob: str) -> list[dict[str, Any]]:
-    """Input objects under ``prefix`` matching ``glob``: name (relative), generation, size; sorted by name.
-
-    Markers and hidden objects (a path segment starting with '_' or '.') are never inputs."""
-    rx = glob_regex(glob)
-    base = prefix.path + "/" if prefix.path else ""
-    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(prefix.bucket, prefix=base)), f"list {prefix}")
-    out = []
-    for b in blobs:
-        rel = b.name[len(base) :]
-        if not rel or rel.endswith("/") or any(seg.startswith(("_", ".")) for seg in rel.split("/")):
-            continue
-        if rx.match(rel):
-            out.append({"name": rel, "generation": int(b.generation), "size": int(b.size or 0)})
-    return sorted(out, key=lambda d: d["name"])
-
-
-def resolve_model(model_uri: str, version: str) -> dict[str, Any]:
-    """The model version to use: LATEST's target (read now, once) or the pinned ``version``."""
-    reg = registry.Registry(model_uri)
-    resolved_from = version
-    latest = None
-    if version == registry.LATEST:
-        latest, gen = reg.latest()
-        if latest is None or not latest.get("version"):
-            raise TrainerError(
-                f"no model to predict with: {reg.base.join(registry.LATEST)} does not exist "
-                "(train and promote a model first, or pin a version)"
-            )
-        version = str(latest["version"])
-        latest = {**latest, "generation": gen}
-    vuri = reg.version_uri(version)
-    names = set(list_names(reg.base, version))
-    if registry.COMPLETE not in names:
-        raise TrainerError(
-            f"model version {vuri} is not complete ({registry.COMPLETE} missing): it does not exist "
-            "or is still being published"
-        )
-    file = "model.pt2" if "model.pt2" in names else "model.pt" if "model.pt" in names else None
-    if file is None:
-        raise TrainerError(f"model version {vuri} has neither model.pt2 nor model.pt")
-    lineage = read_json(vuri.join("lineage.json")) or {}
-    return {
-        "uri": str(vuri),
-        "registry": str(reg.base),
-        "version": version,
-        "resolved_from": resolved_from,
-        "file": file,
-        "latest_pointer": latest,
-        "lineage": lineage,
-    }
-
-
-def ensure_plan(cfg: Config) -> tuple[dict[str, Any], bool]:
-    """The job's plan, created by this index if it is the first (True) or read (False)."""
-    uri = cfg.output.join(PLAN)
-    plan = read_json(uri)
-    if plan is not None:
-        return plan, False
-    plan = {
-        "format": FORMAT,
-        "job": cfg.job_name,
-        "input": {"prefix": str(cfg.input), "glob": cfg.glob},
-        "model": resolve_model(cfg.model, cfg.model_version),
-        "inputs": list_inputs(cfg.input, cfg.glob),
-        "completions": cfg.completions,
-        "created_at": registry.now(),
-        "created_by_index": cfg.index,
-    }
-    if create_once(uri, json.dumps(plan, indent=1, sort_keys=True).encode(), "application/json"):
-        return plan, True
-    winner = read_json(uri)  # another index created it first: everybody uses the winner's plan
-    if winner is None:
-        raise TrainerError(f"{uri} vanished after a create conflict")
-    return winner, False
-
-
-def share(inputs: list[dict[str, Any]], index: int, completions: int) -> list[dict[str, Any]]:
-    """Index ``index``'s inputs: every ``completions``-th, starting at ``index`` (disjoint, covering)."""
-    return inputs[index::completions]
-
-
-# ---------------------------------------------------------------------------------------------
-# The model
-
-
-@dataclass
-class LoadedModel:
-    fn: Callable[[Any], Any]
-    static_batch: int | None  # a torch.export program with a fixed batch size
-    file: str
-
-
-def _static_batch(program: Any) -> int | None:
-    try:
-        for spec in program.graph_signature.input_specs:
-            if getattr(spec.kind, "name", "") != "USER_INPUT":
-                continue
-            node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == spec.arg.name)
-            dim = node.meta["val"].shape[0]
-            return int(dim) if isinstance(dim, int) else None
-    except Exception:
-        return None
-    return None
-
-
-def load_model(info: dict[str, Any], device: Any) -> LoadedModel:
-    """model.pt2 (a torch.export program) when present, else model.pt into the trainer's model class."""
-    import torch
-
-    vuri = GcsUri.parse(info["uri"])
-    data = gcs.with_retries(gcs.blob(vuri.join(info["file"])).download_as_bytes, f"read {vuri}/{info['file']}")
-    if info["file"] == "model.pt2":
-        program = torch.export.load(io.BytesIO(data))
-        module = program.module().to(device)
-        return LoadedModel(module, _static_batch(program), "model.pt2")
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    lineage = info.get("lineage") or {}
-    hp = dict(lineage.get("hyperparameters") or {})
-    hook = str(hp.get("model") or "trainer.model:default_model")
-    module_name, _, fn_name = hook.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise TrainerError(f"model hook {hook!r} (from lineage.json) cannot be imported: {exc}") from None
-    input_dim, num_classes = _dims(lineage)
-    net = factory(input_dim, num_classes, argparse.Namespace(**hp))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise TrainerError(f"model.pt of {vuri} does not fit {hook}: {str(exc).splitlines()[0]}") from None
-    net.to(device).eval()
-    return LoadedModel(net, None, "model.pt")
-
-
-def _dims(lineage: dict[str, Any]) -> tuple[int, int]:
-    """input_dim and num_classes of a state_dict-only model: from lineage, or its training data's manifest."""
-    if lineage.get("input_dim") and lineage.get("num_classes"):
-        return int(lineage["input_dim"]), int(lineage["num_classes"])
-    data_uri = (lineage.get("data") or {}).get("uri")
-    manifest = read_json(GcsUri.parse(data_uri).join("manifest.json")) if data_uri else None
-    if not manifest:
-        raise TrainerError(
-            "model.pt alone does not say its input and class counts, and lineage.json names no "
-            "readable training data manifest; publish model.pt2 (torch.export) with the model"
-        )
-    shape = manifest["features"]["x"]["shape"]
-    return int(np.prod(shape)) if shape else 1, int(manifest["num_classes"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-class Corrupt(Exception):
-    """An input that cannot be predicted; its message is the quarantine reason."""
-
-
-@dataclass
-class Item:
-    name: str
-    generation: int
-    x: np.ndarray | None = None  # float32, axis 0 = examples
-    ids: list[str] = field(default_factory=list)
-    reason: str | None = None  # set: quarantined
-
-
-def decode(name: str, data: bytes) -> tuple[np.ndarray, list[str] | None]:
-    """``.npy`` (axis 0 = examples) or ``.npz`` (array ``x``, or its only array; optional ``id``)."""
-    try:
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:
-        raise Corrupt(f"not a .npy/.npz array file: {type(exc).__name__}: {str(exc)[:200]}") from None
-    ids = None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
-            if key is None:
-                raise Corrupt(f".npz without an array named x (arrays: {', '.join(keys) or 'none'})")
-            try:
-                x = loaded[key]
-                ids = [str(v) for v in loaded["id"].tolist()] if "id" in keys else None
-            except Exception as exc:
-                raise Corrupt(f"unreadable .npz member: {type(exc).__name__}: {str(exc)[:200]}") from None
-    else:
-        x = loaded
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise Corrupt(f"no examples: array shape {list(x.shape)} (axis 0 indexes the examples)")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise Corrupt(f"array dtype {x.dtype} is not numeric")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise Corrupt("array contains NaN or infinite values")
-    if ids is not None and len(ids) != x.shape[0]:
-        raise Corrupt(f"id has {len(ids)} entries for {x.shape[0]} examples")
-    return x, ids
-
-
-def fetch(base: GcsUri, entry: dict[str, Any]) -> Item:
-    """Download the planned generation of one input and decode it; failures become a quarantine reason."""
-    from google.api_core import exceptions as gexc
-
-    name, generation = entry["name"], int(entry["generation"])
-    item = Item(name, generation)
-    uri = base.join(name)
-    try:
-        data = gcs.with_retries(gcs.blob(uri, generation=generation).download_as_bytes, f"read {uri}")
-        x, ids = decode(name, data)
-    except gexc.NotFound:
-        item.reason = f"generation {generation} of {uri} no longer exists (overwritten or deleted after the plan)"
-        return item
-    except gexc.Forbidden as exc:
-        item.reason = f"permission denied reading {uri}: {exc.message}"
-        return item
-    except Corrupt as exc:
-        item.reason = str(exc)
-        return item
-    item.x = x
-    item.ids = ids if ids is not None else [f"{name}:{i}" for i in range(x.shape[0])]
-    return item
-
-
-# ---------------------------------------------------------------------------------------------
-# Predicting one index
-
-
-@dataclass
-class Config:
-    input: GcsUri
-    glob: str
-    model: str
-    model_version: str
-    output: GcsUri
-    index: int
-    completions: int
-    batch_size: int = 256
-    device: str = "cpu"
-    prefetch: int = 8
-    writers: int = 8
-    job_name: str = ""
 
 
 @dataclass
@@ -605,83 +323,6 @@ class Predictor:
                 fut.result()  # raises the first write error
         self.stats.seconds = time.perf_counter() - start
         return self.stats
-
-
-# ---------------------------------------------------------------------------------------------
-# Completion
-
-
-def finish_if_complete(cfg: Config, plan: dict[str, Any]) -> bool:
-    """Write manifest.json and then _SUCCESS if every planned input has an output or a quarantine entry.
-
-    Every index calls this after its own share is written, so the last index to finish sees every
-    entry (GCS lists are strongly consistent). Both objects are created with ifGenerationMatch=0: when
-    two indexes finish at once, one manifest wins and the other create is a no-op; an index retried
-    after writing the manifest but not _SUCCESS writes _SUCCESS on its retry. Returns True if this
-    call found the job complete."""
-    outputs = {n[: -len(".jsonl")]: b for n, b in list_names(cfg.output, PREDICTIONS).items() if n.endswith(".jsonl")}
-    quarantined = {n[: -len(".json")]: b for n, b in list_names(cfg.output, QUARANTINE).items() if n.endswith(".json")}
-    inputs = plan["inputs"]
-    missing = [e["name"] for e in inputs if e["name"] not in outputs and e["name"] not in quarantined]
-    if missing:
-        log.info("%d of %d inputs have no output yet (other indexes are still running)", len(missing), len(inputs))
-        return False
-    entries, reasons, examples = [], [], 0
-    for e in inputs:
-        name = e["name"]
-        if name in outputs:
-            rows = int((outputs[name].metadata or {}).get("rows", 0))
-            examples += rows
-            entries.append(
-                {
-                    "name": name,
-                    "generation": e["generation"],
-                    "examples": rows,
-                    "predictions": str(cfg.output.join(PREDICTIONS, name + ".jsonl")),
-                    "raw": str(cfg.output.join(RAW, name + ".npz")),
-                }
-            )
-        else:
-            reason = (quarantined[name].metadata or {}).get("reason", "")
-            reasons.append(
-                {
-                    "name": name,
-                    "generation": e["generation"],
-                    "reason": reason,
-                    "entry": str(cfg.output.join(QUARANTINE, name + ".json")),
-                }
-            )
-            entries.append({"name": name, "generation": e["generation"], "quarantined": True})
-    model = plan["model"]
-    manifest = {
-        "format": FORMAT,
-        "job": plan.get("job"),
-        "input": plan["input"],
-        "model": {
-            "version": model["version"],
-            "uri": model["uri"],
-            "file": model["file"],
-            "resolved_from": model["resolved_from"],
-            "lineage": model.get("lineage"),
-        },
-        "counts": {
-            "inputs": len(inputs),
-            "predicted": len(inputs) - len(reasons),
-            "quarantined": len(reasons),
-            "examples": examples,
-        },
-        "inputs": entries,
-        "quarantined": reasons,
-        "completions": plan["completions"],
-        "completed_at": registry.now(),
-        "completed_by_index": cfg.index,
-    }
-    wrote = create_once(
-        cfg.output.join(MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode(), "application/json"
-    )
-    create_once(cfg.output.join(SUCCESS), b"", "text/plain")
-    log.info("job complete: %s %s by this index", cfg.output.join(MANIFEST), "written" if wrote else "already written")
-    return True
 
 
 def run_index(cfg: Config) -> Stats:
