@@ -45,8 +45,13 @@ submit: venv ## Render, validate and server-side apply JOB (placeholder image ->
 	@test -n "$(JOB)" || { echo "usage: make submit JOB=jobs/x.yaml" >&2; exit 2; }
 	@JOBGEN=$(JOBGEN) hack/terraform/submit.sh $(JOB)
 
+.PHONY: predict
+predict: venv ## Submit the batch prediction JOB (kind BatchPrediction, e.g. jobs/predict/mnist.yaml) as an Indexed Job.
+	@test -n "$(JOB)" || { echo "usage: make predict JOB=jobs/predict/x.yaml" >&2; exit 2; }
+	@$(JOBGEN) predict $(JOB)
+
 .PHONY: status
-status: venv ## Show the state of every PyTorchJob/TFJob in the current namespace.
+status: venv ## Show the state of every PyTorchJob/TFJob and prediction Job in the current namespace.
 	@$(JOBGEN) status
 
 .PHONY: watch

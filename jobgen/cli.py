@@ -186,7 +186,9 @@ def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], param
 @_cluster_options
 def status(name: str | None, namespace: str | None, all_namespaces: bool, selector: str | None, output: str,
            sweep_name: str | None, context: str | None, kubeconfig: str | None) -> None:
-    """Show state, replicas ready/succeeded/failed, age, and why a job is Pending or Failed."""
+    """Show state, replicas ready/succeeded/failed, age, and why a job is Pending or Failed.
+
+    Prediction Jobs (jobgen predict) are listed too, with their indexes as the replicas."""
     from jobgen import kube
     from jobgen.status import status_table, summarize
 
@@ -203,9 +205,14 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
         else:
             _emit([asdict(r) for r in ranked], output)
         return
+    from jobgen.predict import status as predictions
+
     if name:
-        job = _job(cluster, name, ns)
-        statuses = [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
+        job = cluster.get_job(name, ns)
+        prediction = predictions.one(cluster, name, ns) if job is None else None
+        if job is None and prediction is None:
+            raise UserError.one("NAME", f"no PyTorchJob, TFJob or prediction Job named {name!r} in namespace {ns!r}")
+        statuses = [prediction] if prediction else [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
     else:
         if all_namespaces:
             jobs = _all_namespaces(cluster, selector)
@@ -218,6 +225,7 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
                 meta = job["metadata"]
                 state = summarize(job, cluster.job_pods(meta["name"], meta["namespace"]))
             statuses.append(state)
+        statuses += predictions.statuses(cluster, None if all_namespaces else ns, selector)
     if output == "table":
         if not statuses:
             click.echo(f"No jobs found in namespace {ns}." if not all_namespaces else "No jobs found.", err=True)
@@ -320,6 +328,38 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
 
     sys.exit(watch_main(config, kubeconfig=kubeconfig, context=context, log_level=log_level))
 
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="Override a spec field, e.g. --set parallelism=4.")
+@click.option("--run", "run", default=None, metavar="ID",
+              help="Another prediction over the same input (the job name hashes the input and this id).")
+@click.option("--dry-run", type=click.Choice(["none", "client", "server"]), default="none", show_default=True,
+              help="client: render and validate only; server: ask the apiserver to validate without persisting.")
+@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
+@_cluster_options
+def predict(spec: str, sets: tuple[str, ...], run: str | None, dry_run: str, output: str, context: str | None,
+            kubeconfig: str | None) -> None:
+    """Submit the batch prediction SPEC (kind BatchPrediction) as an Indexed Job; see docs/prediction.md.
+
+    One Job per input: submitting the same input again changes nothing."""
+    from jobgen.predict import submit as predictions
+
+    _, manifest = predictions.build(spec, _pairs(sets, "--set", True), run)
+    if dry_run == "client":
+        result, suffix = manifest, " (dry run)"
+    else:
+        from jobgen import kube
+
+        cluster = kube.connect(context, kubeconfig)
+        result = predictions.apply(cluster, manifest, server_dry_run=dry_run == "server")
+        suffix = " (server dry run)" if dry_run == "server" else ""
+    if output == "name":
+        click.echo(f"job.batch/{result['metadata']['name']} serverside-applied{suffix}")
+    else:
+        _emit(result, output)
 
 
 @main.command()

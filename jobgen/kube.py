@@ -169,8 +169,8 @@ class Cluster:
         res = self._resource(api_version, kind)
         result = self._plain(self._call(lambda: res.get(namespace=namespace, label_selector=label_selector,
                                                         field_selector=field_selector), f"list {kind}"))
-        items: list[dict[str, Any]] = result.get("items") or []
-        return items
+        # list items come without apiVersion and kind: put them back, so every object names its type
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in result.get("items") or []]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
                uid: str | None = None) -> bool:

@@ -83,15 +83,11 @@ def child_name(job: str, role: str, index: int) -> str:
 
 
 def state_of(obj: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """The job's current state and the condition that says so (Pending when it has none).
-
-    Shared by every kind whose status carries JobConditions (training-operator v1, batch/v1 Jobs
-    map Complete -> Succeeded)."""
+    """The job's current state and the condition that says so (Pending when it has none)."""
     conditions = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
     for wanted in _STATE_PRECEDENCE:
         for cond in reversed(conditions):
-            ctype = "Succeeded" if cond.get("type") == "Complete" else cond.get("type")
-            if ctype == wanted:
+            if cond.get("type") == wanted:
                 return ("Pending" if wanted == "Created" else wanted), cond
     return "Pending", None
 

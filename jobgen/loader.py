@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from jobgen import modelerrors
 from jobgen.errors import UserError, format_path
 from jobgen.spec import JobSpec
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -108,21 +111,22 @@ def parse_set_value(text: str) -> Any:
 
 
 
-def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str) -> dict[str, Any]:
-    """Return a copy of ``doc`` with each ``(path, value)`` applied. Paths must exist in the spec model."""
+def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str,
+               model: type[BaseModel] = JobSpec) -> dict[str, Any]:
+    """Return a copy of ``doc`` with each ``(path, value)`` applied. Paths must exist in ``model``."""
     out = copy.deepcopy(doc)
     for raw_path, value in sets:
         try:
             path = split_path(raw_path)
         except ValueError as exc:
             raise UserError.one(raw_path, f"--set: {exc}", source) from None
-        annotation: Any = JobSpec
+        annotation: Any = model
         node: Any = out
         for i, seg in enumerate(path):
             here = format_path(path[: i + 1])
             annotation = modelerrors.step(annotation, seg)
             if annotation is None:
-                allowed = modelerrors.fields_at(JobSpec, path[:i])
+                allowed = modelerrors.fields_at(model, path[:i])
                 hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
                 raise UserError.one(here, f"--set: no such field in the job spec{hint}", source)
             if path[0] == "hyperparameters" and i == 1 and seg not in (node or {}):

@@ -32,6 +32,7 @@ from jobgen.localcluster.cluster import EXIT_CODE_ANNOTATION, RUN_FOR_ANNOTATION
 from jobgen.localrun import LocalPorts, container_exit_code, local_argv, localize
 
 LOCAL_EXEC_LABEL = "jobgen.io/local-exec"
+BATCH_JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # on the pods of a batch/v1 Job
 HOLD = "87600h"  # kwok keeps the pod Running until the exit-code annotation is set
 DEFAULT_CONTAINERS = tuple(k.container for k in KINDS.values())
 
@@ -39,6 +40,30 @@ DEFAULT_CONTAINERS = tuple(k.container for k in KINDS.values())
 def pod_settings() -> tuple[dict[str, str], dict[str, str]]:
     """Pod labels and annotations that hand a job's pods to the runner."""
     return {LOCAL_EXEC_LABEL: "true"}, {RUN_FOR_ANNOTATION: HOLD}
+
+
+def downward_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """Env from the downward API's ``fieldRef`` to the pod's metadata, as the kubelet resolves it.
+
+    The Job controller gives every pod of an Indexed Job ``JOB_COMPLETION_INDEX`` this way (from the
+    annotation ``batch.kubernetes.io/job-completion-index``)."""
+    out = {}
+    meta = pod["metadata"]
+    for e in container.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("fieldRef")
+        if ref is None:
+            continue
+        path = ref["fieldPath"]
+        if path.startswith("metadata.annotations['") and path.endswith("']"):
+            value = (meta.get("annotations") or {}).get(path[len("metadata.annotations['"):-2])
+        elif path.startswith("metadata.labels['") and path.endswith("']"):
+            value = (meta.get("labels") or {}).get(path[len("metadata.labels['"):-2])
+        else:
+            value = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+                     "metadata.uid": meta.get("uid")}.get(path)
+        if value is not None:
+            out[e.name] = value
+    return out
 
 
 @dataclass
@@ -96,10 +121,12 @@ class PodRunner:
 
     def _start(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
-        job = (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL, name)
+        labels = pod["metadata"].get("labels") or {}
+        job = labels.get(JOB_NAME_LABEL) or labels.get(BATCH_JOB_NAME_LABEL, name)
         containers = pod["spec"]["containers"]
         container = next((c for c in containers if c["name"] in DEFAULT_CONTAINERS), containers[0])
         env = {e["name"]: e["value"] for e in container.get("env") or [] if e.get("value") is not None}
+        env.update(downward_env(pod, container))  # e.g. JOB_COMPLETION_INDEX of an Indexed Job's pod
         env = {"HOSTNAME": name, **localize(env, self.ports.setdefault(job, LocalPorts()))}  # as the kubelet sets it
         argv = local_argv(list(container.get("command") or []), list(container.get("args") or []))
         self.log_dir.mkdir(parents=True, exist_ok=True)

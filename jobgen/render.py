@@ -19,7 +19,7 @@ import yaml
 
 from jobgen.errors import Problem, UserError
 from jobgen.kubeflow import JOB_KIND_ENV, JOB_NAME_ENV, KINDS
-from jobgen.spec import Hyperparameter, JobSpec, Replica, Resources, coerce_param
+from jobgen.spec import Hyperparameter, JobSpec, Placement, Replica, Resources, coerce_param
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATES = {"PyTorchJob": "pytorchjob.yaml.j2", "TFJob": "tfjob.yaml.j2"}
@@ -218,6 +218,28 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     return {"job": job, "roles": roles, "spec": spec, "kind": KINDS[spec.kind]}
 
 
+def pod_placement(place: Placement, res: Resources) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The nodeSelector and tolerations of a pod with resources ``res`` placed by ``place``.
+
+    GPU pods go to nodes of the accelerator type and tolerate the GPU taint; pods without GPUs stay
+    off GPU nodes; spot adds the spot label and toleration. Shared by training and prediction jobs.
+    """
+    node_selector = dict(place.node_selector)
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in place.tolerations]
+    if res.gpu and place.accelerator:
+        node_selector[GKE_ACCELERATOR] = place.accelerator
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    if place.spot:
+        node_selector[GKE_SPOT] = "true"
+        tolerations.append({"key": GKE_SPOT, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+    return node_selector, tolerations
+
+
+def container_resources(res: Resources) -> dict[str, Any]:
+    """``resources`` of a container: requests, with memory and GPUs also as limits."""
+    return _resources(res)
+
+
 def _role(
     spec: JobSpec,
     name: str,
@@ -231,14 +253,7 @@ def _role(
 ) -> dict[str, Any]:
     place = spec.placement
     res = rep.resources or spec.resources
-    node_selector = dict(place.node_selector)
-    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in place.tolerations]
-    if res.gpu and place.accelerator:
-        node_selector[GKE_ACCELERATOR] = place.accelerator
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    if place.spot:
-        node_selector[GKE_SPOT] = "true"
-        tolerations.append({"key": GKE_SPOT, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+    node_selector, tolerations = pod_placement(place, res)
     return {
         "name": name,
         "replicas": rep.replicas,

@@ -59,7 +59,7 @@ def _path(parts: Iterable[Any]) -> str:
     return out
 
 
-def _schema_problems(validator: Any, doc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+def schema_problems_of(validator: Any, doc: Any, prefix: tuple[Any, ...] = ()) -> list[Problem]:
     problems = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         leaf = err
@@ -81,14 +81,14 @@ def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
         return [Problem("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")]
     if manifest.get("apiVersion") != API_VERSION:
         return [Problem("apiVersion", f"expected {API_VERSION}, got {manifest.get('apiVersion')!r}")]
-    problems = _schema_problems(_crd_validator(kind), manifest)
+    problems = schema_problems_of(_crd_validator(kind), manifest)
     field = KINDS[kind].replica_field
     specs = (manifest.get("spec") or {}).get(field) or {}
     if isinstance(specs, dict):
         for role, rspec in specs.items():
             template = rspec.get("template") if isinstance(rspec, dict) else None
             if isinstance(template, dict):
-                problems += _schema_problems(_pod_template_validator(), template, ("spec", field, role, "template"))
+                problems += schema_problems_of(_pod_template_validator(), template, ("spec", field, role, "template"))
     return problems
 
 

@@ -50,7 +50,7 @@ def test_unknown_kind():
 
 @pytest.mark.parametrize(("conditions", "state"), [
     ([], "Pending"), (["Created"], "Pending"), (["Created", "Running"], "Running"),
-    (["Running", "Succeeded"], "Succeeded"), (["Running", "Failed"], "Failed"), (["Complete"], "Succeeded")])
+    (["Running", "Succeeded"], "Succeeded"), (["Running", "Failed"], "Failed")])
 def test_state_from_conditions(conditions, state):
     obj = {"status": {"conditions": [{"type": c, "status": "True"} for c in conditions]}}
     assert kubeflow.state_of(obj)[0] == state
