@@ -62,7 +62,7 @@ def downward_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, st
             value = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
                      "metadata.uid": meta.get("uid")}.get(path)
         if value is not None:
-            out[e.name] = value
+            out[e["name"]] = value
     return out
 
 

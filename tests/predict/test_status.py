@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 
 from jobgen.podrunner import downward_env
 from jobgen.predict.status import job_state, summarize
@@ -74,25 +73,11 @@ def test_pending_reason_from_pods():
 
 def test_downward_env_resolves_the_completion_index():
     env = [
-        SimpleNamespace(
-            name="JOB_COMPLETION_INDEX",
-            value=None,
-            value_from=SimpleNamespace(
-                field_ref=SimpleNamespace(field_path="metadata.annotations['batch.kubernetes.io/job-completion-index']")
-            ),
-        ),
-        SimpleNamespace(
-            name="POD", value=None, value_from=SimpleNamespace(field_ref=SimpleNamespace(field_path="metadata.name"))
-        ),
-        SimpleNamespace(name="PLAIN", value="x", value_from=None),
+        {"name": "JOB_COMPLETION_INDEX",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PLAIN", "value": "x"},
     ]
-    pod = SimpleNamespace(
-        metadata=SimpleNamespace(
-            name="p-1-2-xyz",
-            namespace="ns",
-            uid="u",
-            labels={},
-            annotations={"batch.kubernetes.io/job-completion-index": "2"},
-        )
-    )
-    assert downward_env(pod, SimpleNamespace(env=env)) == {"JOB_COMPLETION_INDEX": "2", "POD": "p-1-2-xyz"}
+    pod = {"metadata": {"name": "p-1-2-xyz", "namespace": "ns", "uid": "u", "labels": {},
+                        "annotations": {"batch.kubernetes.io/job-completion-index": "2"}}}
+    assert downward_env(pod, {"env": env}) == {"JOB_COMPLETION_INDEX": "2", "POD": "p-1-2-xyz"}
