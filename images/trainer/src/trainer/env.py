@@ -117,8 +117,15 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
                        _int(env, "GROUP_RANK") if env.get("GROUP_RANK") else rank // local_world,
                        max(1, world // local_world), addr, port)
 
-    nproc = nproc_per_node(env.get("PET_NPROC_PER_NODE"), gpus)
     elastic = bool(env.get("PET_RDZV_ENDPOINT"))
+    nnodes_env = env.get("PET_NNODES", "")
+    if nnodes_env.isdigit() and int(nnodes_env) > 1 and not addr and not elastic:
+        # training-operator v1.9.4 sets MASTER_ADDR/RANK/WORLD_SIZE only when there is a Master
+        # replica, and rendezvous variables only with an elasticPolicy: each pod would train alone.
+        raise TrainerError(
+            f"PET_NNODES={nnodes_env} but neither MASTER_ADDR nor PET_RDZV_ENDPOINT is set: a PyTorchJob with "
+            "only Worker replicas needs a Master replica or an elasticPolicy (jobgen refuses such a spec)")
+    nproc = nproc_per_node(env.get("PET_NPROC_PER_NODE"), gpus)
     if nproc > 1 or elastic:
         nnodes = env.get("PET_NNODES", "1")
         node_rank = _int(env, "PET_NODE_RANK") if env.get("PET_NODE_RANK") else (
@@ -142,12 +149,19 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
     return DistEnv("single", 0, 1, 0, 1, 0, 1, addr, port)
 
 
-def torchrun_argv(dist: DistEnv, module: str, args: list[str]) -> list[str]:
-    """The command that re-executes ``python -m module args`` under torchrun in this pod.
+def job_name(env: Mapping[str, str] | None = None) -> str:
+    """The PyTorchJob/TFJob name, from JOB_NAME (jobgen sets it on every replica); "" when unknown."""
+    env = os.environ if env is None else env
+    return env.get("JOB_NAME", "").strip()
 
-    torchrun takes nnodes/node-rank/master/rendezvous options from the operator's PET_* variables;
-    only nproc-per-node is passed explicitly, resolved (``auto``/``gpu`` → a number)."""
+
+def torchrun_argv(dist: DistEnv, target: list[str], args: list[str]) -> list[str]:
+    """The command that re-executes ``target args`` under torchrun in this pod.
+
+    ``target`` is ``["-m", "module"]`` or ``["script.py"]``. torchrun takes nnodes/node-rank/master/
+    rendezvous options from the operator's PET_* variables; only nproc-per-node is passed
+    explicitly, resolved (``auto``/``gpu`` → a number)."""
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={dist.local_world_size}"]
     if dist.nnodes == 1 and not os.environ.get("PET_RDZV_ENDPOINT") and not dist.master_addr:
         argv.append("--standalone")
-    return [*argv, "-m", module, *args]
+    return [*argv, *target, *args]
