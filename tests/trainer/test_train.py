@@ -4,6 +4,7 @@ checkpoints and the registry. Each run is 2 processes, a small MLP and a few doz
 from __future__ import annotations
 
 import io
+import os
 import json
 import random
 import signal
@@ -53,7 +54,7 @@ def start_pods(gcs_env, extra_env, args, n=2, stderr_dir: Path | None = None, st
     port = free_port()
     procs = []
     for rank in range(n):
-        err = open(stderr_dir / f"rank{rank}.err", "w") if stderr_dir else subprocess.PIPE  # noqa: SIM115
+        err = open(stderr_dir / f"rank{rank}.err", "a") if stderr_dir else subprocess.PIPE  # noqa: SIM115
         procs.append(subprocess.Popen(trainer_cmd(*args), env=child_env(gcs_env, **extra_env,
                                                                        **operator_pod_env(rank, n, port)),
                                       stdout=stdout, stderr=err, text=True))
@@ -64,7 +65,7 @@ def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
     base = f"models/mlp/{version}"
     names = sorted(b.name for b in gcs.client().list_blobs(bucket, prefix=base + "/"))
     assert names == [f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.pt",
-                                             "model.torchscript.pt")]
+                                             "model.pt2")]
     lineage = json.loads(text(bucket, f"{base}/lineage.json"))
     assert lineage["world_size"] == world and lineage["launch_mode"] == mode
     assert lineage["data"]["manifest_generation"] and len(lineage["data"]["shards"]) == 5
@@ -78,8 +79,9 @@ def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
     assert latest["version"] == version and latest["value"] == metrics["val_accuracy"]
     sd = weights(bucket, f"{base}/model.pt")
     assert sd["net.1.weight"].shape == (64, 32)
-    scripted = torch.jit.load(io.BytesIO(gcs.blob(GcsUri(bucket, f"{base}/model.torchscript.pt")).download_as_bytes()))
-    assert scripted(torch.zeros(2, 32)).shape == (2, 10)
+    prog = torch.export.load(io.BytesIO(gcs.blob(GcsUri(bucket, f"{base}/model.pt2")).download_as_bytes()))
+    assert prog.module()(torch.zeros(5, 32)).shape == (5, 10)  # dynamic batch dimension
+    assert lineage["export"] == {"ok": True, "input": {"shape": [2, 32], "dtype": "float32", "dynamic_dims": [0]}}
     return metrics
 
 
@@ -100,7 +102,7 @@ def test_one_pod_with_nproc_per_node_2_relaunches_under_torchrun(bucket, dataset
                          stderr=subprocess.PIPE, text=True)
     [(rc, out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
-    assert "re-executing under torchrun" in err
+    assert "running under torchrun" in err and "workers reported [0, 0]; exit 0" in err
     check_outputs(bucket, "launch", 2, "torchrun")
 
 
@@ -113,11 +115,12 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     check_outputs(bucket, "ref", 2, "pod")
+    (tmp_path / "ref.err").write_text(results[0][2])
     assert "epoch 2" in results[0][1] and results[1][1] == ""  # only rank 0 reports
     total = 3 * (1638 // 2 // 32)  # 75 steps
 
     # The same run, preempted: SIGTERM to the worker pod only, at a random step.
-    stop_at = random.SystemRandom().randint(3, total - 15)
+    stop_at = int(os.environ.get("STOP_AT", "0")) or random.SystemRandom().randint(3, total - 15)
     env = storage(bucket, dataset, "preempted")
     procs = start_pods(gcs_env, env, [*args, "--model-version=resumed"], stderr_dir=tmp_path)
     for line in procs[0].stdout:
@@ -129,23 +132,27 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     assert rcs == [143, 143], f"stop_at={stop_at}: {rcs}\n{errs[0][-2000:]}\n{errs[1][-2000:]}"
     assert "received signal 15" in errs[1] and "checkpoint" in errs[0]
     ck = storage(bucket, dataset, "preempted")["CHECKPOINT_URI"]
-    from trainer import checkpoint
+    from trainer import ckpt
 
-    steps = checkpoint.CheckpointStore(ck).steps()
-    assert steps and stop_at <= steps[0] < total, (stop_at, steps)
-    # Garbage that must not be loaded: a truncated "newer" checkpoint and a leftover part.
-    good = checkpoint.CheckpointStore(ck).read(steps[0])
+    mgr = ckpt.CheckpointManager(ck, 0, 2)
+    found = mgr.latest()
+    assert found and stop_at <= found[0] < total, (stop_at, mgr.steps())
+    step = found[0]
+    assert found[1]["world_size"] == 2 and found[1]["args"]["lr"] == 0.1 and found[1]["data"]["manifest_generation"]
+    # Garbage that must not be loaded: a "newer" checkpoint that one rank never finished.
     ckuri = GcsUri.parse(ck)
-    gcs.blob(ckuri.join(f"ckpt-{steps[0] + 5:012d}.pt")).upload_from_string(good[: len(good) // 2])
-    gcs.blob(ckuri.join("_tmp", "junk.00")).upload_from_string(b"junk")
+    newer = ckpt.step_dir(step + 5)
+    for name in (".metadata", "meta.json", "rank-0.pt", "__0_0.distcp"):
+        gcs.blob(ckuri.join(newer, name)).upload_from_string(b"junk" if name != "meta.json" else b'{"world_size": 2}')
 
     # The restart (same command, as the operator's restartPolicy would do).
     procs = start_pods(gcs_env, env, [*args, "--model-version=ignored-on-resume"], stderr_dir=tmp_path)
     rcs = [p.wait(timeout=120) for p in procs]
     errs = [(tmp_path / f"rank{r}.err").read_text() for r in range(2)]
     assert rcs == [0, 0], errs[0][-3000:]
-    assert f"skipping checkpoint {ck}/ckpt-{steps[0] + 5:012d}.pt: no checkpoint trailer" in errs[0]
-    assert f"resumed from checkpoint step {steps[0]}" in errs[0]
+    assert f"skipping checkpoint {ck}/{newer}: incomplete" in errs[0]
+    assert f"resumed from checkpoint step {step}" in errs[0] and f"resumed from checkpoint step {step}" in errs[1]
+    steps = [step]
 
     ref, res = weights(bucket, "models/mlp/ref/model.pt"), weights(bucket, "models/mlp/resumed/model.pt")
     assert ref.keys() == res.keys()

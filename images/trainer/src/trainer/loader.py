@@ -48,6 +48,13 @@ class _Batches(IterableDataset[Any]):
             yield self.collate(batch)
 
 
+def _worker_init(_worker_id: int) -> None:
+    # A forked worker must not share the parent's HTTP connections: a storage client of its own.
+    from trainer import gcs
+
+    gcs.client.cache_clear()
+
+
 class ShardLoader:
     def __init__(self, manifest: data.Manifest, split: str, rank: int, world: int, batch_size: int,
                  collate: Callable[[dict[str, np.ndarray]], Any], seed: int = 0, shuffle: bool = True,
@@ -73,7 +80,12 @@ class ShardLoader:
         if self.workers > 0:
             kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": False,
                       "multiprocessing_context": "fork"}
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers,
+        # A generator of its own: creating a DataLoader iterator draws a base seed from it, which
+        # must not come from the global RNG (dropout) -- a resume creates iterators at other steps.
+        gen = torch.Generator()
+        gen.manual_seed(self.reader.seed * 1000003 + epoch)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers, generator=gen,
+                            worker_init_fn=_worker_init if self.workers else None,
                             pin_memory=self.pin_memory and torch.cuda.is_available(), **kwargs)
         yield from loader
 
