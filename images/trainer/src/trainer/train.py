@@ -170,9 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             flags, rest = hparams.split_flags(unknown)
         except TrainerError as exc:
             p.error(str(exc))
-        bad = [f"--{k.replace('_', '-')}" for k in flags if k not in custom] + rest
-        if bad:
-            p.error(f"unrecognized arguments: {' '.join(bad)} (a custom hyperparameter must be declared in the "
+        if rest or any(k not in custom for k in flags):
+            p.error(f"unrecognized arguments: {' '.join(unknown)} (a custom hyperparameter must be declared in the "
                     "job spec, which passes it in JOBGEN_HYPERPARAMETERS)")
         for k, v in flags.items():
             kind = decl.get(k, decl.get(k.replace("_", "-"), ("str", None)))[0]
