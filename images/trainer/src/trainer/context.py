@@ -97,6 +97,28 @@ class Context:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids, **ddp_kwargs)
 
+    def settle(self, model: torch.nn.Module, example: Any) -> None:
+        """Make DDP's gradient-bucket layout the same for every step of every process.
+
+        DDP rebuilds its buckets (in gradient-ready order) after the first iteration of a process.
+        A process that resumes mid-run would run its first step on the initial layout where the
+        uninterrupted run used the rebuilt one; with three or more ranks the all-reduce then adds
+        in another order and the weights are no longer bitwise equal. This runs one forward and
+        backward that change nothing (eval mode: no dropout, no BatchNorm statistics; a zero
+        loss; RNG state restored; gradients dropped), so the real first step already uses the
+        rebuilt layout. Call it once, after restoring a checkpoint, on every rank."""
+        if not self.distributed or not hasattr(model, "no_sync"):
+            return
+        rng = torch.get_rng_state()
+        was_training = model.training
+        model.eval()
+        out = model(example.to(self.device))
+        (out.float().sum() * 0.0).backward()
+        model.train(was_training)
+        for p in model.parameters():
+            p.grad = None
+        torch.set_rng_state(rng)
+
     def barrier(self) -> None:
         if self.distributed:
             tdist.barrier()

@@ -442,6 +442,9 @@ class Trainer:
     def train(self) -> int:
         torch, args = self.torch, self.args
         self.restore()
+        for x, _ in self.train_loader.epoch(0):
+            self.ctx.settle(self.model, x)
+            break
         if self.rank == 0:
             log.info("training %s: %d processes (%s, %s, %s), %s, from step %d", self.manifest.uri, self.world,
                      self.ctx.dist.mode, self.backend, self.device, args.precision, self.step)
