@@ -55,6 +55,36 @@ STEP_DIR = re.compile(r"^step-(\d{12})/$")
 META = "meta.json"
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's RNG streams (python, numpy, torch, CUDA) in a form torch.load(weights_only=True) reads."""
+    import random
+
+    import numpy as np
+
+    npst = np.random.get_state()
+    py = random.getstate()
+    st: dict[str, Any] = {"python": [py[0], list(py[1]), py[2]],
+                          "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+                          "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    py = st["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = st["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["cuda"])
+
+
 def step_dir(step: int) -> str:
     return f"step-{step:012d}"
 
@@ -289,7 +319,7 @@ class CheckpointManager:
             if same_world:
                 raw = gcs.with_retries(gcs.blob(self.base.join(step_dir(step), f"rank-{self.rank}.pt")).download_as_bytes,
                                        "read rank state")
-                rank_state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+                rank_state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             return rank_state, reader.downloaded
         finally:
             shutil.rmtree(local, ignore_errors=True)
@@ -297,3 +327,38 @@ class CheckpointManager:
     def close(self) -> None:
         self.wait()
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def save_training(mgr: CheckpointManager, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  meta: dict[str, Any], rank_extra: dict[str, Any] | None = None, block: bool = False) -> float:
+    """Save model + optimizer (sharding-aware state dicts), ``meta`` (JSON: position, arguments,
+    data lineage…) and this rank's RNG streams. Returns the seconds training was blocked."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return mgr.save(step, {"model": model_sd, "optim": optim_sd}, meta,
+                    {"rng": rng_state(), **(rank_extra or {})}, block=block)
+
+
+def restore_training(mgr: CheckpointManager, broadcast: Any, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, args: Mapping[str, Any], data: Mapping[str, Any] | None,
+                     allow_changes: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """Load the newest complete checkpoint into ``model``/``optimizer`` (each rank reads only its
+    part) and restore this rank's RNG streams when the world size is unchanged. ``broadcast`` is
+    ``ctx.broadcast`` (rank 0 picks the checkpoint). Returns (meta, rank_extra) or None when there
+    is none. Refuses (TrainerError, exit 2) a checkpoint whose ``meta["args"]``/``meta["data"]``
+    differ from ``args``/``data`` unless ``allow_changes``."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    found = mgr.latest() if mgr.rank == 0 else None
+    step, meta = broadcast((found[0], found[1]) if found else (-1, None))
+    if step < 0:
+        return None
+    check_resume(meta.get("args", {}), args, data, meta.get("data"), allow_changes)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    rank_state, _ = mgr.load(step, state, int(meta["world_size"]) == mgr.world)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    if rank_state is not None:
+        set_rng_state(rank_state.pop("rng"))
+    return meta, rank_state

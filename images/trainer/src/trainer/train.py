@@ -195,31 +195,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Training
 
 
-def rng_state() -> dict[str, Any]:
-    import torch
-
-    npst = np.random.get_state()
-    py = random.getstate()
-    st: dict[str, Any] = {"python": [py[0], list(py[1]), py[2]],
-                          "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
-                          "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state()
-    return st
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    import torch
-
-    py = st["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = st["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state(st["cuda"])
-
-
 def lr_factor(kind: str, progress: float, warmup: float = 0.0) -> float:
     """The LR multiplier at ``progress`` = samples seen / samples of the whole run (elastic-safe)."""
     p = min(max(progress, 0.0), 1.0)
@@ -321,6 +296,8 @@ class Trainer:
         return {"model": model_sd, "optim": optim_sd}
 
     def save(self, reason: str, block: bool = False) -> None:
+        from trainer.ckpt import rng_state as ckpt_rng_state
+
         if self.ckpt is None:
             return
         meta = {"epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch, "samples": self.samples,
@@ -329,7 +306,7 @@ class Trainer:
                 "resumes": self.resumes, "args": self.hp(), "data": self.manifest.lineage(),
                 "scaler": self.scaler.state_dict() if self.scaler else None, "reason": reason,
                 "code_version": __version__, "torch": self.torch.__version__}
-        rank_state = {"rng": rng_state(), "loss_sum": self.loss_sum.item()}
+        rank_state = {"rng": ckpt_rng_state(), "loss_sum": self.loss_sum.item()}
         blocking = self.ckpt.save(self.step, self.dcp_state(), meta, rank_state, block=block)
         if self.rank == 0:
             log.info("checkpoint step %d (%s): %.3fs blocking%s", self.step, reason, blocking,
@@ -339,6 +316,7 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         from trainer import ckpt
+        from trainer.ckpt import set_rng_state as ckpt_set_rng_state
 
         if self.ckpt is None:
             return False
@@ -356,7 +334,7 @@ class Trainer:
         self.epoch, self.micro_in_epoch, self.samples = meta["epoch"], meta["micro_in_epoch"], meta["samples"]
         self.histories = {int(k): [tuple(x) for x in v] for k, v in meta["histories"].items()}  # type: ignore[misc]
         if rank_state is not None:
-            set_rng_state(rank_state["rng"])
+            ckpt_set_rng_state(rank_state["rng"])
             self.loss_sum = torch.tensor(rank_state["loss_sum"], dtype=torch.float64, device=self.device)
         else:
             log.warning("world size changed %d -> %d at step %d: the rest of epoch %d is re-dealt to the new ranks "
