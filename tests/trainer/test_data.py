@@ -16,22 +16,38 @@ def small(n: int = 1000, dim: int = 4) -> tuple[dict[str, np.ndarray], int]:
     return {"x": rng.normal(size=(n, dim)).astype(np.float32), "y": rng.integers(0, 3, n).astype(np.int64)}, 3
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("n_shards", [1, 4, 7, 8])
-def test_shard_assignment_follows_distributed_sampler(world, n_shards):
+def test_epoch_plan_deals_disjoint_parts_that_cover_the_split(world, n_shards):
+    shards = [data.Shard(f"s{i}", 100 + 7 * i) for i in range(n_shards)]
     for epoch in range(3):
-        parts = [data.shard_assignment(n_shards, world, r, seed=5, epoch=epoch) for r in range(world)]
-        assert len({len(p) for p in parts}) == 1  # same count on every rank (padded)
-        flat = [i for p in parts for i in p]
-        assert set(flat) == set(range(n_shards))  # every shard read
-        if n_shards % world == 0:
-            assert len(flat) == len(set(flat)) == n_shards  # and disjoint when it divides
-        else:
-            assert len(flat) == -(-n_shards // world) * world  # padded by wrap-around, like DistributedSampler
-    # A different epoch gives a different order (for more than a couple of shards).
-    if n_shards >= 4:
+        plan = data.epoch_plan(shards, [(0, world)], 10, seed=5, epoch=epoch)
+        assert len(plan) == world and all(plan)  # every rank gets something, even with fewer shards than ranks
+        covered = sorted((s.shard, r) for lst in plan for s in lst for r in range(s.start, s.end))
+        assert covered == sorted((i, r) for i, sh in enumerate(shards) for r in range(sh.records))  # exactly once
+    if n_shards >= 4:  # another epoch, another order
         orders = {tuple(data.shard_assignment(n_shards, 1, 0, seed=5, epoch=e)) for e in range(5)}
         assert len(orders) > 1
+
+
+@pytest.mark.parametrize("history", [[(0, 2), (5, 3)], [(0, 3), (4, 2)], [(0, 2), (3, 4), (6, 3)], [(0, 4), (2, 1)]])
+def test_elastic_resize_neither_repeats_nor_skips_records(history):
+    """After a resize at step k, what each old rank had not read is re-dealt: the records read in
+    the epoch (before and after) are disjoint, and only the drop-last tail stays unread."""
+    shards = [data.Shard(f"s{i}", 90 + 11 * i) for i in range(6)]
+    batch = 8
+    read: list[tuple[int, int]] = []
+    for i, (start, world) in enumerate(history):
+        end = history[i + 1][0] if i + 1 < len(history) else None
+        plan = data.epoch_plan(shards, history[: i + 1], batch, seed=2, epoch=1)
+        if end is None:
+            end = start + min(sum(s.records for s in lst) for lst in plan) // batch
+        for lst in plan:
+            recs = [(s.shard, r) for s in lst for r in range(s.start, s.end)]
+            read += recs[: (end - start) * batch]
+    assert len(read) == len(set(read))
+    total = sum(s.records for s in shards)
+    assert total - len(read) < history[-1][1] * batch + sum(w for _, w in history) * batch
 
 
 def test_write_then_read_manifest_with_generations(bucket):

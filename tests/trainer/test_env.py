@@ -27,7 +27,7 @@ def test_nproc_per_node_above_one_relaunches_under_torchrun():
     assert e["WORLD_SIZE"] == "8" and e["RANK"] == "1"
     d = env.resolve(e, gpus=0)
     assert (d.mode, d.node_rank, d.nnodes, d.local_world_size, d.world_size) == ("launch", 1, 2, 4, 8)
-    argv = env.torchrun_argv(d, "trainer.train", ["--lr=0.1"])
+    argv = env.torchrun_argv(d, ["-m", "trainer.train"], ["--lr=0.1"])
     assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=4"]
     assert "--standalone" not in argv  # multi-node: torchrun takes PET_NNODES/PET_NODE_RANK/PET_MASTER_*
     assert argv[-3:] == ["-m", "trainer.train", "--lr=0.1"]
@@ -45,7 +45,7 @@ def test_elastic_relaunches_even_with_one_process():
          "PET_NPROC_PER_NODE": "1", "PET_MAX_RESTARTS": "10"}
     d = env.resolve(e, gpus=0)
     assert d.mode == "launch" and d.nnodes == -1 and d.world_size == -1
-    assert "--standalone" not in env.torchrun_argv(d, "trainer.train", [])
+    assert "--standalone" not in env.torchrun_argv(d, ["-m", "trainer.train"], [])
 
 
 def test_under_torchrun_the_process_values_win():

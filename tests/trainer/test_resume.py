@@ -104,3 +104,32 @@ def test_sigterm_at_a_random_step_then_restart_is_bitwise_identical(layout, buck
     lineage = json.loads(gcs.blob(GcsUri(bucket, "models/m/cut/lineage.json")).download_as_text())
     assert lineage["resumed_from_steps"] == [found[0]] and lineage["world_size"] == world
     assert lineage["precision"] == "bf16" and lineage["hyperparameters"]["grad_accum"] == 2
+
+
+def test_elastic_resize_two_to_three_ranks_resumes_mid_epoch(bucket, dataset, gcs_env):
+    """Preempted with 2 pods, restarted with 3 (an elastic scale-up): the rest of the epoch is
+    re-dealt (trainer.data.epoch_plan; no record repeated or skipped: test_data.py), the LR schedule
+    follows samples seen, and the sample count goes on from the checkpoint's."""
+    env = {**gcs_env, "DATA_URI": dataset, "OUTPUT_URI": f"gs://{bucket}/models/m",
+           "CHECKPOINT_URI": f"gs://{bucket}/ck/elastic"}
+    args = [a for a in ARGS if not a.startswith(("--precision", "--workers"))] + ["--model-version=el"]
+    port = free_port()
+    procs = [subprocess.Popen(trainer_cmd(*args), env=child_env(env, **operator_pod_env(r, 2, port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    assert procs[0].stdout is not None
+    for line in procs[0].stdout:
+        if line.startswith("step 5 "):
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    assert [rc for rc, _ in finish(procs)] == [143, 143]
+    found = ckpt.CheckpointManager(env["CHECKPOINT_URI"], 0, 2).latest()
+    assert found is not None
+    step, meta = found
+    results = finish(launch("three-pods", env, args))
+    for rc, err in results:
+        assert rc == 0, err[-3000:]
+    assert "world size changed 2 -> 3" in results[0][1]
+    metrics = json.loads(gcs.blob(GcsUri(bucket, "models/m/el/metrics.json")).download_as_text())
+    curves = gcs.blob(GcsUri(bucket, "models/m/el/curves.csv")).download_as_text().splitlines()
+    assert metrics["samples"] == meta["samples"] + (metrics["steps"] - step) * 16 * 2 * 3
+    assert len(curves) == 3  # header + two epochs
