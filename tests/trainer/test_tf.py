@@ -90,7 +90,8 @@ def test_two_workers_mwms_train_publish_and_resume_after_sigterm(bucket, gcs_env
     arrays, classes = data.synthetic(seed=0, n=2048)
     uri = f"gs://{bucket}/data"
     data.write_dataset(uri, arrays, classes, shards=4, val_shards=1)
-    env = {"DATA_URI": uri, "OUTPUT_URI": f"gs://{bucket}/models/tf", "CHECKPOINT_URI": f"gs://{bucket}/ckpt/tf"}
+    env = {"DATA_URI": uri, "OUTPUT_URI": f"gs://{bucket}/models/tf", "CHECKPOINT_URI": f"gs://{bucket}/ckpt/tf",
+           "JOB_NAME": "tf-job", "HOSTNAME": "tf-job-chief-0"}
     args = ["--epochs=3", "--batch-size=32", "--lr=0.003", "--hidden=64", "--model-version=tf1", "--stop-check-every=1"]
 
     # Preempted in the second epoch: SIGTERM to the worker only; both checkpoint and stop.
@@ -111,6 +112,7 @@ def test_two_workers_mwms_train_publish_and_resume_after_sigterm(bucket, gcs_env
     assert names == [f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.keras")]
     lineage = json.loads(gcs.blob(GcsUri(bucket, f"{base}/lineage.json")).download_as_text())
     assert lineage["world_size"] == 2 and lineage["launch_mode"] == "tf_config"
+    assert lineage["job_name"] == "tf-job"  # from JOB_NAME, never the pod name tf-job-chief-0
     rows = gcs.blob(GcsUri(bucket, f"{base}/curves.csv")).download_as_text().splitlines()[1:]
     assert [int(r.split(",")[1]) for r in rows] == [0, 1, 2]
     assert float(rows[-1].split(",")[2]) < float(rows[0].split(",")[2])

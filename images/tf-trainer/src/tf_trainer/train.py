@@ -10,7 +10,8 @@ written through the same atomic store; a restart resumes from the latest complet
 of that epoch. (Unlike the PyTorch trainer, TF's dropout RNG state is not captured, so a TF resume is
 exact in data order and position but not bitwise in weights.)
 
-Exit codes as trainer.train: 0, 2 (bad input, no traceback), 143 (stopped by SIGTERM after a checkpoint).
+Exit codes as trainer.train (trainer.exitcodes): 0, 1 bug, 2 bad input (no traceback), 138 transient
+infrastructure failure, 143 stopped by SIGTERM after a checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from tf_trainer import tfconfig
 from trainer import data, registry
 from trainer.gcs import TrainerError
-from trainer.train import _gs, _job_from_hostname, _ranged, _version
+from trainer.train import _gs, _ranged, _version
 
 log = logging.getLogger("trainer")
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
@@ -52,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-check-every", type=_ranged(int, 1), default=10, help="steps between SIGTERM checks")
     p.add_argument("--metric", choices=sorted(METRICS), default="val_accuracy", help="promotion metric")
     p.add_argument("--model-version", type=_version, default=None, help="registry version (default: UTC start time)")
-    p.add_argument("--job-name", default=os.environ.get("JOB_NAME") or _job_from_hostname(), help="job name for lineage")
+    p.add_argument("--job-name", default=os.environ.get("JOB_NAME", ""), help="job name for lineage (default: $JOB_NAME, set by jobgen)")
     p.add_argument("--data-uri", type=_gs("DATA_URI"), default=os.environ.get("DATA_URI", ""),
                    help="data set prefix; unset: the built-in generated data set")
     p.add_argument("--output-uri", type=_gs("OUTPUT_URI"), default=os.environ.get("OUTPUT_URI", ""),
@@ -220,12 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("google").setLevel(logging.WARNING)
-    try:
-        task = tfconfig.from_env()
-        return run(args, task)
-    except TrainerError as exc:
-        print(f"python -m tf_trainer.train: error: {exc}", file=sys.stderr)
-        return 2
+    from trainer import launch
+
+    # The exit-code contract of trainer.exitcodes: 2 bad input, 138 transient, 143 preempted, 1 bug.
+    return launch.exit_code(lambda: run(args, tfconfig.from_env()), "python -m tf_trainer.train")
 
 
 if __name__ == "__main__":
