@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 from PIL import Image
-
 from trainer import data
 
 CLASSES = 4
@@ -26,7 +25,7 @@ def image(rng: np.random.Generator, cls: int) -> bytes:
     side = int(rng.integers(7, 13))
     y0 = (cls // 2) * half + int(rng.integers(0, half - side + 1))
     x0 = (cls % 2) * half + int(rng.integers(0, half - side + 1))
-    img[y0:y0 + side, x0:x0 + side] = rng.integers(160, 256, size=3, dtype=np.uint8)
+    img[y0 : y0 + side, x0 : x0 + side] = rng.integers(160, 256, size=3, dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -39,8 +38,15 @@ def records(n: int, seed: int = 0) -> list[dict[str, bytes | int]]:
 
 
 def write(uri: str, n: int = 2000, shards: int = 8, val_shards: int = 2, seed: int = 0) -> data.Manifest:
-    return data.write_tar_dataset(uri, records(n, seed), CLASSES, shards=shards, val_shards=val_shards,
-                                  val_fraction=0.2, meta={"source": "examples/byo_resnet/shapes.py", "seed": seed})
+    return data.write_tar_dataset(
+        uri,
+        records(n, seed),
+        CLASSES,
+        shards=shards,
+        val_shards=val_shards,
+        val_fraction=0.2,
+        meta={"source": "examples/byo_resnet/shapes.py", "seed": seed},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

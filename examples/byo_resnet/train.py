@@ -19,14 +19,12 @@ import io
 import logging
 import math
 import os
-import sys
 
 import numpy as np
 import torch
 import torchvision
 from PIL import Image
-
-from trainer import context, ckpt, data, hparams, launch, loader, registry
+from trainer import ckpt, context, data, hparams, launch, loader, registry
 from trainer.gcs import TrainerError
 
 log = logging.getLogger("byo")
@@ -75,10 +73,29 @@ def main() -> int:
     ctx = context.init(device=p.device, stop_check_every=p.stop_check_every)
     manifest = data.read_manifest(os.environ["DATA_URI"])
     cuda = ctx.device.type == "cuda"
-    train = loader.ShardLoader(manifest, "train", ctx.rank, ctx.world_size, p.batch_size, decode, seed=p.seed,
-                               workers=p.workers, pin_memory=cuda)
-    val = loader.ShardLoader(manifest, "val", ctx.rank, ctx.world_size, 100, decode, shuffle=False,
-                             workers=p.workers, pin_memory=cuda, drop_last=False)
+    train = loader.ShardLoader(
+        manifest,
+        "train",
+        ctx.rank,
+        ctx.world_size,
+        p.batch_size,
+        decode,
+        seed=p.seed,
+        workers=p.workers,
+        pin_memory=cuda,
+    )
+    val = loader.ShardLoader(
+        manifest,
+        "val",
+        ctx.rank,
+        ctx.world_size,
+        100,
+        decode,
+        shuffle=False,
+        workers=p.workers,
+        pin_memory=cuda,
+        drop_last=False,
+    )
 
     torch.manual_seed(p.seed)
     net = resnet18(manifest.num_classes).to(ctx.device)
@@ -107,9 +124,21 @@ def main() -> int:
 
     def save(block: bool = False) -> None:
         if mgr is not None:
-            ckpt.save_training(mgr, step, model, opt, {"epoch": epoch, "start": start, "step": step,
-                                                       "version": version, "args": dataclasses.asdict(p),
-                                                       "data": manifest.lineage()}, block=block)
+            ckpt.save_training(
+                mgr,
+                step,
+                model,
+                opt,
+                {
+                    "epoch": epoch,
+                    "start": start,
+                    "step": step,
+                    "version": version,
+                    "args": dataclasses.asdict(p),
+                    "data": manifest.lineage(),
+                },
+                block=block,
+            )
 
     first = next(iter(train.epoch(0)))[0]
     ctx.settle(model, first)
@@ -148,8 +177,9 @@ def main() -> int:
     with torch.no_grad(), torch.autocast(ctx.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         for x, y in val.epoch(0):
             out = net(x.to(ctx.device))
-            sums += torch.tensor([(out.argmax(1).cpu() == y).sum().item(), len(y)], dtype=torch.float64,
-                                 device=ctx.device)
+            sums += torch.tensor(
+                [(out.argmax(1).cpu() == y).sum().item(), len(y)], dtype=torch.float64, device=ctx.device
+            )
     ctx.all_reduce_sum(sums)
     acc = (sums[0] / sums[1]).item()
     if mgr is not None:
@@ -161,9 +191,16 @@ def main() -> int:
         if os.environ.get("OUTPUT_URI"):
             files, export = registry.torch_files(net, first[:2].to(ctx.device))
             reg = registry.Registry(os.environ["OUTPUT_URI"])
-            lineage = {"data": manifest.lineage(), "job_name": os.environ.get("JOB_NAME", ""),
-                       **registry.image_lineage(), "hyperparameters": dataclasses.asdict(p), "export": export,
-                       "world_size": ctx.world_size, "torch": torch.__version__, "torchvision": torchvision.__version__}
+            lineage = {
+                "data": manifest.lineage(),
+                "job_name": os.environ.get("JOB_NAME", ""),
+                **registry.image_lineage(),
+                "hyperparameters": dataclasses.asdict(p),
+                "export": export,
+                "world_size": ctx.world_size,
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+            }
             reg.publish(version, files, {"val_accuracy": acc, "steps": step}, lineage, [])
             reg.promote(version, "val_accuracy", acc, "max")
     ctx.barrier()

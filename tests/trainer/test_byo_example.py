@@ -14,9 +14,10 @@ from tests.trainer.conftest import REPO, require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import child_env, free_port, operator_pod_env  # noqa: E402
 from trainer import data, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402
+
+from tests.trainer.conftest import child_env, free_port, operator_pod_env  # noqa: E402
 
 sys.path.insert(0, str(REPO / "examples/byo_resnet"))
 import shapes  # noqa: E402
@@ -40,13 +41,24 @@ def test_tar_shards_roundtrip_with_disjoint_ranks(bucket):
 
 def test_byo_resnet18_reaches_the_stated_accuracy(bucket, gcs_env):
     shapes.write(f"gs://{bucket}/shapes", n=1600, shards=8, val_shards=2)
-    env = child_env(gcs_env, DATA_URI=f"gs://{bucket}/shapes", OUTPUT_URI=f"gs://{bucket}/models/resnet",
-                    CHECKPOINT_URI=f"gs://{bucket}/ck/resnet", JOB_NAME="byo-resnet",
-                    JOBGEN_HYPERPARAMETERS=json.dumps({"lr": {"type": "float", "value": 0.05},
-                                                       "epochs": {"type": "int", "value": 4}}),
-                    **operator_pod_env(0, 1, free_port(), nproc="2"))
-    p = subprocess.run([sys.executable, "-m", "trainer.launch", SCRIPT, "--model-version=byo", "--workers=1"],
-                       env=env, capture_output=True, text=True, timeout=900)
+    env = child_env(
+        gcs_env,
+        DATA_URI=f"gs://{bucket}/shapes",
+        OUTPUT_URI=f"gs://{bucket}/models/resnet",
+        CHECKPOINT_URI=f"gs://{bucket}/ck/resnet",
+        JOB_NAME="byo-resnet",
+        JOBGEN_HYPERPARAMETERS=json.dumps(
+            {"lr": {"type": "float", "value": 0.05}, "epochs": {"type": "int", "value": 4}}
+        ),
+        **operator_pod_env(0, 1, free_port(), nproc="2"),
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "trainer.launch", SCRIPT, "--model-version=byo", "--workers=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     assert "running under torchrun" in p.stderr
     acc = float([ln for ln in p.stdout.splitlines() if ln.startswith("val_accuracy")][0].split()[1])

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tests.trainer.conftest import require_torch  # noqa: E402
+from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 

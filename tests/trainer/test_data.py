@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from trainer import data, gcs
 from trainer.gcs import GcsUri, TrainerError
 
@@ -61,8 +60,11 @@ def test_write_then_read_manifest_with_generations(bucket):
     assert sum(s.records for s in got.splits["train"]) == 800 and sum(s.records for s in got.splits["val"]) == 200
     assert got.features["x"] == {"dtype": "float32", "shape": [4]} and got.num_classes == 3
     names = sorted(b.name for b in gcs.client().list_blobs(bucket, prefix="ds/v1/"))
-    assert names == ["ds/v1/manifest.json", *[f"ds/v1/train-{i:05d}-of-00004.npz" for i in range(4)],
-                     *[f"ds/v1/val-{i:05d}-of-00002.npz" for i in range(2)]]
+    assert names == [
+        "ds/v1/manifest.json",
+        *[f"ds/v1/train-{i:05d}-of-00004.npz" for i in range(4)],
+        *[f"ds/v1/val-{i:05d}-of-00002.npz" for i in range(2)],
+    ]
     lineage = got.lineage()
     assert lineage["uri"] == uri and lineage["manifest_generation"] == m.generation and len(lineage["shards"]) == 6
 
@@ -79,8 +81,7 @@ def test_ranks_read_disjoint_records_that_cover_the_split(bucket):
             ids = np.concatenate([b["id"] for b in r.epoch(epoch)])
             assert len(ids) == r.steps_per_epoch(epoch) * 50
             # Only this rank's shards were downloaded.
-            assert r.bytes_read == sum(s.size for i, s in enumerate(m.splits["train"])
-                                       if i in r.assignment(epoch))
+            assert r.bytes_read == sum(s.size for i, s in enumerate(m.splits["train"]) if i in r.assignment(epoch))
             seen.append(set(ids.tolist()))
         assert not seen[0] & seen[1]
         train_ids = set(range(100, 1200))
@@ -162,7 +163,9 @@ def test_retries_back_off_on_transient_errors_only():
 
 
 def test_data_cli_writes_a_dataset_from_a_source(bucket, capsys):
-    assert data.main(["write", f"gs://{bucket}/cli", "--source", "synthetic", "--shards", "4", "--val-shards", "1"]) == 0
+    assert (
+        data.main(["write", f"gs://{bucket}/cli", "--source", "synthetic", "--shards", "4", "--val-shards", "1"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["records"] == {"train": 3277, "val": 819}
     assert data.main(["show", f"gs://{bucket}/cli"]) == 0

@@ -13,9 +13,9 @@ from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import (  # noqa: E402
-    child_env, free_port, operator_pod_env, run_all, trainer_cmd)
 from trainer import data, exitcodes, launch  # noqa: E402
+
+from tests.trainer.conftest import child_env, free_port, operator_pod_env, run_all, trainer_cmd  # noqa: E402
 
 SMALL = ["--epochs=1", "--batch-size=32", "--hidden=16", "--backend=gloo", "--log-every=1"]
 
@@ -44,13 +44,19 @@ def test_row_1_a_bug_exits_1_with_its_traceback():
     assert not exitcodes.retryable(p.returncode)
 
 
-@pytest.mark.parametrize("argv, env, message", [
-    (["--lr=-1"], {}, "argument --lr: must be > 0, got -1"),
-    ([], {"PET_NNODES": "3", "PET_NPROC_PER_NODE": "1"},
-     "PET_NNODES=3 but neither MASTER_ADDR nor PET_RDZV_ENDPOINT is set"),
-    ([], {"JOBGEN_HYPERPARAMETERS": "{not json"}, "JOBGEN_HYPERPARAMETERS is not valid JSON"),
-    (["--width=8"], {}, "unrecognized arguments: --width=8"),
-])
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--lr=-1"], {}, "argument --lr: must be > 0, got -1"),
+        (
+            [],
+            {"PET_NNODES": "3", "PET_NPROC_PER_NODE": "1"},
+            "PET_NNODES=3 but neither MASTER_ADDR nor PET_RDZV_ENDPOINT is set",
+        ),
+        ([], {"JOBGEN_HYPERPARAMETERS": "{not json"}, "JOBGEN_HYPERPARAMETERS is not valid JSON"),
+        (["--width=8"], {}, "unrecognized arguments: --width=8"),
+    ],
+)
 def test_row_2_bad_input_exits_2_with_one_line(argv, env, message):
     p = run([*SMALL, *argv], child_env({}, **env))
     assert p.returncode == exitcodes.USAGE, p.stderr[-2000:]
@@ -103,8 +109,16 @@ def test_row_138_lost_peer_is_transient(gcs_env):
     """Two pods; one is SIGKILLed mid-training (node lost): the survivor's collective fails -> 138."""
     port = free_port()
     args = [*SMALL, "--epochs=50", "--stop-check-every=1"]
-    procs = [subprocess.Popen(trainer_cmd(*args), env=child_env({}, **operator_pod_env(r, 2, port)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            trainer_cmd(*args),
+            env=child_env({}, **operator_pod_env(r, 2, port)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     assert procs[0].stdout is not None
     for line in procs[0].stdout:
         if line.startswith("step 5 "):
@@ -118,8 +132,13 @@ def test_row_138_lost_peer_is_transient(gcs_env):
 
 def test_row_143_sigterm_after_checkpoint(bucket, dataset, gcs_env):
     env = child_env(gcs_env, DATA_URI=dataset, CHECKPOINT_URI=f"gs://{bucket}/ck/t")
-    p = subprocess.Popen(trainer_cmd(*SMALL, "--epochs=50", "--stop-check-every=1"), env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        trainer_cmd(*SMALL, "--epochs=50", "--stop-check-every=1"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     for line in p.stdout:
         if line.startswith("step 3 "):
@@ -130,16 +149,19 @@ def test_row_143_sigterm_after_checkpoint(bucket, dataset, gcs_env):
     assert "checkpoint step" in err and "(SIGTERM)" in err
 
 
-@pytest.mark.parametrize("agent_rc, codes, signalled, expected", [
-    (0, [0, 0], False, 0),
-    (1, [0, 143], True, 143),  # preempted: whatever the agent says
-    (1, [2, 0], False, 2),
-    (1, [3, 3], False, 3),
-    (1, [138, 1], False, 138),
-    (1, [143, 143], False, 143),
-    (1, [1, 0], False, 1),
-    (1, [], False, 138),  # workers killed by a signal / rendezvous failure: retry
-])
+@pytest.mark.parametrize(
+    "agent_rc, codes, signalled, expected",
+    [
+        (0, [0, 0], False, 0),
+        (1, [0, 143], True, 143),  # preempted: whatever the agent says
+        (1, [2, 0], False, 2),
+        (1, [3, 3], False, 3),
+        (1, [138, 1], False, 138),
+        (1, [143, 143], False, 143),
+        (1, [1, 0], False, 1),
+        (1, [], False, 138),  # workers killed by a signal / rendezvous failure: retry
+    ],
+)
 def test_supervisor_combines_worker_codes(agent_rc, codes, signalled, expected):
     assert launch.combine(agent_rc, codes, signalled) == expected
 

@@ -72,8 +72,23 @@ def test_tf_pin_matches_the_tf_extra():
 
 @pytest.mark.parametrize("pkg, module", [("trainer", "trainer"), ("tf-trainer", "tf_trainer")])
 def test_packages_build_as_wheels_with_their_modules(tmp_path, pkg, module):
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path), str(REPO / "images" / pkg)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO / "images" / pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     [wheel] = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()

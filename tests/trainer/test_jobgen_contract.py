@@ -44,24 +44,37 @@ def test_worker_only_without_elastic_is_refused_with_the_field(tmp_path):
     doc = {**BASE, "replicas": {"Worker": {"replicas": 3}}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(doc))
-    p = subprocess.run([sys.executable, "-m", "jobgen.cli", "validate", str(path)], capture_output=True, text=True,
-                       cwd=REPO, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert p.returncode == 2, p.stderr
     assert "replicas.Worker.replicas" in p.stderr and "without a Master replica or distribution.elastic" in p.stderr
     assert "Traceback" not in p.stderr
     # One Worker alone, or Workers with an elasticPolicy, or with a Master: accepted.
     JobSpec.model_validate({**BASE, "replicas": {"Worker": {"replicas": 1}}})
-    JobSpec.model_validate({**BASE, "replicas": {"Worker": {"replicas": 3}},
-                            "distribution": {"elastic": {"minReplicas": 2, "maxReplicas": 4}}})
+    JobSpec.model_validate(
+        {
+            **BASE,
+            "replicas": {"Worker": {"replicas": 3}},
+            "distribution": {"elastic": {"minReplicas": 2, "maxReplicas": 4}},
+        }
+    )
     JobSpec.model_validate({**BASE, "replicas": {"Master": {"replicas": 1}, "Worker": {"replicas": 3}}})
 
 
-@pytest.mark.parametrize("placement, expected", [
-    ({"spot": True}, 60),
-    ({"spot": True, "terminationGracePeriodSeconds": 120}, 120),
-    ({}, None),
-    ({"terminationGracePeriodSeconds": 120}, None),  # only spot roles get it
-])
+@pytest.mark.parametrize(
+    "placement, expected",
+    [
+        ({"spot": True}, 60),
+        ({"spot": True, "terminationGracePeriodSeconds": 120}, 120),
+        ({}, None),
+        ({"terminationGracePeriodSeconds": 120}, None),  # only spot roles get it
+    ],
+)
 def test_spot_roles_get_a_termination_grace_period(placement, expected):
     m = render(spec(placement=placement))
     pod = m["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
@@ -69,16 +82,25 @@ def test_spot_roles_get_a_termination_grace_period(placement, expected):
 
 
 def test_typed_hyperparameters_reach_the_container_env():
-    m = render(spec(hyperparameters={"lr": {"type": "float", "default": 0.1},
-                                     "width": {"type": "int", "default": 8},
-                                     "augment": {"type": "bool", "default": True}}),
-               params={"width": 16})
+    m = render(
+        spec(
+            hyperparameters={
+                "lr": {"type": "float", "default": 0.1},
+                "width": {"type": "int", "default": 8},
+                "augment": {"type": "bool", "default": True},
+            }
+        ),
+        params={"width": 16},
+    )
     typed = json.loads(env_of(m)["JOBGEN_HYPERPARAMETERS"])
-    assert typed == {"augment": {"type": "bool", "value": True}, "lr": {"type": "float", "value": 0.1},
-                     "width": {"type": "int", "value": 16}}
-    from trainer import hparams
-
+    assert typed == {
+        "augment": {"type": "bool", "value": True},
+        "lr": {"type": "float", "value": 0.1},
+        "width": {"type": "int", "value": 16},
+    }
     import dataclasses
+
+    from trainer import hparams
 
     @dataclasses.dataclass
     class Params:

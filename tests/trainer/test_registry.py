@@ -8,24 +8,33 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.trainer.conftest import child_env
 from trainer import gcs, registry
 from trainer.gcs import TrainerError
 
+from tests.trainer.conftest import child_env
+
 
 def publish(reg: registry.Registry, version: str, acc: float) -> None:
-    reg.publish(version, {"model.pt": b"weights-" + version.encode()}, {"val_accuracy": acc},
-                {"job_name": "j"}, [{"step": 1, "epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": acc,
-                                     "lr": 0.1}])
+    reg.publish(
+        version,
+        {"model.pt": b"weights-" + version.encode()},
+        {"val_accuracy": acc},
+        {"job_name": "j"},
+        [{"step": 1, "epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": acc, "lr": 0.1}],
+    )
 
 
 def test_publish_layout(bucket):
     reg = registry.Registry(f"gs://{bucket}/mnist")
     publish(reg, "v1", 0.5)
     names = sorted(b.name for b in gcs.client().list_blobs(bucket))
-    assert names == ["mnist/v1/_COMPLETE", "mnist/v1/curves.csv", "mnist/v1/lineage.json", "mnist/v1/metrics.json",
-                     "mnist/v1/model.pt"]
+    assert names == [
+        "mnist/v1/_COMPLETE",
+        "mnist/v1/curves.csv",
+        "mnist/v1/lineage.json",
+        "mnist/v1/metrics.json",
+        "mnist/v1/model.pt",
+    ]
     curves = gcs.client().bucket(bucket).blob("mnist/v1/curves.csv").download_as_text().splitlines()
     assert curves[0] == "step,epoch,train_loss,val_loss,val_accuracy,lr" and curves[1] == "1,0,1.0,1.0,0.5,0.1"
     with pytest.raises(TrainerError, match="bad model version"):
@@ -75,9 +84,16 @@ def test_concurrent_promoters_never_lose_the_better_model(bucket, gcs_env, round
     if round_ == 0:
         registry.Registry(uri).promote("seed", "val_accuracy", 0.6)  # an existing LATEST to beat
     start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", PROMOTER, uri, f"v{i}", str(v), str(start)],
-                              env=child_env(gcs_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i, v in enumerate(values)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTER, uri, f"v{i}", str(v), str(start)],
+            env=child_env(gcs_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, v in enumerate(values)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=60)

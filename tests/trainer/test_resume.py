@@ -19,13 +19,26 @@ from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import child_env, free_port, operator_pod_env, trainer_cmd  # noqa: E402
 from trainer import ckpt, data, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402
 
-ARGS = ["--epochs=2", "--batch-size=16", "--lr=0.1", "--hidden=32", "--backend=gloo", "--log-every=1",
-        "--stop-check-every=1", "--checkpoint-every=7", "--optimizer=adamw", "--grad-accum=2",
-        "--clip-grad-norm=1.0", "--precision=bf16", "--workers=2"]
+from tests.trainer.conftest import child_env, free_port, operator_pod_env, trainer_cmd  # noqa: E402
+
+ARGS = [
+    "--epochs=2",
+    "--batch-size=16",
+    "--lr=0.1",
+    "--hidden=32",
+    "--backend=gloo",
+    "--log-every=1",
+    "--stop-check-every=1",
+    "--checkpoint-every=7",
+    "--optimizer=adamw",
+    "--grad-accum=2",
+    "--clip-grad-norm=1.0",
+    "--precision=bf16",
+    "--workers=2",
+]
 
 
 @pytest.fixture
@@ -42,8 +55,10 @@ def launch(layout: str, env: dict[str, str], args: list[str]) -> list[subprocess
         envs = [child_env(env, **operator_pod_env(0, 1, port, nproc="2"))]
     else:
         envs = [child_env(env, **operator_pod_env(r, 3, port)) for r in range(3)]
-    return [subprocess.Popen(trainer_cmd(*args), env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for e in envs]
+    return [
+        subprocess.Popen(trainer_cmd(*args), env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for e in envs
+    ]
 
 
 def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
@@ -67,8 +82,12 @@ def weights(bucket: str, version: str) -> dict:
 @pytest.mark.parametrize("layout", ["nproc2", "three-pods"])
 def test_sigterm_at_a_random_step_then_restart_is_bitwise_identical(layout, bucket, dataset, gcs_env):
     def env(run: str) -> dict[str, str]:
-        return {**gcs_env, "DATA_URI": dataset, "OUTPUT_URI": f"gs://{bucket}/models/m",
-                "CHECKPOINT_URI": f"gs://{bucket}/ck/{run}"}
+        return {
+            **gcs_env,
+            "DATA_URI": dataset,
+            "OUTPUT_URI": f"gs://{bucket}/models/m",
+            "CHECKPOINT_URI": f"gs://{bucket}/ck/{run}",
+        }
 
     for rc, err in finish(launch(layout, env("ref"), [*ARGS, "--model-version=ref"])):
         assert rc == 0, err[-3000:]
@@ -110,12 +129,24 @@ def test_elastic_resize_two_to_three_ranks_resumes_mid_epoch(bucket, dataset, gc
     """Preempted with 2 pods, restarted with 3 (an elastic scale-up): the rest of the epoch is
     re-dealt (trainer.data.epoch_plan; no record repeated or skipped: test_data.py), the LR schedule
     follows samples seen, and the sample count goes on from the checkpoint's."""
-    env = {**gcs_env, "DATA_URI": dataset, "OUTPUT_URI": f"gs://{bucket}/models/m",
-           "CHECKPOINT_URI": f"gs://{bucket}/ck/elastic"}
+    env = {
+        **gcs_env,
+        "DATA_URI": dataset,
+        "OUTPUT_URI": f"gs://{bucket}/models/m",
+        "CHECKPOINT_URI": f"gs://{bucket}/ck/elastic",
+    }
     args = [a for a in ARGS if not a.startswith(("--precision", "--workers"))] + ["--model-version=el"]
     port = free_port()
-    procs = [subprocess.Popen(trainer_cmd(*args), env=child_env(env, **operator_pod_env(r, 2, port)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            trainer_cmd(*args),
+            env=child_env(env, **operator_pod_env(r, 2, port)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     assert procs[0].stdout is not None
     for line in procs[0].stdout:
         if line.startswith("step 5 "):

@@ -4,8 +4,8 @@ checkpoints and the registry. Each run is 2 processes, a small MLP and a few doz
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import random
 import signal
 import subprocess
@@ -15,14 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.conftest import require_torch  # noqa: E402
+from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import (  # noqa: E402
-    child_env, free_port, operator_pod_env, run_all, torchrun_cmd, trainer_cmd)
 from trainer import data, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402
+
+from tests.trainer.conftest import (  # noqa: E402
+    child_env,
+    free_port,
+    operator_pod_env,
+    run_all,
+    torchrun_cmd,
+    trainer_cmd,
+)
 
 ARGS = ["--epochs=3", "--batch-size=32", "--lr=0.1", "--hidden=64", "--backend=gloo"]
 
@@ -36,8 +43,11 @@ def dataset(bucket: str) -> str:
 
 
 def storage(bucket: str, dataset: str, run: str) -> dict[str, str]:
-    return {"DATA_URI": dataset, "OUTPUT_URI": f"gs://{bucket}/models/mlp",
-            "CHECKPOINT_URI": f"gs://{bucket}/ckpt/{run}"}
+    return {
+        "DATA_URI": dataset,
+        "OUTPUT_URI": f"gs://{bucket}/models/mlp",
+        "CHECKPOINT_URI": f"gs://{bucket}/ckpt/{run}",
+    }
 
 
 def text(bucket: str, path: str) -> str:
@@ -55,17 +65,24 @@ def start_pods(gcs_env, extra_env, args, n=2, stderr_dir: Path | None = None, st
     procs = []
     for rank in range(n):
         err = open(stderr_dir / f"rank{rank}.err", "a") if stderr_dir else subprocess.PIPE  # noqa: SIM115
-        procs.append(subprocess.Popen(trainer_cmd(*args), env=child_env(gcs_env, **extra_env,
-                                                                       **operator_pod_env(rank, n, port)),
-                                      stdout=stdout, stderr=err, text=True))
+        procs.append(
+            subprocess.Popen(
+                trainer_cmd(*args),
+                env=child_env(gcs_env, **extra_env, **operator_pod_env(rank, n, port)),
+                stdout=stdout,
+                stderr=err,
+                text=True,
+            )
+        )
     return procs
 
 
 def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
     base = f"models/mlp/{version}"
     names = sorted(b.name for b in gcs.client().list_blobs(bucket, prefix=base + "/"))
-    assert names == [f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.pt",
-                                             "model.pt2")]
+    assert names == [
+        f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.pt", "model.pt2")
+    ]
     lineage = json.loads(text(bucket, f"{base}/lineage.json"))
     assert lineage["world_size"] == world and lineage["launch_mode"] == mode
     assert lineage["data"]["manifest_generation"] and len(lineage["data"]["shards"]) == 5
@@ -86,9 +103,13 @@ def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
 
 
 def test_torchrun_two_processes(bucket, dataset, gcs_env):
-    p = subprocess.Popen(torchrun_cmd(2, *ARGS, "--model-version=torchrun"),
-                         env=child_env(gcs_env, **storage(bucket, dataset, "torchrun")),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        torchrun_cmd(2, *ARGS, "--model-version=torchrun"),
+        env=child_env(gcs_env, **storage(bucket, dataset, "torchrun")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     [(rc, out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
     check_outputs(bucket, "torchrun", 2, "torchrun")
@@ -98,8 +119,9 @@ def test_one_pod_with_nproc_per_node_2_relaunches_under_torchrun(bucket, dataset
     # A PyTorchJob with one Master and nprocPerNode: "2": WORLD_SIZE=2, RANK=0, PET_NPROC_PER_NODE=2.
     env = child_env(gcs_env, **storage(bucket, dataset, "launch"), **operator_pod_env(0, 1, free_port(), nproc="2"))
     assert env["WORLD_SIZE"] == "2"
-    p = subprocess.Popen(trainer_cmd(*ARGS, "--model-version=launch"), env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        trainer_cmd(*ARGS, "--model-version=launch"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     [(rc, out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
     assert "running under torchrun" in err and "workers reported [0, 0]; exit 0" in err
@@ -164,24 +186,30 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     assert lineage["resumed_from_steps"] == [steps[0]]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--lr=-1"], "argument --lr: must be > 0, got -1"),
-    (["--lr=nan"], "argument --lr: must be finite"),
-    (["--epochs=0"], "argument --epochs: must be >= 1, got 0"),
-    (["--batch-size=abc"], "argument --batch-size: expected an integer, got 'abc'"),
-    (["--momentum=1"], "argument --momentum: must be < 1"),
-    (["--backend=mpi"], "argument --backend: invalid choice: 'mpi'"),
-    (["--model=mymodel"], "argument --model: must be module:function"),
-    (["--output-uri=s3://b/m"], "OUTPUT_URI must be a gs://bucket/path URI"),
-    (["--output-uri=gs://models-only"], "must be gs://<models>/<model>"),
-    (["--learning-rate=0.1"], "unrecognized arguments: --learning-rate=0.1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr=-1"], "argument --lr: must be > 0, got -1"),
+        (["--lr=nan"], "argument --lr: must be finite"),
+        (["--epochs=0"], "argument --epochs: must be >= 1, got 0"),
+        (["--batch-size=abc"], "argument --batch-size: expected an integer, got 'abc'"),
+        (["--momentum=1"], "argument --momentum: must be < 1"),
+        (["--backend=mpi"], "argument --backend: invalid choice: 'mpi'"),
+        (["--model=mymodel"], "argument --model: must be module:function"),
+        (["--output-uri=s3://b/m"], "OUTPUT_URI must be a gs://bucket/path URI"),
+        (["--output-uri=gs://models-only"], "must be gs://<models>/<model>"),
+        (["--learning-rate=0.1"], "unrecognized arguments: --learning-rate=0.1"),
+    ],
+)
 def test_bad_hyperparameters_fail_before_torch_is_imported(argv, message):
-    code = ("import sys\nfrom trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
-            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    code = (
+        "import sys\nfrom trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
-                       env=child_env({}))
+    p = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=child_env({})
+    )
     assert p.stdout.strip() == "exit 2 False", (p.stdout, p.stderr)
     assert message in p.stderr and "Traceback" not in p.stderr
     assert time.monotonic() - t0 < 20

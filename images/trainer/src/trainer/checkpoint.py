@@ -91,10 +91,11 @@ class CheckpointStore:
         prefix = self.base.path + "/" if self.base.path else ""
         names = gcs.with_retries(
             lambda: [b.name for b in gcs.client().list_blobs(self.base.bucket, prefix=prefix, delimiter="/")],
-            f"list {self.base}")
+            f"list {self.base}",
+        )
         out = []
         for n in names:
-            m = NAME.match(n[len(prefix):])
+            m = NAME.match(n[len(prefix) :])
             if m:
                 out.append(int(m.group(1)))
         return sorted(out, reverse=True)
@@ -107,21 +108,28 @@ class CheckpointStore:
         token = uuid.uuid4().hex[:12]
         n_parts = min(MAX_PARTS, max(1, -(-len(data) // PART_SIZE)))
         size = -(-len(data) // n_parts)
-        chunks = [data[i * size:(i + 1) * size] for i in range(n_parts)]
+        chunks = [data[i * size : (i + 1) * size] for i in range(n_parts)]
         parts = [gcs.blob(self.base.join("_tmp", f"{self.name(step)}.{token}.{i:02d}")) for i in range(n_parts)]
 
         def up(i: int) -> None:
-            gcs.with_retries(lambda: parts[i].upload_from_string(chunks[i], content_type="application/octet-stream",
-                                                                 if_generation_match=0),
-                             f"upload part {i} of {final}")
+            gcs.with_retries(
+                lambda: parts[i].upload_from_string(
+                    chunks[i], content_type="application/octet-stream", if_generation_match=0
+                ),
+                f"upload part {i} of {final}",
+            )
 
         dest = gcs.blob(final)
         if n_parts == 1:
             # One object: a GCS upload is atomic (the object appears only once complete), and
             # ifGenerationMatch=0 refuses to replace an existing checkpoint.
             try:
-                gcs.with_retries(lambda: dest.upload_from_string(data, content_type="application/octet-stream",
-                                                                 if_generation_match=0), f"upload {final}")
+                gcs.with_retries(
+                    lambda: dest.upload_from_string(
+                        data, content_type="application/octet-stream", if_generation_match=0
+                    ),
+                    f"upload {final}",
+                )
             except gexc.PreconditionFailed:
                 log.info("checkpoint %s exists already; keeping it", final)
                 dest.reload()
@@ -146,19 +154,18 @@ class CheckpointStore:
             for p in parts:
                 try:
                     p.delete()
-                except Exception:  # noqa: BLE001 - a leftover part is only garbage
+                except Exception:
                     pass
 
     def prune(self) -> None:
-        for step in self.steps()[self.keep:]:
+        for step in self.steps()[self.keep :]:
             try:
                 gcs.blob(self.base.join(self.name(step))).delete()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("could not delete old checkpoint step %d: %s", step, exc)
 
     def read(self, step: int) -> bytes:
-        return gcs.with_retries(gcs.blob(self.base.join(self.name(step))).download_as_bytes,
-                                f"read checkpoint {step}")
+        return gcs.with_retries(gcs.blob(self.base.join(self.name(step))).download_as_bytes, f"read checkpoint {step}")
 
     def latest(self) -> tuple[int, dict[str, Any]] | None:
         """The newest checkpoint that verifies and loads; corrupt or partial ones are skipped with a warning."""
@@ -169,7 +176,7 @@ class CheckpointStore:
             except CorruptCheckpoint as exc:
                 log.warning("skipping checkpoint %s: %s", uri, exc)
                 continue
-            except Exception as exc:  # noqa: BLE001 - unpickling errors of any kind
+            except Exception as exc:
                 log.warning("skipping checkpoint %s: cannot load it (%s: %s)", uri, type(exc).__name__, exc)
                 continue
             if state.get("step") != step:

@@ -63,9 +63,11 @@ def rng_state() -> dict[str, Any]:
 
     npst = np.random.get_state()
     py = random.getstate()
-    st: dict[str, Any] = {"python": [py[0], list(py[1]), py[2]],
-                          "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
-                          "torch": torch.get_rng_state()}
+    st: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         st["cuda"] = torch.cuda.get_rng_state()
     return st
@@ -90,15 +92,35 @@ def step_dir(step: int) -> str:
 
 
 # Arguments that may change between a checkpoint and its resume without changing the run.
-RUNTIME_ARGS = frozenset({
-    "checkpoint_every", "keep_checkpoints", "stop_check_every", "log_every", "model_version", "job_name",
-    "data_uri", "output_uri", "checkpoint_uri", "workers", "allow_resume_changes", "async_checkpoint",
-    "compile", "device", "backend", "max_steps",
-})
+RUNTIME_ARGS = frozenset(
+    {
+        "checkpoint_every",
+        "keep_checkpoints",
+        "stop_check_every",
+        "log_every",
+        "model_version",
+        "job_name",
+        "data_uri",
+        "output_uri",
+        "checkpoint_uri",
+        "workers",
+        "allow_resume_changes",
+        "async_checkpoint",
+        "compile",
+        "device",
+        "backend",
+        "max_steps",
+    }
+)
 
 
-def check_resume(saved: Mapping[str, Any], args: Mapping[str, Any], data: Mapping[str, Any] | None,
-                 saved_data: Mapping[str, Any] | None, allow: bool) -> list[str]:
+def check_resume(
+    saved: Mapping[str, Any],
+    args: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    saved_data: Mapping[str, Any] | None,
+    allow: bool,
+) -> list[str]:
     """What differs between a checkpoint and this run; raises TrainerError (exit 2) unless ``allow``."""
     diffs = []
     for key in sorted(set(saved) | set(args)):
@@ -107,11 +129,16 @@ def check_resume(saved: Mapping[str, Any], args: Mapping[str, Any], data: Mappin
         if saved.get(key) != args.get(key):
             diffs.append(f"{key}: checkpoint {saved.get(key)!r}, now {args.get(key)!r}")
     if data is not None and saved_data is not None and dict(data) != dict(saved_data):
-        diffs.append(f"data: checkpoint manifest generation {saved_data.get('manifest_generation')}, "
-                     f"now {data.get('manifest_generation')} ({data.get('uri')})")
+        diffs.append(
+            f"data: checkpoint manifest generation {saved_data.get('manifest_generation')}, "
+            f"now {data.get('manifest_generation')} ({data.get('uri')})"
+        )
     if diffs and not allow:
-        raise TrainerError("the checkpoint was written by a different run: " + "; ".join(diffs)
-                           + ". Use a new CHECKPOINT_URI (or job name), or pass --allow-resume-changes to resume anyway")
+        raise TrainerError(
+            "the checkpoint was written by a different run: "
+            + "; ".join(diffs)
+            + ". Use a new CHECKPOINT_URI (or job name), or pass --allow-resume-changes to resume anyway"
+        )
     return diffs
 
 
@@ -156,8 +183,9 @@ class Pending:
 class CheckpointManager:
     """Sharded async checkpoints of one run. Collective: call save/load on every rank at the same step."""
 
-    def __init__(self, uri: str, rank: int, world_size: int, keep: int = 3, async_save: bool = True,
-                 staging: str | None = None) -> None:
+    def __init__(
+        self, uri: str, rank: int, world_size: int, keep: int = 3, async_save: bool = True, staging: str | None = None
+    ) -> None:
         self.base = GcsUri.parse(uri, "CHECKPOINT_URI")
         self.rank, self.world, self.keep, self.async_save = rank, world_size, keep, async_save
         self.staging = Path(staging or tempfile.mkdtemp(prefix="trainer-ckpt-"))
@@ -190,7 +218,7 @@ class CheckpointManager:
         pre = self._prefix()
         out = []
         for name in self._names(pre, "/"):
-            m = STEP_DIR.match(name[len(pre):])
+            m = STEP_DIR.match(name[len(pre) :])
             if m:
                 out.append(int(m.group(1)))
         return sorted(out, reverse=True)
@@ -198,7 +226,7 @@ class CheckpointManager:
     def meta(self, step: int) -> dict[str, Any] | None:
         """meta.json of ``step`` when that checkpoint is complete, else None."""
         pre = self._prefix() + step_dir(step) + "/"
-        names = {n[len(pre):] for n in self._names(pre)}
+        names = {n[len(pre) :] for n in self._names(pre)}
         if META not in names or ".metadata" not in names:
             return None
         raw = gcs.with_retries(gcs.blob(self.base.join(step_dir(step), META)).download_as_bytes, "read meta.json")
@@ -213,8 +241,9 @@ class CheckpointManager:
             doc = self.meta(step)
             if doc is not None:
                 return step, doc
-            log.warning("skipping checkpoint %s: incomplete (a rank had not finished uploading)",
-                        self.base.join(step_dir(step)))
+            log.warning(
+                "skipping checkpoint %s: incomplete (a rank had not finished uploading)", self.base.join(step_dir(step))
+            )
         return None
 
     # -- saving ----------------------------------------------------------------------------
@@ -229,8 +258,9 @@ class CheckpointManager:
             raise p.error
         self.last_seconds = p.seconds
 
-    def save(self, step: int, state: dict[str, Any], meta: dict[str, Any], rank_state: dict[str, Any],
-             block: bool = False) -> float:
+    def save(
+        self, step: int, state: dict[str, Any], meta: dict[str, Any], rank_state: dict[str, Any], block: bool = False
+    ) -> float:
         """Start saving ``state`` (DCP state dict) as checkpoint ``step``; returns the blocking seconds.
 
         ``meta`` (JSON) is written by rank 0, ``rank_state`` (torch.save) by every rank."""
@@ -258,7 +288,7 @@ class CheckpointManager:
                     fut.result()
                 self._upload(step, local, meta, rank_bytes)
                 pending.seconds = time.perf_counter() - t0
-            except BaseException as exc:  # noqa: BLE001 - raised again by wait()
+            except BaseException as exc:
                 pending.error = exc
             finally:
                 shutil.rmtree(local, ignore_errors=True)
@@ -317,8 +347,10 @@ class CheckpointManager:
             dcp.load(state, storage_reader=reader, process_group=self.pg)
             rank_state = None
             if same_world:
-                raw = gcs.with_retries(gcs.blob(self.base.join(step_dir(step), f"rank-{self.rank}.pt")).download_as_bytes,
-                                       "read rank state")
+                raw = gcs.with_retries(
+                    gcs.blob(self.base.join(step_dir(step), f"rank-{self.rank}.pt")).download_as_bytes,
+                    "read rank state",
+                )
                 rank_state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             return rank_state, reader.downloaded
         finally:
@@ -329,20 +361,34 @@ class CheckpointManager:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def save_training(mgr: CheckpointManager, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  meta: dict[str, Any], rank_extra: dict[str, Any] | None = None, block: bool = False) -> float:
+def save_training(
+    mgr: CheckpointManager,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    rank_extra: dict[str, Any] | None = None,
+    block: bool = False,
+) -> float:
     """Save model + optimizer (sharding-aware state dicts), ``meta`` (JSON: position, arguments,
     data lineage…) and this rank's RNG streams. Returns the seconds training was blocked."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    return mgr.save(step, {"model": model_sd, "optim": optim_sd}, meta,
-                    {"rng": rng_state(), **(rank_extra or {})}, block=block)
+    return mgr.save(
+        step, {"model": model_sd, "optim": optim_sd}, meta, {"rng": rng_state(), **(rank_extra or {})}, block=block
+    )
 
 
-def restore_training(mgr: CheckpointManager, broadcast: Any, model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, args: Mapping[str, Any], data: Mapping[str, Any] | None,
-                     allow_changes: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+def restore_training(
+    mgr: CheckpointManager,
+    broadcast: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    args: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    allow_changes: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """Load the newest complete checkpoint into ``model``/``optimizer`` (each rank reads only its
     part) and restore this rank's RNG streams when the world size is unchanged. ``broadcast`` is
     ``ctx.broadcast`` (rank 0 picks the checkpoint). Returns (meta, rank_extra) or None when there

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
-from trainer import device as device_mod, env
+from trainer import device as device_mod
+from trainer import env
 from trainer.gcs import TrainerError
 
 log = logging.getLogger("trainer")
@@ -147,14 +148,21 @@ class Context:
             tdist.destroy_process_group()
 
 
-def init(device: str = "auto", backend: str = "auto", timeout_s: float = 600.0, stop_check_every: int = 10,
-         install_signals: bool = True) -> Context:
+def init(
+    device: str = "auto",
+    backend: str = "auto",
+    timeout_s: float = 600.0,
+    stop_check_every: int = 10,
+    install_signals: bool = True,
+) -> Context:
     """The context of this process. Raises TrainerError (exit 2) on an inconsistent env and
     CudaUnavailable (exit 3) for a GPU pod whose CUDA does not work."""
     dist = env.resolve()
     if dist.mode == "launch":
-        raise TrainerError("this pod asks for several processes per node (or elastic rendezvous): start the "
-                           "script with `python -m trainer.launch script.py`, which runs it under torchrun")
+        raise TrainerError(
+            "this pod asks for several processes per node (or elastic rendezvous): start the "
+            "script with `python -m trainer.launch script.py`, which runs it under torchrun"
+        )
     dev = device_mod.select(device, dist.local_rank)
     if backend == "auto":
         backend = "nccl" if dev.type == "cuda" else "gloo"
@@ -165,8 +173,9 @@ def init(device: str = "auto", backend: str = "auto", timeout_s: float = 600.0, 
     distributed = dist.world_size > 1 or dist.mode == "torchrun"
     if distributed and not tdist.is_initialized():
         kwargs: dict[str, Any] = {"device_id": dev} if backend == "nccl" else {}
-        tdist.init_process_group(backend, rank=dist.rank, world_size=dist.world_size,
-                                 timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+        tdist.init_process_group(
+            backend, rank=dist.rank, world_size=dist.world_size, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
+        )
     ctx = Context(dist, dist.rank, dist.world_size, dist.local_rank, dev, backend if distributed else None)
     ctx.preemption.every = stop_check_every
     if install_signals:

@@ -73,8 +73,11 @@ class Manifest:
         return int(np.prod(shape)) if shape else 1
 
     def lineage(self) -> dict[str, Any]:
-        return {"uri": self.uri, "manifest_generation": self.generation,
-                "shards": {s.name: s.generation for split in self.splits.values() for s in split}}
+        return {
+            "uri": self.uri,
+            "manifest_generation": self.generation,
+            "shards": {s.name: s.generation for split in self.splits.values() for s in split},
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +156,15 @@ def split_arrays(arrays: dict[str, np.ndarray], val_fraction: float) -> dict[str
     return out
 
 
-def write_dataset(uri: str, arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8,
-                  val_shards: int = 2, val_fraction: float = 0.2, meta: dict[str, Any] | None = None) -> Manifest:
+def write_dataset(
+    uri: str,
+    arrays: dict[str, np.ndarray],
+    num_classes: int,
+    shards: int = 8,
+    val_shards: int = 2,
+    val_fraction: float = 0.2,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
     """Write shards, then the manifest naming their generations. Returns the manifest."""
     base = GcsUri.parse(uri, "data URI")
     parts = split_arrays(arrays, val_fraction)
@@ -168,18 +178,27 @@ def write_dataset(uri: str, arrays: dict[str, np.ndarray], num_classes: int, sha
         splits[split] = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
-            payload = _npz_bytes({k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()})
+            payload = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             b = gcs.blob(base.join(name))
-            gcs.with_retries(lambda b=b, p=payload: b.upload_from_string(p, content_type="application/octet-stream"),
-                             f"upload {base.join(name)}")
-            splits[split].append(Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload),
-                                       f"{zlib.crc32(payload):08x}"))
-    doc = {"format": FORMAT, "features": _features(parts["train"]), "num_classes": int(num_classes),
-           "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
-           "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})}}
+            gcs.with_retries(
+                lambda b=b, p=payload: b.upload_from_string(p, content_type="application/octet-stream"),
+                f"upload {base.join(name)}",
+            )
+            splits[split].append(
+                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
+            )
+    doc = {
+        "format": FORMAT,
+        "features": _features(parts["train"]),
+        "num_classes": int(num_classes),
+        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
+        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
+    }
     mb = gcs.blob(base.join(MANIFEST))
-    gcs.with_retries(lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
-                     f"upload {base.join(MANIFEST)}")
+    gcs.with_retries(
+        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
+        f"upload {base.join(MANIFEST)}",
+    )
     return Manifest(str(base), mb.generation, doc["features"], int(num_classes), splits, doc["meta"])
 
 
@@ -199,9 +218,15 @@ def tar_shard(records: list[dict[str, bytes | int]], first_id: int) -> bytes:
     return buf.getvalue()
 
 
-def write_tar_dataset(uri: str, records: list[dict[str, bytes | int]], num_classes: int, shards: int = 8,
-                      val_shards: int = 2, val_fraction: float = 0.2, meta: dict[str, Any] | None = None
-                      ) -> Manifest:
+def write_tar_dataset(
+    uri: str,
+    records: list[dict[str, bytes | int]],
+    num_classes: int,
+    shards: int = 8,
+    val_shards: int = 2,
+    val_fraction: float = 0.2,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
     """Write records (e.g. ``{"png": <bytes>, "cls": 3}``) as webdataset-style tar shards + manifest."""
     base = GcsUri.parse(uri, "data URI")
     n_val = int(round(len(records) * val_fraction))
@@ -217,26 +242,38 @@ def write_tar_dataset(uri: str, records: list[dict[str, bytes | int]], num_class
         splits[split] = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}.tar"
-            payload = tar_shard(recs[bounds[i]:bounds[i + 1]], offset + int(bounds[i]))
+            payload = tar_shard(recs[bounds[i] : bounds[i + 1]], offset + int(bounds[i]))
             b = gcs.blob(base.join(name))
-            gcs.with_retries(lambda b=b, p=payload: b.upload_from_string(p, content_type="application/x-tar"),
-                             f"upload {base.join(name)}")
-            splits[split].append(Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload),
-                                       f"{zlib.crc32(payload):08x}"))
+            gcs.with_retries(
+                lambda b=b, p=payload: b.upload_from_string(p, content_type="application/x-tar"),
+                f"upload {base.join(name)}",
+            )
+            splits[split].append(
+                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
+            )
     first = records[0]
-    features = {"id": {"dtype": "int64", "shape": []},
-                **{k: {"dtype": "int64" if isinstance(v, int) else "bytes", "shape": []} for k, v in first.items()}}
-    doc = {"format": FORMAT, "features": features, "num_classes": int(num_classes),
-           "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
-           "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})}}
+    features = {
+        "id": {"dtype": "int64", "shape": []},
+        **{k: {"dtype": "int64" if isinstance(v, int) else "bytes", "shape": []} for k, v in first.items()},
+    }
+    doc = {
+        "format": FORMAT,
+        "features": features,
+        "num_classes": int(num_classes),
+        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
+        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
+    }
     mb = gcs.blob(base.join(MANIFEST))
-    gcs.with_retries(lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
-                     f"upload {base.join(MANIFEST)}")
+    gcs.with_retries(
+        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
+        f"upload {base.join(MANIFEST)}",
+    )
     return Manifest(str(base), mb.generation, features, int(num_classes), splits, doc["meta"])
 
 
-def in_memory(arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, val_shards: int = 2,
-              val_fraction: float = 0.2) -> tuple[Manifest, dict[str, bytes]]:
+def in_memory(
+    arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, val_shards: int = 2, val_fraction: float = 0.2
+) -> tuple[Manifest, dict[str, bytes]]:
     """The same layout kept in memory (no DATA_URI: the default generated data set)."""
     parts = split_arrays(arrays, val_fraction)
     blobs: dict[str, bytes] = {}
@@ -247,7 +284,7 @@ def in_memory(arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, 
         splits[split] = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
-            blobs[name] = _npz_bytes({k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()})
+            blobs[name] = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             splits[split].append(Shard(name, int(bounds[i + 1] - bounds[i])))
     return Manifest("memory://", None, _features(parts["train"]), num_classes, splits, {}), blobs
 
@@ -264,8 +301,10 @@ def read_manifest(uri: str) -> Manifest:
     try:
         raw = gcs.with_retries(mb.download_as_bytes, f"read {base.join(MANIFEST)}")
     except gexc.NotFound:
-        raise TrainerError(f"no data set at {base}: {base.join(MANIFEST)} does not exist "
-                           "(write one with `python -m trainer.data write URI`)") from None
+        raise TrainerError(
+            f"no data set at {base}: {base.join(MANIFEST)} does not exist "
+            "(write one with `python -m trainer.data write URI`)"
+        ) from None
     except gexc.Forbidden as exc:
         raise TrainerError(f"cannot read {base.join(MANIFEST)}: permission denied ({exc.message})") from None
     try:
@@ -275,8 +314,7 @@ def read_manifest(uri: str) -> Manifest:
         splits = {k: [Shard(**s) for s in v] for k, v in doc["splits"].items()}
         if not splits.get("train"):
             raise ValueError("no train shards")
-        return Manifest(str(base), mb.generation, doc["features"], int(doc["num_classes"]), splits,
-                        doc.get("meta", {}))
+        return Manifest(str(base), mb.generation, doc["features"], int(doc["num_classes"]), splits, doc.get("meta", {}))
     except (ValueError, KeyError, TypeError) as exc:
         raise TrainerError(f"bad manifest {base.join(MANIFEST)}: {exc}") from None
 
@@ -332,8 +370,9 @@ def _cut(segs: list[Segment], world: int) -> list[list[Segment]]:
     return out
 
 
-def epoch_plan(shards: list[Shard], history: list[tuple[int, int]], batch_size: int, seed: int, epoch: int,
-               shuffle: bool = True) -> list[list[Segment]]:
+def epoch_plan(
+    shards: list[Shard], history: list[tuple[int, int]], batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[list[Segment]]:
     """Every rank's segments for the rest of ``epoch``.
 
     ``history`` = ``[(0, W0), (k1, W1), …]``: the epoch started with W0 ranks, and from step k1 of
@@ -430,9 +469,20 @@ class ShardReader:
     never changed. ``cache_dir``: shards are downloaded once into this directory (file-locked), so
     several DataLoader workers of one process share one download."""
 
-    def __init__(self, manifest: Manifest, split: str, rank: int, world: int, batch_size: int, seed: int = 0,
-                 shuffle: bool = True, blobs: dict[str, bytes] | None = None, prefetch: int = 1,
-                 drop_last: bool = True, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        split: str,
+        rank: int,
+        world: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        blobs: dict[str, bytes] | None = None,
+        prefetch: int = 1,
+        drop_last: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
         if split not in manifest.splits:
             raise TrainerError(f"data set {manifest.uri} has no {split!r} split")
         self.manifest, self.split, self.rank, self.world = manifest, split, rank, world
@@ -487,8 +537,10 @@ class ShardReader:
         try:
             payload: bytes = gcs.with_retries(b.download_as_bytes, f"read {uri}")
         except gexc.NotFound:
-            raise TrainerError(f"shard {uri} (generation {shard.generation}) named by the manifest is gone: "
-                               "the data set changed under the run; re-run against its new version") from None
+            raise TrainerError(
+                f"shard {uri} (generation {shard.generation}) named by the manifest is gone: "
+                "the data set changed under the run; re-run against its new version"
+            ) from None
         if shard.crc32c and f"{zlib.crc32(payload):08x}" != shard.crc32c:
             raise TrainerError(f"shard {uri} does not match the manifest's checksum")
         return payload
@@ -514,7 +566,7 @@ class ShardReader:
             if seg.shard not in cache:
                 cache.clear()
                 cache[seg.shard] = self._fetch(seg.shard, epoch)
-            return {k: v[seg.start:seg.end] for k, v in cache[seg.shard].items()}
+            return {k: v[seg.start : seg.end] for k, v in cache[seg.shard].items()}
 
         if self.prefetch <= 0 or len(segs) <= 1:
             for seg in segs:
@@ -536,7 +588,7 @@ class ShardReader:
                     if stop.is_set():
                         return
                 q.put(None)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as exc:
                 q.put(exc)
 
         t = threading.Thread(target=work, name=f"shards-{self.split}", daemon=True)
@@ -552,8 +604,9 @@ class ShardReader:
         finally:
             stop.set()
 
-    def epoch(self, epoch: int, start_step: int = 0, only: Callable[[int], bool] | None = None
-              ) -> Iterator[dict[str, np.ndarray]]:
+    def epoch(
+        self, epoch: int, start_step: int = 0, only: Callable[[int], bool] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
         """This rank's batches for ``epoch``, from batch ``start_step`` on (resume).
 
         ``only(step)``: yield only those batches (DataLoader workers split the batches of one rank);
@@ -582,7 +635,9 @@ class ShardReader:
                 yield batch
 
 
-def _take(pending: list[dict[str, np.ndarray]], n: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
+def _take(
+    pending: list[dict[str, np.ndarray]], n: int
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
     if len(pending[0]["id"]) >= n:
         head = pending[0]
         batch = {k: v[:n] for k, v in head.items()}
@@ -616,15 +671,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "write":
             arrays, classes = source(args.source)(seed=args.seed)
-            m = write_dataset(args.uri, arrays, classes, args.shards, args.val_shards, args.val_fraction,
-                              {"source": args.source, "seed": args.seed})
-            print(json.dumps({"uri": m.uri, "manifest_generation": m.generation,
-                              "records": {k: sum(s.records for s in v) for k, v in m.splits.items()}}))
+            m = write_dataset(
+                args.uri,
+                arrays,
+                classes,
+                args.shards,
+                args.val_shards,
+                args.val_fraction,
+                {"source": args.source, "seed": args.seed},
+            )
+            print(
+                json.dumps(
+                    {
+                        "uri": m.uri,
+                        "manifest_generation": m.generation,
+                        "records": {k: sum(s.records for s in v) for k, v in m.splits.items()},
+                    }
+                )
+            )
         else:
             m = read_manifest(args.uri)
-            print(json.dumps({"uri": m.uri, "manifest_generation": m.generation, "features": m.features,
-                              "num_classes": m.num_classes,
-                              "splits": {k: [s.__dict__ for s in v] for k, v in m.splits.items()}}, indent=1))
+            print(
+                json.dumps(
+                    {
+                        "uri": m.uri,
+                        "manifest_generation": m.generation,
+                        "features": m.features,
+                        "num_classes": m.num_classes,
+                        "splits": {k: [s.__dict__ for s in v] for k, v in m.splits.items()},
+                    },
+                    indent=1,
+                )
+            )
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

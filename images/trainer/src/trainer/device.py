@@ -46,7 +46,7 @@ def cuda_problem(torch: Any) -> str | None:
             torch.cuda.init()
             return "torch.cuda.is_available() is False"
         torch.zeros(1, device="cuda")
-    except Exception as exc:  # noqa: BLE001 - the reason is what we report
+    except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
     return None
 
@@ -67,7 +67,8 @@ def select(kind: str, local_rank: int = 0) -> Any:
             f"{why} but CUDA is not usable: {problem}. torch {torch.__version__} is built for CUDA "
             f"{torch.version.cuda or 'none (a CPU build)'}; node driver {driver_version() or 'not found'}. "
             "Use a node image whose driver supports that CUDA version (GKE: gpu-driver-version=latest), "
-            "or pass --device=cpu to train on CPU on purpose")
+            "or pass --device=cpu to train on CPU on purpose"
+        )
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise CudaUnavailable(f"local rank {local_rank} needs GPU {local_rank} but only {count} are visible")

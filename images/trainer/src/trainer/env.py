@@ -97,7 +97,7 @@ def _cuda_devices() -> int:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0
 
 
@@ -105,17 +105,28 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
     """Global rank and world size for this process; see the module doc for the four modes."""
     env = os.environ if env is None else env
     addr = env.get("MASTER_ADDR") or env.get("PET_MASTER_ADDR")
-    port = _int(env, "MASTER_PORT", 1) if env.get("MASTER_PORT") else (
-        _int(env, "PET_MASTER_PORT", 1) if env.get("PET_MASTER_PORT") else None)
+    port = (
+        _int(env, "MASTER_PORT", 1)
+        if env.get("MASTER_PORT")
+        else (_int(env, "PET_MASTER_PORT", 1) if env.get("PET_MASTER_PORT") else None)
+    )
 
     if env.get("TORCHELASTIC_RUN_ID") is not None or env.get("LOCAL_RANK") is not None:
         rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE", 1)
         local_world = _int(env, "LOCAL_WORLD_SIZE", 1) if env.get("LOCAL_WORLD_SIZE") else 1
         if rank >= world:
             raise TrainerError(f"RANK={rank} is not below WORLD_SIZE={world}")
-        return DistEnv("torchrun", rank, world, _int(env, "LOCAL_RANK"), local_world,
-                       _int(env, "GROUP_RANK") if env.get("GROUP_RANK") else rank // local_world,
-                       max(1, world // local_world), addr, port)
+        return DistEnv(
+            "torchrun",
+            rank,
+            world,
+            _int(env, "LOCAL_RANK"),
+            local_world,
+            _int(env, "GROUP_RANK") if env.get("GROUP_RANK") else rank // local_world,
+            max(1, world // local_world),
+            addr,
+            port,
+        )
 
     elastic = bool(env.get("PET_RDZV_ENDPOINT"))
     nnodes_env = env.get("PET_NNODES", "")
@@ -124,12 +135,14 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
         # replica, and rendezvous variables only with an elasticPolicy: each pod would train alone.
         raise TrainerError(
             f"PET_NNODES={nnodes_env} but neither MASTER_ADDR nor PET_RDZV_ENDPOINT is set: a PyTorchJob with "
-            "only Worker replicas needs a Master replica or an elasticPolicy (jobgen refuses such a spec)")
+            "only Worker replicas needs a Master replica or an elasticPolicy (jobgen refuses such a spec)"
+        )
     nproc = nproc_per_node(env.get("PET_NPROC_PER_NODE"), gpus)
     if nproc > 1 or elastic:
         nnodes = env.get("PET_NNODES", "1")
-        node_rank = _int(env, "PET_NODE_RANK") if env.get("PET_NODE_RANK") else (
-            _int(env, "RANK") if env.get("RANK") else 0)
+        node_rank = (
+            _int(env, "PET_NODE_RANK") if env.get("PET_NODE_RANK") else (_int(env, "RANK") if env.get("RANK") else 0)
+        )
         fixed = nnodes.isdigit()
         world = int(nnodes) * nproc if fixed else -1  # elastic: known after rendezvous
         return DistEnv("launch", -1, world, -1, nproc, node_rank, int(nnodes) if fixed else -1, addr, port)

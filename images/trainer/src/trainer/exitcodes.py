@@ -54,8 +54,19 @@ class TransientError(Exception):
 # lost or a collective times out. Matched on the exception text because torch raises them as
 # RuntimeError/DistBackendError/DistNetworkError with the detail in the message.
 _TRANSIENT_TEXT = (
-    "nccl", "timed out", "timeout", "connection reset", "connection refused", "connection closed",
-    "broken pipe", "peer", "rendezvous", "socket", "gloo", "closed by remote", "watchdog",
+    "nccl",
+    "timed out",
+    "timeout",
+    "connection reset",
+    "connection refused",
+    "connection closed",
+    "broken pipe",
+    "peer",
+    "rendezvous",
+    "socket",
+    "gloo",
+    "closed by remote",
+    "watchdog",
 )
 
 
@@ -86,8 +97,15 @@ def classify(exc: BaseException) -> int:
     except ImportError:  # pragma: no cover
         pass
     name = type(exc).__name__
-    if name in ("DistBackendError", "DistNetworkError", "DistStoreError", "RendezvousError",
-                "RendezvousTimeoutError", "RendezvousClosedError", "RendezvousConnectionError"):
+    if name in (
+        "DistBackendError",
+        "DistNetworkError",
+        "DistStoreError",
+        "RendezvousError",
+        "RendezvousTimeoutError",
+        "RendezvousClosedError",
+        "RendezvousConnectionError",
+    ):
         return TRANSIENT
     if isinstance(exc, RuntimeError):
         text = str(exc).lower()

@@ -33,7 +33,7 @@ class GcsUri:
     def parse(cls, uri: str, what: str = "URI") -> GcsUri:
         if not isinstance(uri, str) or not uri.startswith("gs://"):
             raise TrainerError(f"{what} must be a gs://bucket/path URI, got {uri!r}")
-        rest = uri[len("gs://"):]
+        rest = uri[len("gs://") :]
         bucket, _, path = rest.partition("/")
         if not bucket or any(c in bucket for c in " \t\n#?*[]"):
             raise TrainerError(f"{what} has no valid bucket name: {uri!r}")
@@ -47,7 +47,7 @@ class GcsUri:
         return f"gs://{self.bucket}/{self.path}" if self.path else f"gs://{self.bucket}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def client():  # type: ignore[no-untyped-def]
     """One storage client per process. Anonymous against the emulator, ADC otherwise."""
     from google.cloud import storage
@@ -79,20 +79,27 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, base: float = 0.2, cap: float = 10.0,
-                 transient: Callable[[BaseException], bool] = _transient,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    what: str,
+    attempts: int = 6,
+    base: float = 0.2,
+    cap: float = 10.0,
+    transient: Callable[[BaseException], bool] = _transient,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call ``fn`` until it succeeds, retrying transient errors with exponential backoff and full jitter.
 
     Non-transient errors (404, 403, precondition failures, …) are raised at once."""
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if attempt == attempts or not transient(exc):
                 raise
             delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-            log.warning("%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt,
-                        attempts - 1, delay)
+            log.warning(
+                "%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt, attempts - 1, delay
+            )
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -110,15 +110,19 @@ def load(cls: type[T], argv: Sequence[str] | None = None, env: Mapping[str, str]
     for name, (_kind, value) in declared(env).items():
         key = name.replace("-", "_")
         if key not in fields:
-            raise TrainerError(f"the job spec declares hyperparameter {name!r}, which {cls.__name__} does not "
-                               f"have (fields: {', '.join(fields)})")
+            raise TrainerError(
+                f"the job spec declares hyperparameter {name!r}, which {cls.__name__} does not "
+                f"have (fields: {', '.join(fields)})"
+            )
         values[key] = convert(name, fields[key], value)
     flags, rest = split_flags(list(sys.argv[1:] if argv is None else argv))
     if rest:
         raise TrainerError(f"unexpected arguments: {' '.join(rest)}")
     for key, value in flags.items():
         if key not in fields:
-            raise TrainerError(f"unknown hyperparameter --{key.replace('_', '-')} (known: "
-                               f"{', '.join('--' + f.replace('_', '-') for f in fields)})")
+            raise TrainerError(
+                f"unknown hyperparameter --{key.replace('_', '-')} (known: "
+                f"{', '.join('--' + f.replace('_', '-') for f in fields)})"
+            )
         values[key] = convert(key, fields[key], value)
     return cls(**values)

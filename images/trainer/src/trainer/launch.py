@@ -65,13 +65,15 @@ def exit_code(fn: Callable[[], int | None], prog: str) -> int:
             print(f"{prog}: error: {exc.code}", file=sys.stderr)
     except KeyboardInterrupt:
         code = 130
-    except BaseException as exc:  # noqa: BLE001 - every failure gets a code of the contract
+    except BaseException as exc:
         code = exitcodes.classify(exc)
         if code in (exitcodes.USAGE, exitcodes.NO_CUDA):
             print(f"{prog}: error: {exc}", file=sys.stderr)
         elif code == exitcodes.TRANSIENT:
-            print(f"{prog}: transient failure, exit {code} so that the operator retries: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            print(
+                f"{prog}: transient failure, exit {code} so that the operator retries: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
         else:
             traceback.print_exc()
     return code
@@ -148,8 +150,11 @@ def supervise(cmd: list[str], poll: float = 0.1) -> int:
         if state["signum"] is None:
             state["signum"], state["at"] = signum, time.monotonic()
             state["workers"] = _children(proc.pid)
-            log.warning("signal %d: forwarding it to the %d training processes (not to torchrun's agent)",
-                        signum, len(state["workers"]))
+            log.warning(
+                "signal %d: forwarding it to the %d training processes (not to torchrun's agent)",
+                signum,
+                len(state["workers"]),
+            )
         for pid in state["workers"]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)

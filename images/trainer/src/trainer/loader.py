@@ -56,14 +56,36 @@ def _worker_init(_worker_id: int) -> None:
 
 
 class ShardLoader:
-    def __init__(self, manifest: data.Manifest, split: str, rank: int, world: int, batch_size: int,
-                 collate: Callable[[dict[str, np.ndarray]], Any], seed: int = 0, shuffle: bool = True,
-                 workers: int = 2, pin_memory: bool = False, prefetch_factor: int = 2,
-                 blobs: dict[str, bytes] | None = None, drop_last: bool = True) -> None:
+    def __init__(
+        self,
+        manifest: data.Manifest,
+        split: str,
+        rank: int,
+        world: int,
+        batch_size: int,
+        collate: Callable[[dict[str, np.ndarray]], Any],
+        seed: int = 0,
+        shuffle: bool = True,
+        workers: int = 2,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+        blobs: dict[str, bytes] | None = None,
+        drop_last: bool = True,
+    ) -> None:
         self.cache_dir = tempfile.mkdtemp(prefix="trainer-shards-") if blobs is None else None
-        self.reader = data.ShardReader(manifest, split, rank, world, batch_size, seed, shuffle=shuffle, blobs=blobs,
-                                       prefetch=1 if workers == 0 else 0, drop_last=drop_last,
-                                       cache_dir=self.cache_dir)
+        self.reader = data.ShardReader(
+            manifest,
+            split,
+            rank,
+            world,
+            batch_size,
+            seed,
+            shuffle=shuffle,
+            blobs=blobs,
+            prefetch=1 if workers == 0 else 0,
+            drop_last=drop_last,
+            cache_dir=self.cache_dir,
+        )
         self.dataset = _Batches(self.reader, collate)
         self.workers, self.pin_memory, self.prefetch_factor = workers, pin_memory, prefetch_factor
 
@@ -78,15 +100,24 @@ class ShardLoader:
         self.dataset.epoch, self.dataset.start = epoch, start_step
         kwargs: dict[str, Any] = {}
         if self.workers > 0:
-            kwargs = {"prefetch_factor": self.prefetch_factor, "persistent_workers": False,
-                      "multiprocessing_context": "fork"}
+            kwargs = {
+                "prefetch_factor": self.prefetch_factor,
+                "persistent_workers": False,
+                "multiprocessing_context": "fork",
+            }
         # A generator of its own: creating a DataLoader iterator draws a base seed from it, which
         # must not come from the global RNG (dropout) -- a resume creates iterators at other steps.
         gen = torch.Generator()
         gen.manual_seed(self.reader.seed * 1000003 + epoch)
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers, generator=gen,
-                            worker_init_fn=_worker_init if self.workers else None,
-                            pin_memory=self.pin_memory and torch.cuda.is_available(), **kwargs)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=self.workers,
+            generator=gen,
+            worker_init_fn=_worker_init if self.workers else None,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            **kwargs,
+        )
         yield from loader
 
     def close(self) -> None:

@@ -86,8 +86,10 @@ def torch_files(net: Any, example: Any) -> tuple[dict[str, bytes], dict[str, Any
     x = example.detach().cpu()
     if x.is_floating_point():
         x = x.float()
-    info: dict[str, Any] = {"ok": False, "input": {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""),
-                                                   "dynamic_dims": [0]}}
+    info: dict[str, Any] = {
+        "ok": False,
+        "input": {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""), "dynamic_dims": [0]},
+    }
     try:
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
         with torch.no_grad():
@@ -96,7 +98,7 @@ def torch_files(net: Any, example: Any) -> tuple[dict[str, bytes], dict[str, Any
         torch.export.save(prog, pbuf)
         files["model.pt2"] = pbuf.getvalue()
         info["ok"] = True
-    except Exception as exc:  # noqa: BLE001 - reported in lineage and the log; --require-export makes it fatal
+    except Exception as exc:
         info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log.error("torch.export could not export the model (%s): publishing model.pt only", info["error"])
     return files, info
@@ -133,13 +135,21 @@ class Registry:
     def __init__(self, output_uri: str) -> None:
         self.base = GcsUri.parse(output_uri, "OUTPUT_URI")
         if not self.base.path:
-            raise TrainerError(f"OUTPUT_URI must name a model under a bucket, gs://<models>/<model>, got {output_uri!r}")
+            raise TrainerError(
+                f"OUTPUT_URI must name a model under a bucket, gs://<models>/<model>, got {output_uri!r}"
+            )
 
     def version_uri(self, version: str) -> GcsUri:
         return self.base.join(version)
 
-    def publish(self, version: str, files: Mapping[str, bytes], metrics: Mapping[str, Any],
-                lineage: Mapping[str, Any], curves: Sequence[Mapping[str, Any]]) -> str:
+    def publish(
+        self,
+        version: str,
+        files: Mapping[str, bytes],
+        metrics: Mapping[str, Any],
+        lineage: Mapping[str, Any],
+        curves: Sequence[Mapping[str, Any]],
+    ) -> str:
         """Upload one version's files; ``_COMPLETE`` last. Returns the version's URI."""
         if not version or "/" in version or version in (LATEST, COMPLETE) or version.startswith("."):
             raise TrainerError(f"bad model version {version!r}")
@@ -153,15 +163,27 @@ class Registry:
         objects[COMPLETE] = now().encode()  # last (dicts keep insertion order)
         for name, data in objects.items():
             b = gcs.blob(vuri.join(name))
-            ctype = "application/json" if name.endswith(".json") else (
-                "text/csv" if name.endswith(".csv") else "text/plain" if name == COMPLETE else "application/octet-stream")
+            ctype = (
+                "application/json"
+                if name.endswith(".json")
+                else (
+                    "text/csv"
+                    if name.endswith(".csv")
+                    else "text/plain"
+                    if name == COMPLETE
+                    else "application/octet-stream"
+                )
+            )
             try:
-                gcs.with_retries(lambda b=b, d=data, c=ctype: b.upload_from_string(d, content_type=c,
-                                                                                   if_generation_match=0),
-                                 f"upload {vuri.join(name)}")
+                gcs.with_retries(
+                    lambda b=b, d=data, c=ctype: b.upload_from_string(d, content_type=c, if_generation_match=0),
+                    f"upload {vuri.join(name)}",
+                )
             except gexc.PreconditionFailed:
-                raise TrainerError(f"model version {version} exists already at {vuri} ({name}): versions are "
-                                   "immutable; pick another --model-version (or leave it unset for a unique one)") from None
+                raise TrainerError(
+                    f"model version {version} exists already at {vuri} ({name}): versions are "
+                    "immutable; pick another --model-version (or leave it unset for a unique one)"
+                ) from None
         return str(vuri)
 
     def latest(self) -> tuple[dict[str, Any] | None, int]:
@@ -177,15 +199,20 @@ class Registry:
             return self.latest()  # replaced between the two calls: read again
         return json.loads(raw), int(b.generation)
 
-    def promote(self, version: str, metric: str, value: float, mode: str = "max",
-                max_attempts: int = 100) -> Promotion:
+    def promote(self, version: str, metric: str, value: float, mode: str = "max", max_attempts: int = 100) -> Promotion:
         """Point LATEST at ``version`` if ``value`` beats the current LATEST's (compare-and-swap)."""
         from google.api_core import exceptions as gexc
 
         if mode not in ("max", "min"):
             raise TrainerError(f"promotion mode must be max or min, got {mode!r}")
-        doc = {"version": version, "uri": str(self.version_uri(version)), "metric": metric, "value": float(value),
-               "mode": mode, "promoted_at": now()}
+        doc = {
+            "version": version,
+            "uri": str(self.version_uri(version)),
+            "metric": metric,
+            "value": float(value),
+            "mode": mode,
+            "promoted_at": now(),
+        }
         for attempt in range(1, max_attempts + 1):
             cur, gen = self.latest()
             if cur is not None:
@@ -193,13 +220,15 @@ class Registry:
                     raise TrainerError(
                         f"cannot promote {version}: LATEST of {self.base} ({cur.get('version')}) was promoted on "
                         f"{cur.get('metric')!r} ({cur.get('mode')}), this model on {metric!r} ({mode}); values of "
-                        "different metrics are not comparable. Promote on the same --metric, or move LATEST by hand")
+                        "different metrics are not comparable. Promote on the same --metric, or move LATEST by hand"
+                    )
                 if cur.get("version") == version or not better(float(value), float(cur.get("value", math.nan)), mode):
                     return Promotion(False, cur, attempt)
             b = gcs.blob(self.base.join(LATEST))
             try:
-                b.upload_from_string(json.dumps(doc, indent=1), content_type="application/json",
-                                     if_generation_match=gen)
+                b.upload_from_string(
+                    json.dumps(doc, indent=1), content_type="application/json", if_generation_match=gen
+                )
                 return Promotion(True, doc, attempt)
             except gexc.PreconditionFailed:
                 time.sleep(0.01 * attempt)  # somebody else moved it: read again and compare

@@ -39,13 +39,16 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}
 # Hyperparameters: validated by argparse, before torch is even imported.
 
 
-def _ranged(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-            hi_open: bool = False) -> Any:
+def _ranged(
+    kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
+) -> Any:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
         if lo is not None and (value <= lo if lo_open else value < lo):
@@ -93,61 +96,128 @@ def _bool(text: str) -> bool:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainer.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="DDP training with GCS data, exact checkpoint/resume and a versioned model registry.")
+        prog="python -m trainer.train",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="DDP training with GCS data, exact checkpoint/resume and a versioned model registry.",
+    )
     h = p.add_argument_group("hyperparameters")
     h.add_argument("--lr", type=_ranged(float, 0, 10, lo_open=True), default=0.05, help="peak learning rate")
     h.add_argument("--epochs", type=_ranged(int, 1, 100000), default=2, help="passes over the training split")
-    h.add_argument("--batch-size", type=_ranged(int, 1, 1 << 20), default=64, help="examples per micro-batch per process")
+    h.add_argument(
+        "--batch-size", type=_ranged(int, 1, 1 << 20), default=64, help="examples per micro-batch per process"
+    )
     h.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="SGD (momentum) or AdamW")
     h.add_argument("--momentum", type=_ranged(float, 0, 1, hi_open=True), default=0.9, help="SGD momentum")
     h.add_argument("--weight-decay", type=_ranged(float, 0, 1), default=0.0, help="weight decay (decoupled for AdamW)")
-    h.add_argument("--scheduler", choices=["cosine", "constant", "step"], default="cosine",
-                   help="LR schedule over the samples of the run (step: x0.1 at 1/2 and 3/4)")
-    h.add_argument("--warmup", type=_ranged(float, 0, 1, hi_open=True), default=0.0,
-                   help="fraction of the run with a linear LR warm-up")
+    h.add_argument(
+        "--scheduler",
+        choices=["cosine", "constant", "step"],
+        default="cosine",
+        help="LR schedule over the samples of the run (step: x0.1 at 1/2 and 3/4)",
+    )
+    h.add_argument(
+        "--warmup",
+        type=_ranged(float, 0, 1, hi_open=True),
+        default=0.0,
+        help="fraction of the run with a linear LR warm-up",
+    )
     h.add_argument("--grad-accum", type=_ranged(int, 1, 4096), default=1, help="micro-batches per optimizer step")
     h.add_argument("--clip-grad-norm", type=_ranged(float, 0), default=0.0, help="clip the global grad norm (0: off)")
-    h.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="autocast dtype (fp16 adds a GradScaler)")
+    h.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype (fp16 adds a GradScaler)"
+    )
     h.add_argument("--tf32", type=_bool, default=True, help="TF32 matmuls/convolutions on Ampere and newer GPUs")
     h.add_argument("--hidden", type=_ranged(int, 1, 1 << 16), default=128, help="hidden width of the default model")
-    h.add_argument("--dropout", type=_ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout of the default model")
+    h.add_argument(
+        "--dropout", type=_ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout of the default model"
+    )
     h.add_argument("--seed", type=_ranged(int, 0, 2**32 - 1), default=0, help="seed for init, data order and dropout")
-    h.add_argument("--max-steps", type=_ranged(int, 0), default=0, help="stop after this many optimizer steps (0: no limit)")
+    h.add_argument(
+        "--max-steps", type=_ranged(int, 0), default=0, help="stop after this many optimizer steps (0: no limit)"
+    )
     r = p.add_argument_group("runtime")
-    r.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="auto: CUDA when the pod has an NVIDIA GPU (and fail, exit 3, if CUDA is unusable), else CPU")
-    r.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
-                   help="torch.distributed backend (auto: nccl on CUDA, else gloo)")
+    r.add_argument(
+        "--device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
+        help="auto: CUDA when the pod has an NVIDIA GPU (and fail, exit 3, if CUDA is unusable), else CPU",
+    )
+    r.add_argument(
+        "--backend",
+        choices=["auto", "gloo", "nccl"],
+        default="auto",
+        help="torch.distributed backend (auto: nccl on CUDA, else gloo)",
+    )
     r.add_argument("--compile", type=_bool, default=False, help="torch.compile the model (needs a C compiler on CPU)")
     r.add_argument("--workers", type=_ranged(int, 0, 64), default=0, help="DataLoader worker processes per rank")
     r.add_argument("--checkpoint-every", type=_ranged(int, 1), default=200, help="optimizer steps between checkpoints")
     r.add_argument("--keep-checkpoints", type=_ranged(int, 1), default=3, help="checkpoints kept in CHECKPOINT_URI")
     r.add_argument("--async-checkpoint", type=_bool, default=True, help="save checkpoints in the background (DCP)")
-    r.add_argument("--allow-resume-changes", type=_bool, default=False,
-                   help="resume even if the checkpoint's arguments or data differ from this run's")
-    r.add_argument("--stop-check-every", type=_ranged(int, 1), default=10,
-                   help="optimizer steps between checks (one all-reduce) for a SIGTERM on any rank")
+    r.add_argument(
+        "--allow-resume-changes",
+        type=_bool,
+        default=False,
+        help="resume even if the checkpoint's arguments or data differ from this run's",
+    )
+    r.add_argument(
+        "--stop-check-every",
+        type=_ranged(int, 1),
+        default=10,
+        help="optimizer steps between checks (one all-reduce) for a SIGTERM on any rank",
+    )
     r.add_argument("--log-every", type=_ranged(int, 1), default=50, help="steps between loss log lines")
-    r.add_argument("--model", type=_hook, default="trainer.model:default_model",
-                   help="model hook module:function(input_dim, num_classes, args) -> nn.Module")
-    r.add_argument("--batch-fn", type=_hook, default="trainer.model:default_batch",
-                   help="batch hook module:function(dict of numpy arrays) -> (inputs, targets)")
-    r.add_argument("--metric", choices=sorted(METRICS), default="val_accuracy",
-                   help="metric that decides promotion to LATEST (val_accuracy: higher wins; val_loss: lower)")
-    r.add_argument("--model-version", type=_version, default=None,
-                   help="registry version (default: UTC start time + random suffix, kept across resumes)")
-    r.add_argument("--require-export", type=_bool, default=False,
-                   help="fail (exit 2) when torch.export cannot export the model, instead of publishing without model.pt2")
-    r.add_argument("--job-name", default=os.environ.get("JOB_NAME", ""), help="job name for lineage (default: $JOB_NAME)")
+    r.add_argument(
+        "--model",
+        type=_hook,
+        default="trainer.model:default_model",
+        help="model hook module:function(input_dim, num_classes, args) -> nn.Module",
+    )
+    r.add_argument(
+        "--batch-fn",
+        type=_hook,
+        default="trainer.model:default_batch",
+        help="batch hook module:function(dict of numpy arrays) -> (inputs, targets)",
+    )
+    r.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default="val_accuracy",
+        help="metric that decides promotion to LATEST (val_accuracy: higher wins; val_loss: lower)",
+    )
+    r.add_argument(
+        "--model-version",
+        type=_version,
+        default=None,
+        help="registry version (default: UTC start time + random suffix, kept across resumes)",
+    )
+    r.add_argument(
+        "--require-export",
+        type=_bool,
+        default=False,
+        help="fail (exit 2) when torch.export cannot export the model, instead of publishing without model.pt2",
+    )
+    r.add_argument(
+        "--job-name", default=os.environ.get("JOB_NAME", ""), help="job name for lineage (default: $JOB_NAME)"
+    )
     s = p.add_argument_group("storage (default: the environment variables jobgen sets)")
-    s.add_argument("--data-uri", type=_gs("DATA_URI"), default=os.environ.get("DATA_URI", ""),
-                   help="data set prefix (manifest.json); unset: the built-in generated data set")
-    s.add_argument("--output-uri", type=_gs("OUTPUT_URI"), default=os.environ.get("OUTPUT_URI", ""),
-                   help="registry root gs://<models>/<model>; unset: nothing is published")
-    s.add_argument("--checkpoint-uri", type=_gs("CHECKPOINT_URI"), default=os.environ.get("CHECKPOINT_URI", ""),
-                   help="checkpoint prefix; unset: no checkpoints, no resume")
+    s.add_argument(
+        "--data-uri",
+        type=_gs("DATA_URI"),
+        default=os.environ.get("DATA_URI", ""),
+        help="data set prefix (manifest.json); unset: the built-in generated data set",
+    )
+    s.add_argument(
+        "--output-uri",
+        type=_gs("OUTPUT_URI"),
+        default=os.environ.get("OUTPUT_URI", ""),
+        help="registry root gs://<models>/<model>; unset: nothing is published",
+    )
+    s.add_argument(
+        "--checkpoint-uri",
+        type=_gs("CHECKPOINT_URI"),
+        default=os.environ.get("CHECKPOINT_URI", ""),
+        help="checkpoint prefix; unset: no checkpoints, no resume",
+    )
     return p
 
 
@@ -161,29 +231,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         decl = hparams.declared()
     except TrainerError as exc:
         p.error(str(exc))
-    known = {a.dest for a in p._actions}  # noqa: SLF001 - argparse has no public list of dests
+    known = {a.dest for a in p._actions}
     for name, (kind, value) in decl.items():
         if name.replace("-", "_") not in known:
-            custom[name.replace("-", "_")] = hparams.convert(name, hparams._TYPES[kind], value)  # noqa: SLF001
+            custom[name.replace("-", "_")] = hparams.convert(name, hparams._TYPES[kind], value)
     if unknown:
         try:
             flags, rest = hparams.split_flags(unknown)
         except TrainerError as exc:
             p.error(str(exc))
         if rest or any(k not in custom for k in flags):
-            p.error(f"unrecognized arguments: {' '.join(unknown)} (a custom hyperparameter must be declared in the "
-                    "job spec, which passes it in JOBGEN_HYPERPARAMETERS)")
+            p.error(
+                f"unrecognized arguments: {' '.join(unknown)} (a custom hyperparameter must be declared in the "
+                "job spec, which passes it in JOBGEN_HYPERPARAMETERS)"
+            )
         for k, v in flags.items():
             kind = decl.get(k, decl.get(k.replace("_", "-"), ("str", None)))[0]
             try:
-                custom[k] = hparams.convert(k, hparams._TYPES[kind], v)  # noqa: SLF001
+                custom[k] = hparams.convert(k, hparams._TYPES[kind], v)
             except TrainerError as exc:
                 p.error(str(exc))
     args.custom = custom
     if args.output_uri:
         try:
             GcsUri.parse(args.output_uri).path or p.error(
-                f"argument --output-uri: must be gs://<models>/<model>, got {args.output_uri!r}")
+                f"argument --output-uri: must be gs://<models>/<model>, got {args.output_uri!r}"
+            )
         except TrainerError as exc:
             p.error(str(exc))
     if args.precision == "fp16" and args.device == "cpu":
@@ -238,15 +311,41 @@ class Trainer:
             raise TrainerError("--precision=fp16 needs CUDA; use bf16 on CPU")
         self.tf32 = device.enable_tf32(torch, args.tf32)
 
-        self.train_loader = loader.ShardLoader(self.manifest, "train", self.rank, self.world, args.batch_size,
-                                               self.batch_fn, args.seed, shuffle=True, workers=args.workers,
-                                               pin_memory=self.device.type == "cuda", blobs=blobs)
-        self.val_loader = (loader.ShardLoader(self.manifest, "val", self.rank, self.world, 256, self.batch_fn,
-                                              args.seed, shuffle=False, workers=0, blobs=blobs, drop_last=False)
-                           if "val" in self.manifest.splits else None)
+        self.train_loader = loader.ShardLoader(
+            self.manifest,
+            "train",
+            self.rank,
+            self.world,
+            args.batch_size,
+            self.batch_fn,
+            args.seed,
+            shuffle=True,
+            workers=args.workers,
+            pin_memory=self.device.type == "cuda",
+            blobs=blobs,
+        )
+        self.val_loader = (
+            loader.ShardLoader(
+                self.manifest,
+                "val",
+                self.rank,
+                self.world,
+                256,
+                self.batch_fn,
+                args.seed,
+                shuffle=False,
+                workers=0,
+                blobs=blobs,
+                drop_last=False,
+            )
+            if "val" in self.manifest.splits
+            else None
+        )
         if self.train_loader.steps_per_epoch(0) // args.grad_accum < 1:
-            raise TrainerError(f"--batch-size={args.batch_size} x --grad-accum={args.grad_accum} is larger than one "
-                               f"rank's share of the training split ({self.manifest.uri}) with {self.world} processes")
+            raise TrainerError(
+                f"--batch-size={args.batch_size} x --grad-accum={args.grad_accum} is larger than one "
+                f"rank's share of the training split ({self.manifest.uri}) with {self.world} processes"
+            )
         self.train_records = sum(s.records for s in self.manifest.splits["train"])
 
         torch.manual_seed(args.seed)  # identical initial weights on every rank
@@ -262,16 +361,18 @@ class Trainer:
         if args.optimizer == "adamw":
             self.opt: Any = torch.optim.AdamW(self.net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         else:
-            self.opt = torch.optim.SGD(self.net.parameters(), lr=args.lr, momentum=args.momentum,
-                                       weight_decay=args.weight_decay)
+            self.opt = torch.optim.SGD(
+                self.net.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+            )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
         self.scaler = torch.amp.GradScaler(self.device.type) if args.precision == "fp16" else None
         self.ckpt = None
         if args.checkpoint_uri:
             from trainer import ckpt
 
-            self.ckpt = ckpt.CheckpointManager(args.checkpoint_uri, self.rank, self.world, args.keep_checkpoints,
-                                               async_save=args.async_checkpoint)
+            self.ckpt = ckpt.CheckpointManager(
+                args.checkpoint_uri, self.rank, self.world, args.keep_checkpoints, async_save=args.async_checkpoint
+            )
 
         # Position and history (restored from a checkpoint when there is one).
         self.step, self.epoch, self.micro_in_epoch, self.samples = 0, 0, 0, 0
@@ -300,17 +401,33 @@ class Trainer:
 
         if self.ckpt is None:
             return
-        meta = {"epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch, "samples": self.samples,
-                "histories": {str(k): v for k, v in self.histories.items()}, "loss_n": self.loss_n,
-                "curves": self.curves, "version": self.version, "started_at": self.started_at,
-                "resumes": self.resumes, "args": self.hp(), "data": self.manifest.lineage(),
-                "scaler": self.scaler.state_dict() if self.scaler else None, "reason": reason,
-                "code_version": __version__, "torch": self.torch.__version__}
+        meta = {
+            "epoch": self.epoch,
+            "micro_in_epoch": self.micro_in_epoch,
+            "samples": self.samples,
+            "histories": {str(k): v for k, v in self.histories.items()},
+            "loss_n": self.loss_n,
+            "curves": self.curves,
+            "version": self.version,
+            "started_at": self.started_at,
+            "resumes": self.resumes,
+            "args": self.hp(),
+            "data": self.manifest.lineage(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "reason": reason,
+            "code_version": __version__,
+            "torch": self.torch.__version__,
+        }
         rank_state = {"rng": ckpt_rng_state(), "loss_sum": self.loss_sum.item()}
         blocking = self.ckpt.save(self.step, self.dcp_state(), meta, rank_state, block=block)
         if self.rank == 0:
-            log.info("checkpoint step %d (%s): %.3fs blocking%s", self.step, reason, blocking,
-                     "" if not block else f", {self.ckpt.last_seconds:.2f}s total")
+            log.info(
+                "checkpoint step %d (%s): %.3fs blocking%s",
+                self.step,
+                reason,
+                blocking,
+                "" if not block else f", {self.ckpt.last_seconds:.2f}s total",
+            )
 
     def restore(self) -> bool:
         from torch.distributed.checkpoint.state_dict import set_state_dict
@@ -324,8 +441,9 @@ class Trainer:
         step, meta = self.ctx.broadcast((found[0], found[1]) if found else (-1, None))
         if step < 0:
             return False
-        ckpt.check_resume(meta["args"], self.hp(), self.manifest.lineage(), meta["data"],
-                          self.args.allow_resume_changes)
+        ckpt.check_resume(
+            meta["args"], self.hp(), self.manifest.lineage(), meta["data"], self.args.allow_resume_changes
+        )
         same = int(meta["world_size"]) == self.world
         state = self.dcp_state()
         rank_state, nbytes = self.ckpt.load(step, state, same)
@@ -337,9 +455,14 @@ class Trainer:
             ckpt_set_rng_state(rank_state["rng"])
             self.loss_sum = torch.tensor(rank_state["loss_sum"], dtype=torch.float64, device=self.device)
         else:
-            log.warning("world size changed %d -> %d at step %d: the rest of epoch %d is re-dealt to the new ranks "
-                        "(no sample skipped or repeated); dropout RNG streams reseeded", meta["world_size"],
-                        self.world, step, self.epoch)
+            log.warning(
+                "world size changed %d -> %d at step %d: the rest of epoch %d is re-dealt to the new ranks "
+                "(no sample skipped or repeated); dropout RNG streams reseeded",
+                meta["world_size"],
+                self.world,
+                step,
+                self.epoch,
+            )
             hist = self.histories.get(self.epoch, [(0, int(meta["world_size"]))])
             self.histories[self.epoch] = [*hist, (self.micro_in_epoch, self.world)]
             torch.manual_seed(self.args.seed + 1 + self.rank + 1000 * step)
@@ -349,8 +472,14 @@ class Trainer:
         self.step, self.loss_n = step, meta["loss_n"]
         self.curves, self.version, self.started_at = meta["curves"], meta["version"], meta["started_at"]
         self.resumes = [*meta["resumes"], step]
-        log.info("rank %d resumed from checkpoint step %d (epoch %d, batch %d; %.1f KiB downloaded)", self.rank,
-                 step, self.epoch, self.micro_in_epoch, nbytes / 1024)
+        log.info(
+            "rank %d resumed from checkpoint step %d (epoch %d, batch %d; %.1f KiB downloaded)",
+            self.rank,
+            step,
+            self.epoch,
+            self.micro_in_epoch,
+            nbytes / 1024,
+        )
         return True
 
     # -- loop --------------------------------------------------------------------------------
@@ -386,8 +515,9 @@ class Trainer:
         return self.args.epochs * self.train_records
 
     def set_lr(self) -> float:
-        lr: float = self.args.lr * lr_factor(self.args.scheduler, self.samples / max(1, self.total_samples()),
-                                               self.args.warmup)
+        lr: float = self.args.lr * lr_factor(
+            self.args.scheduler, self.samples / max(1, self.total_samples()), self.args.warmup
+        )
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr
@@ -424,8 +554,16 @@ class Trainer:
             self.ctx.settle(self.model, x)
             break
         if self.rank == 0:
-            log.info("training %s: %d processes (%s, %s, %s), %s, from step %d", self.manifest.uri, self.world,
-                     self.ctx.dist.mode, self.backend, self.device, args.precision, self.step)
+            log.info(
+                "training %s: %d processes (%s, %s, %s), %s, from step %d",
+                self.manifest.uri,
+                self.world,
+                self.ctx.dist.mode,
+                self.backend,
+                self.device,
+                args.precision,
+                self.step,
+            )
         self.model.train()
         self.loop_seconds, self.loop_cpu_seconds, first_step = 0.0, 0.0, self.step
         global_batch = args.batch_size * args.grad_accum * self.world
@@ -471,20 +609,36 @@ class Trainer:
             val_loss, val_acc = self.evaluate()
             t = torch.tensor([(self.loss_sum / max(1, self.loss_n)).item()], dtype=torch.float64, device=self.device)
             train_loss = self.ctx.all_reduce_sum(t).item() / self.world
-            self.curves.append({"step": self.step, "epoch": self.epoch, "train_loss": train_loss,
-                                "val_loss": val_loss, "val_accuracy": val_acc,
-                                "lr": self.opt.param_groups[0]["lr"], "samples": self.samples})
+            self.curves.append(
+                {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_accuracy": val_acc,
+                    "lr": self.opt.param_groups[0]["lr"],
+                    "samples": self.samples,
+                }
+            )
             if self.rank == 0:
-                print(f"epoch {self.epoch} step {self.step} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                      f"val_accuracy {val_acc:.4f}", flush=True)
+                print(
+                    f"epoch {self.epoch} step {self.step} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                    f"val_accuracy {val_acc:.4f}",
+                    flush=True,
+                )
             self.epoch += 1
             self.micro_in_epoch = 0
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             self.loss_n = 0
         self.steps_run = self.step - first_step
         if self.rank == 0:
-            log.info("training done at step %d (%d steps in %.2fs of step loops: %.1f steps/s)", self.step,
-                     self.steps_run, self.loop_seconds, self.steps_run / max(self.loop_seconds, 1e-9))
+            log.info(
+                "training done at step %d (%d steps in %.2fs of step loops: %.1f steps/s)",
+                self.step,
+                self.steps_run,
+                self.loop_seconds,
+                self.steps_run / max(self.loop_seconds, 1e-9),
+            )
         if self.ckpt is not None:
             self.ckpt.wait()
             self.save("final", block=True)
@@ -504,18 +658,35 @@ class Trainer:
         from trainer import registry
 
         last = self.curves[-1] if self.curves else {}
-        metrics = {"val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
-                   "train_loss": last.get("train_loss"), "steps": self.step, "epochs": self.epoch,
-                   "samples": self.samples, "promotion_metric": self.args.metric,
-                   "promotion_mode": METRICS[self.args.metric]}
-        lineage = {"data": self.manifest.lineage(), "job_name": self.args.job_name,
-                   "job_kind": os.environ.get("JOB_KIND", ""), **registry.image_lineage(),
-                   "code_version": __version__, "hyperparameters": self.hp(),
-                   "started_at": self.started_at, "ended_at": registry.now(),
-                   "world_size": self.world, "launch_mode": self.ctx.dist.mode, "backend": self.backend,
-                   "device": str(self.device), "precision": self.args.precision, "tf32": self.tf32,
-                   "torch": self.torch.__version__, "resumed_from_steps": self.resumes,
-                   "checkpoint_uri": self.args.checkpoint_uri or None}
+        metrics = {
+            "val_accuracy": last.get("val_accuracy"),
+            "val_loss": last.get("val_loss"),
+            "train_loss": last.get("train_loss"),
+            "steps": self.step,
+            "epochs": self.epoch,
+            "samples": self.samples,
+            "promotion_metric": self.args.metric,
+            "promotion_mode": METRICS[self.args.metric],
+        }
+        lineage = {
+            "data": self.manifest.lineage(),
+            "job_name": self.args.job_name,
+            "job_kind": os.environ.get("JOB_KIND", ""),
+            **registry.image_lineage(),
+            "code_version": __version__,
+            "hyperparameters": self.hp(),
+            "started_at": self.started_at,
+            "ended_at": registry.now(),
+            "world_size": self.world,
+            "launch_mode": self.ctx.dist.mode,
+            "backend": self.backend,
+            "device": str(self.device),
+            "precision": self.args.precision,
+            "tf32": self.tf32,
+            "torch": self.torch.__version__,
+            "resumed_from_steps": self.resumes,
+            "checkpoint_uri": self.args.checkpoint_uri or None,
+        }
         files, export = registry.torch_files(self.net, self.example_input())
         lineage["export"] = export
         if not export["ok"] and self.args.require_export:
@@ -526,13 +697,13 @@ class Trainer:
         uri = self.registry.publish(self.version, files, metrics, lineage, self.curves)
         value = metrics[self.args.metric]
         try:
-            promo = self.registry.promote(self.version, self.args.metric, math.nan if value is None else value,
-                                          METRICS[self.args.metric])
+            promo = self.registry.promote(
+                self.version, self.args.metric, math.nan if value is None else value, METRICS[self.args.metric]
+            )
         except TrainerError as exc:  # published, not promoted: the run itself succeeded
             log.error("%s", exc)
             return
-        log.info("published %s; LATEST %s %s", uri, "->" if promo.promoted else "stays at",
-                 promo.latest.get("version"))
+        log.info("published %s; LATEST %s %s", uri, "->" if promo.promoted else "stays at", promo.latest.get("version"))
 
     def close(self) -> None:
         for ld in (self.train_loader, self.val_loader):
@@ -562,8 +733,11 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s " +
-                        f"[rank {os.environ.get('RANK', '0')}] %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s " + f"[rank {os.environ.get('RANK', '0')}] %(message)s",
+        stream=sys.stderr,
+    )
     logging.getLogger("google").setLevel(logging.WARNING)
     parse_args(argv)  # bad flags: exit 2 here, before torch or torchrun start
     try:
