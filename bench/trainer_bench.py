@@ -53,8 +53,11 @@ def dataset_arrays(kind: str, n: int):  # type: ignore[no-untyped-def]
 def make_net(kind: str, dim: int, classes: int, hidden: int):  # type: ignore[no-untyped-def]
     from trainer import model
 
-    return resnet_hook(dim, classes, argparse.Namespace()) if kind == "resnet" else model.MLP(
-        dim, classes, hidden=hidden, dropout=0.1)
+    return (
+        resnet_hook(dim, classes, argparse.Namespace())
+        if kind == "resnet"
+        else model.MLP(dim, classes, hidden=hidden, dropout=0.1)
+    )
 
 
 def free_port() -> int:
@@ -116,8 +119,8 @@ def worker(rank: int, world: int, port: int, opts: dict, out: dict) -> None:
 
     # The same data: the trainer's generated data set; the bare loop holds this rank's train part in memory.
     arrays, classes = dataset_arrays(opts["model"], opts["records"])
-    x_all = torch.from_numpy(arrays["x"][int(round(len(arrays["x"]) * 0.2)) :])
-    y_all = torch.from_numpy(arrays["y"][int(round(len(arrays["y"]) * 0.2)) :])
+    x_all = torch.from_numpy(arrays["x"][round(len(arrays["x"]) * 0.2) :])
+    y_all = torch.from_numpy(arrays["y"][round(len(arrays["y"]) * 0.2) :])
 
     def bare() -> float:
         torch.manual_seed(0)
@@ -266,7 +269,7 @@ def solo(mode: str, steps: int, hidden: int = 256, bs: int = 64, kind: str = "ml
     torch.set_num_threads(1)
     arrays, classes = dataset_arrays(kind, 16384 if kind == "mlp" else 512)
     if mode == "bare":
-        n_val = int(round(len(arrays["x"]) * 0.2))
+        n_val = round(len(arrays["x"]) * 0.2)
         x_all, y_all = torch.from_numpy(arrays["x"][n_val:]), torch.from_numpy(arrays["y"][n_val:])
         torch.manual_seed(0)
         net = make_net(kind, x_all.shape[1], classes, hidden)

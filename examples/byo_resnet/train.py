@@ -144,10 +144,10 @@ def main() -> int:
     ctx.settle(model, first)
     model.train()
     while epoch < p.epochs:
-        for x, y in train.epoch(epoch, start):
+        for xb, yb in train.epoch(epoch, start):
             for g in opt.param_groups:  # cosine over the run
                 g["lr"] = p.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            x, y = xb.to(ctx.device, non_blocking=True), yb.to(ctx.device, non_blocking=True)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(ctx.device.type, dtype=amp or torch.float32, enabled=amp is not None):

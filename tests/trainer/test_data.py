@@ -36,7 +36,7 @@ def test_elastic_resize_neither_repeats_nor_skips_records(history):
     shards = [data.Shard(f"s{i}", 90 + 11 * i) for i in range(6)]
     batch = 8
     read: list[tuple[int, int]] = []
-    for i, (start, world) in enumerate(history):
+    for i, (start, _world) in enumerate(history):
         end = history[i + 1][0] if i + 1 < len(history) else None
         plan = data.epoch_plan(shards, history[: i + 1], batch, seed=2, epoch=1)
         if end is None:
@@ -114,7 +114,7 @@ def test_missing_data_names_the_uri(bucket):
 
 def test_bad_manifest_is_reported(bucket):
     gcs.blob(GcsUri(bucket, "bad/manifest.json")).upload_from_string(json.dumps({"format": "other"}))
-    with pytest.raises(TrainerError, match="bad manifest.*format"):
+    with pytest.raises(TrainerError, match=r"bad manifest.*format"):
         data.read_manifest(f"gs://{bucket}/bad")
 
 
@@ -126,7 +126,7 @@ def test_a_shard_replaced_after_the_manifest_is_not_read_silently(bucket):
     # Overwrite one shard: the manifest's generation of it no longer exists (bucket without versioning).
     gcs.blob(GcsUri(bucket, "ds/train-00000-of-00002.npz")).upload_from_string(b"not the same data")
     r = data.ShardReader(m, "train", 0, 1, batch_size=10, seed=0, shuffle=False)
-    with pytest.raises(TrainerError, match="train-00000-of-00002.npz.*generation"):
+    with pytest.raises(TrainerError, match=r"train-00000-of-00002\.npz.*generation"):
         list(r.epoch(0))
 
 

@@ -72,14 +72,21 @@ def test_tf_trainer_cli_rejects_bad_hyperparameters_without_importing_tensorflow
         "except SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n"
     )
     p = subprocess.run(
-        [sys.executable, "-c", code, "--epochs=-3"], capture_output=True, text=True, timeout=60, env=child_env({})
+        [sys.executable, "-c", code, "--epochs=-3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env({}),
+        check=False,
     )
     assert p.stdout.strip() == "exit 2 False" and "argument --epochs: must be >= 1" in p.stderr
 
 
 def test_tf_trainer_shares_the_registry_without_torch():
     code = "import sys, tf_trainer.train, trainer.registry, trainer.data; print('torch' in sys.modules)"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env({}))
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env({}), check=False
+    )
     assert p.stdout.strip() == "False", p.stderr
 
 

@@ -110,7 +110,7 @@ def test_torchrun_two_processes(bucket, dataset, gcs_env):
         stderr=subprocess.PIPE,
         text=True,
     )
-    [(rc, out, err)] = run_all([p])
+    [(rc, _out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
     check_outputs(bucket, "torchrun", 2, "torchrun")
 
@@ -122,7 +122,7 @@ def test_one_pod_with_nproc_per_node_2_relaunches_under_torchrun(bucket, dataset
     p = subprocess.Popen(
         trainer_cmd(*ARGS, "--model-version=launch"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    [(rc, out, err)] = run_all([p])
+    [(rc, _out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
     assert "running under torchrun" in err and "workers reported [0, 0]; exit 0" in err
     check_outputs(bucket, "launch", 2, "torchrun")
@@ -208,7 +208,7 @@ def test_bad_hyperparameters_fail_before_torch_is_imported(argv, message):
     )
     t0 = time.monotonic()
     p = subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=child_env({})
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=child_env({}), check=False
     )
     assert p.stdout.strip() == "exit 2 False", (p.stdout, p.stderr)
     assert message in p.stderr and "Traceback" not in p.stderr
@@ -222,7 +222,7 @@ def test_bad_values_found_with_the_data_fail_before_training(bucket, dataset, gc
         (["--model=no_such_module:fn"], "--model 'no_such_module:fn': cannot import 'no_such_module'"),
         (["--model=trainer.model:nothing"], "has no callable 'nothing'"),
     ]:
-        p = subprocess.run(trainer_cmd(*argv), env=env, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(trainer_cmd(*argv), env=env, capture_output=True, text=True, timeout=120, check=False)
         assert p.returncode == 2, p.stderr[-2000:]
         assert message in p.stderr and "Traceback" not in p.stderr
         assert "step " not in p.stdout
@@ -231,6 +231,6 @@ def test_bad_values_found_with_the_data_fail_before_training(bucket, dataset, gc
 
 def test_missing_data_fails_with_the_uri(bucket, gcs_env):
     env = child_env(gcs_env, DATA_URI=f"gs://{bucket}/no/such/data", OUTPUT_URI=f"gs://{bucket}/models/mlp")
-    p = subprocess.run(trainer_cmd(), env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(trainer_cmd(), env=env, capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2
     assert f"no data set at gs://{bucket}/no/such/data" in p.stderr and "Traceback" not in p.stderr

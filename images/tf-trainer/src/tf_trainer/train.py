@@ -146,20 +146,20 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
     stop = {"set": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(set=True))
 
-    @tf.function
-    def train_step(x, y):
-        def step(x, y):
+    @tf.function  # type: ignore[untyped-decorator]  # tensorflow has no type hints
+    def train_step(x: Any, y: Any) -> Any:
+        def step(x: Any, y: Any) -> Any:
             with tf.GradientTape() as tape:
                 per_example = loss_fn(y, model(x, training=True))
                 loss = tf.reduce_sum(per_example) / tf.cast(tf.shape(x)[0] * replicas, tf.float32)
             grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(step, args=(x, y)), axis=None)
 
-    @tf.function
-    def all_sum(t):
+    @tf.function  # type: ignore[untyped-decorator]  # tensorflow has no type hints
+    def all_sum(t: Any) -> Any:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(t,)), axis=None)
 
     def save(reason: str) -> None:
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             return
         # Every worker writes (variables may need collectives); only the chief uploads.
         with tempfile.TemporaryDirectory() as d:
-            ckpt.write(os.path.join(d, "ckpt"))
+            ckpt.write(str(Path(d) / "ckpt"))
             if task.is_chief:
                 meta = json.dumps(
                     {"step": int(position[2]), "curves": curves, "version": version, "started_at": started}
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             meta = json.loads(meta_raw)
             with tempfile.TemporaryDirectory() as d:
                 _untar(tar, d)
-                ckpt.read(os.path.join(d, "ckpt")).expect_partial()
+                ckpt.read(str(Path(d) / "ckpt")).expect_partial()
             curves, version, started = meta["curves"], meta["version"], meta["started_at"]
             log.info("resumed from checkpoint step %d", s)
             break
@@ -201,10 +201,11 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             loss = train_step(tf.constant(batch["x"]), tf.constant(batch["y"]))
             position.assign_add([0, 1, 1])
             loss_sum, n = loss_sum + float(loss), n + 1
-            if int(position[2]) % args.stop_check_every == 0:
-                if float(all_sum(tf.constant([1.0 if stop["set"] else 0.0]))[0]) > 0:
-                    save("SIGTERM")
-                    return 143
+            if int(position[2]) % args.stop_check_every == 0 and (
+                float(all_sum(tf.constant([1.0 if stop["set"] else 0.0]))[0]) > 0
+            ):
+                save("SIGTERM")
+                return 143
         sums = np.zeros(3)
         if val is not None:
             for batch in val.epoch(0):
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
 
     # Every worker saves (collectives); the chief publishes.
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "model.keras")
+        path = str(Path(d) / "model.keras")
         model.save(path)
         if task.is_chief and reg is not None:
             last = curves[-1]

@@ -10,7 +10,8 @@ SHA-256 of the bytes before it) up to PART_SIZE is uploaded straight to its fina
 ``ifGenerationMatch=0`` (a GCS object upload is atomic: the object exists only once complete).
 A larger one is uploaded as temporary part objects in parallel, composed into the final name with
 ``ifGenerationMatch=0``, and the parts deleted. Either way the final name only ever appears
-complete, and an existing checkpoint is never overwritten. Reading: candidates are tried newest first; one whose trailer is missing or whose hash
+complete, and an existing checkpoint is never overwritten. Reading: candidates are tried newest first;
+one whose trailer is missing or whose hash
 does not match (truncated, corrupt, written by something else) is skipped with a warning.
 
 torch is imported lazily, so listing and verifying work without it.
@@ -18,6 +19,7 @@ torch is imported lazily, so listing and verifying work without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -67,7 +69,8 @@ def serialize(state: dict[str, Any]) -> bytes:
 def deserialize(data: bytes) -> dict[str, Any]:
     import torch
 
-    return torch.load(io.BytesIO(unseal(data)), map_location="cpu", weights_only=True)
+    state: dict[str, Any] = torch.load(io.BytesIO(unseal(data)), map_location="cpu", weights_only=True)
+    return state
 
 
 @dataclass
@@ -152,10 +155,8 @@ class CheckpointStore:
             return Saved(str(final), step, len(data), dest.generation)
         finally:
             for p in parts:
-                try:
+                with contextlib.suppress(Exception):  # a leftover part is only garbage, never read
                     p.delete()
-                except Exception:
-                    pass
 
     def prune(self) -> None:
         for step in self.steps()[self.keep :]:
@@ -165,7 +166,10 @@ class CheckpointStore:
                 log.warning("could not delete old checkpoint step %d: %s", step, exc)
 
     def read(self, step: int) -> bytes:
-        return gcs.with_retries(gcs.blob(self.base.join(self.name(step))).download_as_bytes, f"read checkpoint {step}")
+        data: bytes = gcs.with_retries(
+            gcs.blob(self.base.join(self.name(step))).download_as_bytes, f"read checkpoint {step}"
+        )
+        return data
 
     def latest(self) -> tuple[int, dict[str, Any]] | None:
         """The newest checkpoint that verifies and loads; corrupt or partial ones are skipped with a warning."""

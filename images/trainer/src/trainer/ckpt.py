@@ -43,8 +43,10 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from trainer import gcs
 from trainer.gcs import GcsUri, TrainerError
@@ -61,14 +63,14 @@ def rng_state() -> dict[str, Any]:
 
     import numpy as np
 
-    npst = np.random.get_state()
+    npst: Any = np.random.get_state()
     py = random.getstate()
     st: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         st["cuda"] = torch.cuda.get_rng_state()
     return st
 
@@ -275,9 +277,9 @@ class CheckpointManager:
         torch.save(rank_state, rbuf)
         rank_bytes = rbuf.getvalue()
         if self.async_save:
-            fut: Any = dcp.async_save(state, storage_writer=writer, process_group=self.pg)
+            fut: Any = dcp_async_save(state, storage_writer=writer, process_group=self.pg)
         else:
-            dcp.save(state, storage_writer=writer, process_group=self.pg)
+            dcp_save(state, storage_writer=writer, process_group=self.pg)
             fut = None
         self.last_blocking = time.perf_counter() - t0
         pending = Pending(step, threading.Thread(), t0)
@@ -344,7 +346,7 @@ class CheckpointManager:
         local = self.staging / ("load-" + step_dir(step))
         reader = _GcsReader(str(local), self.base.join(step_dir(step)))
         try:
-            dcp.load(state, storage_reader=reader, process_group=self.pg)
+            dcp_load(state, storage_reader=reader, process_group=self.pg)
             rank_state = None
             if same_world:
                 raw = gcs.with_retries(
@@ -402,7 +404,7 @@ def restore_training(
         return None
     check_resume(meta.get("args", {}), args, data, meta.get("data"), allow_changes)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
+    state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
     rank_state, _ = mgr.load(step, state, int(meta["world_size"]) == mgr.world)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     if rank_state is not None:

@@ -23,6 +23,7 @@ shards one at a time with a download-ahead thread, and can start at any step of 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import io
 import json
@@ -34,7 +35,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def load_hook(spec: str, what: str) -> Callable[..., Any]:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise TrainerError(f"{what} {spec!r}: {module!r} has no callable {attr!r}")
-    return fn
+    return cast(Callable[..., Any], fn)
 
 
 def source(name: str) -> Callable[..., tuple[dict[str, np.ndarray], int]]:
@@ -136,7 +137,7 @@ def source(name: str) -> Callable[..., tuple[dict[str, np.ndarray], int]]:
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    cast(Any, np.savez)(buf, **arrays)
     return buf.getvalue()
 
 
@@ -149,7 +150,7 @@ def split_arrays(arrays: dict[str, np.ndarray], val_fraction: float) -> dict[str
     if any(len(v) != n for v in arrays.values()):
         raise TrainerError("all arrays of a data set must have the same length")
     arrays = {"id": np.arange(n, dtype=np.int64), **arrays}
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     out = {"train": {k: v[n_val:] for k, v in arrays.items()}}
     if n_val:
         out["val"] = {k: v[:n_val] for k, v in arrays.items()}
@@ -181,13 +182,13 @@ def write_dataset(
             payload = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             b = gcs.blob(base.join(name))
             gcs.with_retries(
-                lambda b=b, p=payload: b.upload_from_string(p, content_type="application/octet-stream"),
+                functools.partial(b.upload_from_string, payload, content_type="application/octet-stream"),
                 f"upload {base.join(name)}",
             )
             splits[split].append(
                 Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
             )
-    doc = {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "features": _features(parts["train"]),
         "num_classes": int(num_classes),
@@ -229,7 +230,7 @@ def write_tar_dataset(
 ) -> Manifest:
     """Write records (e.g. ``{"png": <bytes>, "cls": 3}``) as webdataset-style tar shards + manifest."""
     base = GcsUri.parse(uri, "data URI")
-    n_val = int(round(len(records) * val_fraction))
+    n_val = round(len(records) * val_fraction)
     parts = {"train": (n_val, records[n_val:])}
     if n_val:
         parts["val"] = (0, records[:n_val])
@@ -245,7 +246,7 @@ def write_tar_dataset(
             payload = tar_shard(recs[bounds[i] : bounds[i + 1]], offset + int(bounds[i]))
             b = gcs.blob(base.join(name))
             gcs.with_retries(
-                lambda b=b, p=payload: b.upload_from_string(p, content_type="application/x-tar"),
+                functools.partial(b.upload_from_string, payload, content_type="application/x-tar"),
                 f"upload {base.join(name)}",
             )
             splits[split].append(
@@ -256,7 +257,7 @@ def write_tar_dataset(
         "id": {"dtype": "int64", "shape": []},
         **{k: {"dtype": "int64" if isinstance(v, int) else "bytes", "shape": []} for k, v in first.items()},
     }
-    doc = {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "features": features,
         "num_classes": int(num_classes),
@@ -309,14 +310,15 @@ def read_manifest(uri: str) -> Manifest:
         raise TrainerError(f"cannot read {base.join(MANIFEST)}: permission denied ({exc.message})") from None
     try:
         doc = json.loads(raw)
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
         splits = {k: [Shard(**s) for s in v] for k, v in doc["splits"].items()}
-        if not splits.get("train"):
-            raise ValueError("no train shards")
-        return Manifest(str(base), mb.generation, doc["features"], int(doc["num_classes"]), splits, doc.get("meta", {}))
-    except (ValueError, KeyError, TypeError) as exc:
+        features, classes, meta = doc["features"], int(doc["num_classes"]), doc.get("meta", {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TrainerError(f"bad manifest {base.join(MANIFEST)}: {exc}") from None
+    if doc.get("format") != FORMAT:
+        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: format is {doc.get('format')!r}, expected {FORMAT!r}")
+    if not splits.get("train"):
+        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: no train shards")
+    return Manifest(str(base), mb.generation, features, classes, splits, meta)
 
 
 @dataclass(frozen=True)

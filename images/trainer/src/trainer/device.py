@@ -9,7 +9,6 @@ training on CPU. ``--device cpu`` opts into CPU explicitly.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from pathlib import Path
@@ -25,7 +24,7 @@ def pod_has_gpu() -> bool:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False
-    return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/proc/driver/nvidia/gpus/*"))
+    return any(Path("/dev").glob("nvidia[0-9]*")) or any(Path("/proc/driver/nvidia/gpus").glob("*"))
 
 
 def driver_version() -> str | None:

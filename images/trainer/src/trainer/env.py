@@ -4,7 +4,7 @@ What the operator sets in every PyTorchJob container (pkg/controller.v1/pytorch/
 
 - with a Master replica: ``MASTER_ADDR``/``MASTER_PORT`` (and ``PET_MASTER_ADDR``/``PET_MASTER_PORT``);
   ``RANK`` = ``PET_NODE_RANK`` = the pod's index (Master 0, Worker i → i+1), so RANK counts *pods*;
-  ``WORLD_SIZE`` = total replicas × nprocPerNode when nprocPerNode is an integer, else total replicas;
+  ``WORLD_SIZE`` = total replicas x nprocPerNode when nprocPerNode is an integer, else total replicas;
 - ``PET_NPROC_PER_NODE`` = spec.nprocPerNode (defaulted to ``auto``), ``PET_NNODES`` = total replicas
   (``min:max`` with an elasticPolicy, which also sets ``PET_RDZV_ENDPOINT``/``PET_RDZV_BACKEND``, …).
 
@@ -31,6 +31,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainer.gcs import TrainerError
 
@@ -91,7 +92,7 @@ def _cuda_devices() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return 0
-    if not os.path.exists("/dev/nvidiactl") and not os.path.exists("/proc/driver/nvidia"):
+    if not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia").exists():
         return 0
     try:
         import torch

@@ -89,13 +89,10 @@ def classify(exc: BaseException) -> int:
             return TRANSIENT
     except ImportError:  # pragma: no cover - the google client is a dependency
         pass
-    try:
-        import requests
+    from trainer.gcs import requests_transient
 
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return TRANSIENT
-    except ImportError:  # pragma: no cover
-        pass
+    if requests_transient(exc):
+        return TRANSIENT
     name = type(exc).__name__
     if name in (
         "DistBackendError",

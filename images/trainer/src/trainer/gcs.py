@@ -56,7 +56,7 @@ def client():  # type: ignore[no-untyped-def]
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())
+        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]  # google-auth: untyped __init__
     return storage.Client(project=project)
 
 
@@ -69,14 +69,27 @@ def _transient(exc: BaseException) -> bool:
 
     if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 429, 500, 502, 503, 504):
         return True
-    try:
-        import requests
-
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    if requests_transient(exc):
+        return True
     return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def requests_transient(exc: BaseException) -> bool:
+    """A connection error or timeout of requests/urllib3 (the storage client's transport), by class
+    name: requests ships no type stubs and its errors are not the builtin ConnectionError."""
+    names = {c.__name__ for c in type(exc).__mro__ if c.__module__.startswith(("requests", "urllib3"))}
+    return bool(
+        names
+        & {
+            "ConnectionError",
+            "Timeout",
+            "ChunkedEncodingError",
+            "ProtocolError",
+            "ReadTimeoutError",
+            "NewConnectionError",
+            "MaxRetryError",
+        }
+    )
 
 
 def with_retries(

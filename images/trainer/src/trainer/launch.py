@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from trainer import env, exitcodes
+from trainer.gcs import TrainerError
 
 log = logging.getLogger("trainer")
 
@@ -179,7 +180,7 @@ def supervise(cmd: list[str], poll: float = 0.1) -> int:
             codes.append(int(f.read_text()))
         f.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        os.rmdir(exit_dir)
+        Path(exit_dir).rmdir()
     code = combine(rc, codes, state["signum"] is not None)
     log.info("torchrun exited %d; workers reported %s; exit %d", rc, codes or "nothing", code)
     return code
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.USAGE
     try:
         code = relaunch_if_needed(target, args)
-    except exitcodes.TrainerError as exc:
+    except TrainerError as exc:
         print(f"python -m trainer.launch: error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     if code is not None:

@@ -40,7 +40,8 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
 
 def default_model(input_dim: int, num_classes: int, args: argparse.Namespace) -> nn.Module:

@@ -14,6 +14,7 @@ Exit codes: the table in trainer.exitcodes (0 done, 1 bug, 2 bad input, 3 no usa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ import random
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -450,7 +451,7 @@ class Trainer:
         set_state_dict(self.model, self.opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         torch = self.torch
         self.epoch, self.micro_in_epoch, self.samples = meta["epoch"], meta["micro_in_epoch"], meta["samples"]
-        self.histories = {int(k): [tuple(x) for x in v] for k, v in meta["histories"].items()}  # type: ignore[misc]
+        self.histories = {int(k): [tuple(x) for x in v] for k, v in meta["histories"].items()}
         if rank_state is not None:
             ckpt_set_rng_state(rank_state["rng"])
             self.loss_sum = torch.tensor(rank_state["loss_sum"], dtype=torch.float64, device=self.device)
@@ -485,8 +486,6 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
 
     def autocast(self) -> Any:
-        import contextlib
-
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return self.torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -498,8 +497,8 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
         with torch.no_grad(), self.autocast():
-            for x, y in self.val_loader.epoch(0):
-                x, y = x.to(self.device), y.to(self.device)
+            for xb, yb in self.val_loader.epoch(0):
+                x, y = xb.to(self.device), yb.to(self.device)
                 out = self.net(x).float()
                 sums[0] += torch.nn.functional.cross_entropy(out, y, reduction="sum").double()
                 sums[1] += (out.argmax(1) == y).sum().double()
@@ -511,8 +510,8 @@ class Trainer:
 
     def total_samples(self) -> int:
         if self.args.max_steps:
-            return self.args.max_steps * self.args.batch_size * self.args.grad_accum * self.world
-        return self.args.epochs * self.train_records
+            return int(self.args.max_steps * self.args.batch_size * self.args.grad_accum * self.world)
+        return int(self.args.epochs * self.train_records)
 
     def set_lr(self) -> float:
         lr: float = self.args.lr * lr_factor(
@@ -526,10 +525,10 @@ class Trainer:
         torch, args = self.torch, self.args
         F = torch.nn.functional
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (x, y) in enumerate(micro):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for i, (xb, yb) in enumerate(micro):
+            x, y = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             sync = i == len(micro) - 1 or not hasattr(self.model, "no_sync")
-            cm = self.model.no_sync() if not sync else _null()
+            cm: Any = cast(Any, self.model).no_sync() if not sync else contextlib.nullcontext()
             with cm:
                 with self.autocast():
                     loss = F.cross_entropy(self.forward(x).float(), y) / len(micro)
@@ -701,7 +700,7 @@ class Trainer:
                 self.version, self.args.metric, math.nan if value is None else value, METRICS[self.args.metric]
             )
         except TrainerError as exc:  # published, not promoted: the run itself succeeded
-            log.error("%s", exc)
+            log.error("%s", exc)  # noqa: TRY400 - an expected refusal with its message, not a crash
             return
         log.info("published %s; LATEST %s %s", uri, "->" if promo.promoted else "stays at", promo.latest.get("version"))
 
@@ -712,14 +711,6 @@ class Trainer:
         if self.ckpt is not None:
             self.ckpt.close()
         self.ctx.close()
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def run(argv: list[str]) -> int:
