@@ -308,16 +308,21 @@ def read_manifest(uri: str) -> Manifest:
         ) from None
     except gexc.Forbidden as exc:
         raise TrainerError(f"cannot read {base.join(MANIFEST)}: permission denied ({exc.message})") from None
+    where = f"bad manifest {base.join(MANIFEST)}"
     try:
         doc = json.loads(raw)
+        fmt = doc.get("format")
+    except (ValueError, AttributeError) as exc:
+        raise TrainerError(f"{where}: {exc}") from None
+    if fmt != FORMAT:
+        raise TrainerError(f"{where}: format is {fmt!r}, expected {FORMAT!r}")
+    try:
         splits = {k: [Shard(**s) for s in v] for k, v in doc["splits"].items()}
         features, classes, meta = doc["features"], int(doc["num_classes"]), doc.get("meta", {})
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: {exc}") from None
-    if doc.get("format") != FORMAT:
-        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: format is {doc.get('format')!r}, expected {FORMAT!r}")
+        raise TrainerError(f"{where}: {exc}") from None
     if not splits.get("train"):
-        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: no train shards")
+        raise TrainerError(f"{where}: no train shards")
     return Manifest(str(base), mb.generation, features, classes, splits, meta)
 
 
