@@ -328,6 +328,7 @@ def main() -> int:
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     gcs_proc, host = start_fake_gcs()
+    gcs_root = gcs_proc.args[gcs_proc.args.index("-filesystem-root") + 1]
     os.environ.update({"STORAGE_EMULATOR_HOST": host, "GOOGLE_CLOUD_PROJECT": "bench"})
     try:
         from trainer import data, gcs
@@ -361,6 +362,9 @@ def main() -> int:
     finally:
         gcs_proc.terminate()
         gcs_proc.wait()
+        import shutil
+
+        shutil.rmtree(gcs_root, ignore_errors=True)
     return 0
 
 

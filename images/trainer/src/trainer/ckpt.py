@@ -306,13 +306,22 @@ class CheckpointManager:
         from google.api_core import exceptions as gexc
 
         dest = self.base.join(step_dir(step), name)
-        blob = gcs.blob(dest)
-        blob.chunk_size = 64 * 1024 * 1024  # resumable upload in 64 MiB chunks (no whole-file copy in memory)
+
+        def upload() -> None:
+            blob = gcs.blob(dest)
+            blob.chunk_size = 64 * 1024 * 1024  # resumable upload in 64 MiB chunks (no whole-file copy in memory)
+            try:
+                if path is not None:
+                    blob.upload_from_filename(str(path), if_generation_match=0)
+                else:
+                    blob.upload_from_string(data or b"", if_generation_match=0)
+            except gexc.NotFound as exc:
+                # A resumable session the server no longer knows (expired, or lost under load):
+                # start the whole upload again in a new session.
+                raise ConnectionError(f"resumable upload session lost: {exc}") from exc
+
         try:
-            if path is not None:
-                gcs.with_retries(lambda: blob.upload_from_filename(str(path), if_generation_match=0), f"upload {dest}")
-            else:
-                gcs.with_retries(lambda: blob.upload_from_string(data or b"", if_generation_match=0), f"upload {dest}")
+            gcs.with_retries(upload, f"upload {dest}")
         except gexc.PreconditionFailed:
             log.info("%s exists already; keeping it", dest)
 
