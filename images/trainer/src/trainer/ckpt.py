@@ -190,7 +190,7 @@ class CheckpointManager:
     ) -> None:
         self.base = GcsUri.parse(uri, "CHECKPOINT_URI")
         self.rank, self.world, self.keep, self.async_save = rank, world_size, keep, async_save
-        self.staging = Path(staging or tempfile.mkdtemp(prefix="trainer-ckpt-"))
+        self._staging = Path(staging) if staging else None
         self.pending: Pending | None = None
         self.last_seconds = 0.0  # wall time of the last completed save (blocking part + background)
         self.last_blocking = 0.0
@@ -199,6 +199,13 @@ class CheckpointManager:
             # DCP's collectives for async saves run on CPU tensors, in another thread: a gloo group
             # of their own keeps them apart from training collectives (and works with nccl training).
             self.pg = tdist.new_group(backend="gloo")
+
+    @property
+    def staging(self) -> Path:
+        """Local directory for DCP's files on their way to/from GCS (created on first use)."""
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="trainer-ckpt-"))
+        return self._staging
 
     # -- listing ---------------------------------------------------------------------------
 
@@ -369,7 +376,8 @@ class CheckpointManager:
 
     def close(self) -> None:
         self.wait()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def save_training(
