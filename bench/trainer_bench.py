@@ -240,7 +240,7 @@ def bench_checkpoint(bucket: str, mib: int, repeats: int) -> dict:
         blob = gcs.blob(GcsUri(bucket, f"plain/{i}"))
         blob.chunk_size = 64 * 1024 * 1024
         t0 = time.perf_counter()
-        blob.upload_from_filename(str(path), content_type="application/octet-stream")
+        blob.upload_from_filename(str(path), content_type="application/octet-stream", timeout=ckpt.UPLOAD_TIMEOUT)
         plain.append(time.perf_counter() - t0)
     path.unlink()
     return {

@@ -11,9 +11,10 @@ from tests.trainer.conftest import require_torch
 
 torch = require_torch()
 
-from tests.trainer.conftest import child_env  # noqa: E402
 from trainer import ckpt, gcs  # noqa: E402
 from trainer.gcs import GcsUri  # noqa: E402
+
+from tests.trainer.conftest import child_env  # noqa: E402
 
 
 def test_async_save_snapshots_before_returning_and_loads_exactly(bucket):

@@ -55,6 +55,7 @@ log = logging.getLogger("trainer")
 
 STEP_DIR = re.compile(r"^step-(\d{12})/$")
 META = "meta.json"
+UPLOAD_TIMEOUT = 600.0  # seconds per request of an upload
 
 
 def rng_state() -> dict[str, Any]:
@@ -318,10 +319,11 @@ class CheckpointManager:
             blob = gcs.blob(dest)
             blob.chunk_size = 64 * 1024 * 1024  # resumable upload in 64 MiB chunks (no whole-file copy in memory)
             try:
+                # A 64 MiB chunk on a busy node can take longer than the client's default 60 s.
                 if path is not None:
-                    blob.upload_from_filename(str(path), if_generation_match=0)
+                    blob.upload_from_filename(str(path), if_generation_match=0, timeout=UPLOAD_TIMEOUT)
                 else:
-                    blob.upload_from_string(data or b"", if_generation_match=0)
+                    blob.upload_from_string(data or b"", if_generation_match=0, timeout=UPLOAD_TIMEOUT)
             except gexc.NotFound as exc:
                 # A resumable session the server no longer knows (expired, or lost under load):
                 # start the whole upload again in a new session.
