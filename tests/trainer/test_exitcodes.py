@@ -182,13 +182,17 @@ def test_torchrun_alone_turns_sigterm_into_a_permanent_code(tmp_path):
     """Why the supervisor exists: torchrun's agent exits 1 on SIGTERM (not retried by ExitCode)."""
     import sys
 
+    ready = tmp_path / "ready"
     script = tmp_path / "sleep.py"
-    script.write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    script.write_text(f"import pathlib, time\npathlib.Path({str(ready)!r}).touch()\nwhile True:\n    time.sleep(1)\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", str(script)]
     p = subprocess.Popen(cmd, env=child_env({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
+    deadline = time.monotonic() + 180
+    while not ready.exists():  # the worker runs: the agent has its signal handlers
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-1500:]
+        time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=120)
     assert p.returncode == 1 and not exitcodes.retryable(p.returncode), (p.returncode, err[-1500:])
     assert "SignalException" in err or "Received 15 death signal" in err or "Signals.SIGTERM" in err
 
