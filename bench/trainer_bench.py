@@ -243,6 +243,7 @@ def bench_checkpoint(bucket: str, mib: int, repeats: int) -> dict:
         blob.upload_from_filename(str(path), content_type="application/octet-stream", timeout=ckpt.UPLOAD_TIMEOUT)
         plain.append(time.perf_counter() - t0)
     path.unlink()
+    path.parent.rmdir()
     return {
         "bytes": nbytes,
         "save_upload_s": statistics.median(save),
