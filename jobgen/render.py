@@ -10,6 +10,7 @@ structure; it is one node wherever the template put it. Templates use StrictUnde
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobgen"}
+SPOT_GRACE_SECONDS = 60  # default terminationGracePeriodSeconds of spot roles (docs/trainer.md, "Preemption")
+HYPERPARAMETERS_ENV = "JOBGEN_HYPERPARAMETERS"
 ENV_FOR_STORAGE = {"data": "DATA_URI", "output": "OUTPUT_URI", "checkpoints": "CHECKPOINT_URI"}
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -177,6 +180,10 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         if uri is not None and var not in spec.env:
             env.append({"name": var, "value": uri})
     hp_args = [f"--{name}={_arg_value(value)}" for name, value in params.items()]
+    if params and HYPERPARAMETERS_ENV not in spec.env:
+        # The same values, typed, for user code (trainer.hparams.load): {"name": {"type", "value"}}.
+        typed = {name: {"type": spec.hyperparameters[name].type, "value": value} for name, value in params.items()}
+        env.append({"name": HYPERPARAMETERS_ENV, "value": json.dumps(typed, sort_keys=True)})
 
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -258,6 +265,8 @@ def _role(
         "name": name,
         "replicas": rep.replicas,
         "restart_policy": rep.restart_policy or spec.restart_policy,
+        "termination_grace_period_seconds": (place.termination_grace_period_seconds or SPOT_GRACE_SECONDS)
+        if place.spot else None,
         "pod_labels": dict(pod_labels),
         "pod_annotations": dict(pod_annotations),
         "service_account": spec.service_account,

@@ -161,6 +161,12 @@ class Placement(_Model):
     )
     priority_class: StrictStr | None = Field(None, description="priorityClassName of every pod.")
     queue: StrictStr | None = Field(None, description="Kueue LocalQueue: label kueue.x-k8s.io/queue-name.")
+    termination_grace_period_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] | None = Field(
+        None,
+        description="terminationGracePeriodSeconds of the pods on Spot VMs (spot: true): the time between SIGTERM "
+        "and SIGKILL for the trainer's SIGTERM checkpoint. Default 60 with spot. A GKE spot reclaim gives pods "
+        "at most 15 s whatever this says; evictions by Kueue/priority preemption or deletion honour it.",
+    )
     node_selector: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra node labels.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Extra tolerations.")
 
@@ -329,9 +335,11 @@ class JobSpec(_Model):
     distribution: Distribution | None = None
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     restart_policy: Literal["Always", "OnFailure", "Never", "ExitCode"] = Field(
-        "OnFailure",
-        description="ExitCode: the operator recreates a replica that exited 130, 137 or 143 (SIGINT/SIGKILL/SIGTERM, "
-        "e.g. preemption) or 138 (SIGUSR1, user-defined retryable) and fails the job on any other code.",
+        "ExitCode",
+        description="ExitCode (default): training-operator v1.9.4 recreates a replica whose container exited with "
+        "a code >= 128 (143 SIGTERM/preemption, 137 SIGKILL, the trainer's 138 for transient infrastructure "
+        "failures) and fails the job on 1-127 (the trainer's 1 bug, 2 bad input, 3 no usable CUDA); "
+        "see docs/trainer.md. OnFailure retries every failure, bad input included, until backoffLimit.",
     )
     success_policy: Literal["", "AllWorkers"] | None = Field(None, description="TFJob only.")
     hyperparameters: dict[StrictStr, Hyperparameter] = Field(default_factory=dict)
@@ -393,6 +401,13 @@ class JobSpec(_Model):
             master = self.replicas.get("Master")
             if master is not None and master.replicas != 1:
                 raise FieldError(("replicas", "Master", "replicas"), f"must be exactly 1, got {master.replicas}")
+            worker_only = self.replicas.get("Worker")
+            if master is None and worker_only is not None and worker_only.replicas > 1 and not (
+                    self.distribution and self.distribution.elastic):
+                raise FieldError(("replicas", "Worker", "replicas"),
+                          f"{worker_only.replicas} Worker pods without a Master replica or distribution.elastic: "
+                          "training-operator v1.9.4 then sets no MASTER_ADDR/RANK/WORLD_SIZE and every pod would "
+                          "train alone; add replicas.Master (replicas: 1) or distribution.elastic")
             if self.distribution and self.distribution.elastic:
                 worker = self.replicas.get("Worker")
                 if worker is None:

@@ -29,8 +29,9 @@ def require_torch():  # type: ignore[no-untyped-def]
         import torch
     except ImportError:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("torch is not installed: make venv must install images/trainer[test] (torch==2.15.0)",
-                        pytrace=False)
+            pytest.fail(
+                "torch is not installed: make venv must install images/trainer[test] (torch==2.15.0)", pytrace=False
+            )
         pytest.skip("torch not installed (pip install -e 'images/trainer[test]')", allow_module_level=True)
     return torch
 
@@ -64,13 +65,27 @@ def free_port() -> int:
 
 def child_env(gcs_env: dict[str, str], **extra: str) -> dict[str, str]:
     """The environment of a trainer process: this one's, minus any distributed variables, plus GCS."""
-    drop = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-            "DATA_URI", "OUTPUT_URI", "CHECKPOINT_URI"}
+    drop = {
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCHELASTIC_RUN_ID",
+        "DATA_URI",
+        "OUTPUT_URI",
+        "CHECKPOINT_URI",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PET_")}
     env.update(gcs_env)
     src = [str(REPO / "images/trainer/src"), str(REPO / "images/tf-trainer/src"), str(REPO)]
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(src + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(src + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])),
+        }
+    )
     env.update(extra)
     return env
 
@@ -79,10 +94,18 @@ def operator_pod_env(rank: int, pods: int, port: int, nproc: str = "auto") -> di
     """What training-operator v1.9.4 sets in pod ``rank`` of a PyTorchJob with a Master and
     ``pods - 1`` Workers (pkg/controller.v1/pytorch/envvar.go, master.go)."""
     per = int(nproc) if nproc.isdigit() else 1
-    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PET_MASTER_ADDR": "127.0.0.1",
-            "PET_MASTER_PORT": str(port), "WORLD_SIZE": str(pods * per), "RANK": str(rank),
-            "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": nproc, "PET_NNODES": str(pods),
-            "PYTHONUNBUFFERED": "1"}
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "PET_MASTER_ADDR": "127.0.0.1",
+        "PET_MASTER_PORT": str(port),
+        "WORLD_SIZE": str(pods * per),
+        "RANK": str(rank),
+        "PET_NODE_RANK": str(rank),
+        "PET_NPROC_PER_NODE": nproc,
+        "PET_NNODES": str(pods),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def trainer_cmd(*args: str) -> list[str]:
@@ -90,8 +113,16 @@ def trainer_cmd(*args: str) -> list[str]:
 
 
 def torchrun_cmd(nproc: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "trainer.train", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "trainer.train",
+        *args,
+    ]
 
 
 def run_all(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str, str]]:

@@ -15,22 +15,38 @@ def small(n: int = 1000, dim: int = 4) -> tuple[dict[str, np.ndarray], int]:
     return {"x": rng.normal(size=(n, dim)).astype(np.float32), "y": rng.integers(0, 3, n).astype(np.int64)}, 3
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("n_shards", [1, 4, 7, 8])
-def test_shard_assignment_follows_distributed_sampler(world, n_shards):
+def test_epoch_plan_deals_disjoint_parts_that_cover_the_split(world, n_shards):
+    shards = [data.Shard(f"s{i}", 100 + 7 * i) for i in range(n_shards)]
     for epoch in range(3):
-        parts = [data.shard_assignment(n_shards, world, r, seed=5, epoch=epoch) for r in range(world)]
-        assert len({len(p) for p in parts}) == 1  # same count on every rank (padded)
-        flat = [i for p in parts for i in p]
-        assert set(flat) == set(range(n_shards))  # every shard read
-        if n_shards % world == 0:
-            assert len(flat) == len(set(flat)) == n_shards  # and disjoint when it divides
-        else:
-            assert len(flat) == -(-n_shards // world) * world  # padded by wrap-around, like DistributedSampler
-    # A different epoch gives a different order (for more than a couple of shards).
-    if n_shards >= 4:
+        plan = data.epoch_plan(shards, [(0, world)], 10, seed=5, epoch=epoch)
+        assert len(plan) == world and all(plan)  # every rank gets something, even with fewer shards than ranks
+        covered = sorted((s.shard, r) for lst in plan for s in lst for r in range(s.start, s.end))
+        assert covered == sorted((i, r) for i, sh in enumerate(shards) for r in range(sh.records))  # exactly once
+    if n_shards >= 4:  # another epoch, another order
         orders = {tuple(data.shard_assignment(n_shards, 1, 0, seed=5, epoch=e)) for e in range(5)}
         assert len(orders) > 1
+
+
+@pytest.mark.parametrize("history", [[(0, 2), (5, 3)], [(0, 3), (4, 2)], [(0, 2), (3, 4), (6, 3)], [(0, 4), (2, 1)]])
+def test_elastic_resize_neither_repeats_nor_skips_records(history):
+    """After a resize at step k, what each old rank had not read is re-dealt: the records read in
+    the epoch (before and after) are disjoint, and only the drop-last tail stays unread."""
+    shards = [data.Shard(f"s{i}", 90 + 11 * i) for i in range(6)]
+    batch = 8
+    read: list[tuple[int, int]] = []
+    for i, (start, _world) in enumerate(history):
+        end = history[i + 1][0] if i + 1 < len(history) else None
+        plan = data.epoch_plan(shards, history[: i + 1], batch, seed=2, epoch=1)
+        if end is None:
+            end = start + min(sum(s.records for s in lst) for lst in plan) // batch
+        for lst in plan:
+            recs = [(s.shard, r) for s in lst for r in range(s.start, s.end)]
+            read += recs[: (end - start) * batch]
+    assert len(read) == len(set(read))
+    total = sum(s.records for s in shards)
+    assert total - len(read) < history[-1][1] * batch + sum(w for _, w in history) * batch
 
 
 def test_write_then_read_manifest_with_generations(bucket):
@@ -44,8 +60,11 @@ def test_write_then_read_manifest_with_generations(bucket):
     assert sum(s.records for s in got.splits["train"]) == 800 and sum(s.records for s in got.splits["val"]) == 200
     assert got.features["x"] == {"dtype": "float32", "shape": [4]} and got.num_classes == 3
     names = sorted(b.name for b in gcs.client().list_blobs(bucket, prefix="ds/v1/"))
-    assert names == ["ds/v1/manifest.json", *[f"ds/v1/train-{i:05d}-of-00004.npz" for i in range(4)],
-                     *[f"ds/v1/val-{i:05d}-of-00002.npz" for i in range(2)]]
+    assert names == [
+        "ds/v1/manifest.json",
+        *[f"ds/v1/train-{i:05d}-of-00004.npz" for i in range(4)],
+        *[f"ds/v1/val-{i:05d}-of-00002.npz" for i in range(2)],
+    ]
     lineage = got.lineage()
     assert lineage["uri"] == uri and lineage["manifest_generation"] == m.generation and len(lineage["shards"]) == 6
 
@@ -62,8 +81,7 @@ def test_ranks_read_disjoint_records_that_cover_the_split(bucket):
             ids = np.concatenate([b["id"] for b in r.epoch(epoch)])
             assert len(ids) == r.steps_per_epoch(epoch) * 50
             # Only this rank's shards were downloaded.
-            assert r.bytes_read == sum(s.size for i, s in enumerate(m.splits["train"])
-                                       if i in r.assignment(epoch))
+            assert r.bytes_read == sum(s.size for i, s in enumerate(m.splits["train"]) if i in r.assignment(epoch))
             seen.append(set(ids.tolist()))
         assert not seen[0] & seen[1]
         train_ids = set(range(100, 1200))
@@ -96,7 +114,7 @@ def test_missing_data_names_the_uri(bucket):
 
 def test_bad_manifest_is_reported(bucket):
     gcs.blob(GcsUri(bucket, "bad/manifest.json")).upload_from_string(json.dumps({"format": "other"}))
-    with pytest.raises(TrainerError, match="bad manifest.*format"):
+    with pytest.raises(TrainerError, match=r"bad manifest.*format"):
         data.read_manifest(f"gs://{bucket}/bad")
 
 
@@ -108,7 +126,7 @@ def test_a_shard_replaced_after_the_manifest_is_not_read_silently(bucket):
     # Overwrite one shard: the manifest's generation of it no longer exists (bucket without versioning).
     gcs.blob(GcsUri(bucket, "ds/train-00000-of-00002.npz")).upload_from_string(b"not the same data")
     r = data.ShardReader(m, "train", 0, 1, batch_size=10, seed=0, shuffle=False)
-    with pytest.raises(TrainerError, match="train-00000-of-00002.npz.*generation"):
+    with pytest.raises(TrainerError, match=r"train-00000-of-00002\.npz.*generation"):
         list(r.epoch(0))
 
 
@@ -145,7 +163,9 @@ def test_retries_back_off_on_transient_errors_only():
 
 
 def test_data_cli_writes_a_dataset_from_a_source(bucket, capsys):
-    assert data.main(["write", f"gs://{bucket}/cli", "--source", "synthetic", "--shards", "4", "--val-shards", "1"]) == 0
+    assert (
+        data.main(["write", f"gs://{bucket}/cli", "--source", "synthetic", "--shards", "4", "--val-shards", "1"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["records"] == {"train": 3277, "val": 819}
     assert data.main(["show", f"gs://{bucket}/cli"]) == 0

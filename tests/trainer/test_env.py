@@ -27,7 +27,7 @@ def test_nproc_per_node_above_one_relaunches_under_torchrun():
     assert e["WORLD_SIZE"] == "8" and e["RANK"] == "1"
     d = env.resolve(e, gpus=0)
     assert (d.mode, d.node_rank, d.nnodes, d.local_world_size, d.world_size) == ("launch", 1, 2, 4, 8)
-    argv = env.torchrun_argv(d, "trainer.train", ["--lr=0.1"])
+    argv = env.torchrun_argv(d, ["-m", "trainer.train"], ["--lr=0.1"])
     assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=4"]
     assert "--standalone" not in argv  # multi-node: torchrun takes PET_NNODES/PET_NODE_RANK/PET_MASTER_*
     assert argv[-3:] == ["-m", "trainer.train", "--lr=0.1"]
@@ -41,20 +41,39 @@ def test_nproc_gpu_counts_gpus():
 
 
 def test_elastic_relaunches_even_with_one_process():
-    e = {"PET_RDZV_ENDPOINT": "job-worker-0:23456", "PET_RDZV_BACKEND": "c10d", "PET_NNODES": "2:8",
-         "PET_NPROC_PER_NODE": "1", "PET_MAX_RESTARTS": "10"}
+    e = {
+        "PET_RDZV_ENDPOINT": "job-worker-0:23456",
+        "PET_RDZV_BACKEND": "c10d",
+        "PET_NNODES": "2:8",
+        "PET_NPROC_PER_NODE": "1",
+        "PET_MAX_RESTARTS": "10",
+    }
     d = env.resolve(e, gpus=0)
     assert d.mode == "launch" and d.nnodes == -1 and d.world_size == -1
-    assert "--standalone" not in env.torchrun_argv(d, "trainer.train", [])
+    assert "--standalone" not in env.torchrun_argv(d, ["-m", "trainer.train"], [])
 
 
 def test_under_torchrun_the_process_values_win():
     # torchrun overwrites RANK/WORLD_SIZE with global per-process values in its children.
-    e = {**operator_pod_env(1, 2, 1234, nproc="2"), "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
-         "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"}
+    e = {
+        **operator_pod_env(1, 2, 1234, nproc="2"),
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "GROUP_RANK": "1",
+        "TORCHELASTIC_RUN_ID": "abc",
+    }
     d = env.resolve(e, gpus=0)
-    assert (d.mode, d.rank, d.world_size, d.local_rank, d.local_world_size, d.node_rank, d.nnodes) == \
-        ("torchrun", 3, 4, 1, 2, 1, 2)
+    assert (d.mode, d.rank, d.world_size, d.local_rank, d.local_world_size, d.node_rank, d.nnodes) == (
+        "torchrun",
+        3,
+        4,
+        1,
+        2,
+        1,
+        2,
+    )
 
 
 def test_no_environment_is_a_single_process():
@@ -62,14 +81,17 @@ def test_no_environment_is_a_single_process():
     assert (d.mode, d.rank, d.world_size, d.distributed) == ("single", 0, 1, False)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR"),
-    ({**operator_pod_env(0, 2, 1), "RANK": "2"}, "not below"),
-    ({**operator_pod_env(0, 2, 1), "WORLD_SIZE": "two"}, "WORLD_SIZE must be an integer"),
-    ({**operator_pod_env(0, 2, 1), "PET_NNODES": "3"}, "PET_NNODES=3"),
-    ({"PET_NPROC_PER_NODE": "lots"}, "PET_NPROC_PER_NODE"),
-    ({"PET_NPROC_PER_NODE": "0"}, ">= 1"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR"),
+        ({**operator_pod_env(0, 2, 1), "RANK": "2"}, "not below"),
+        ({**operator_pod_env(0, 2, 1), "WORLD_SIZE": "two"}, "WORLD_SIZE must be an integer"),
+        ({**operator_pod_env(0, 2, 1), "PET_NNODES": "3"}, "PET_NNODES=3"),
+        ({"PET_NPROC_PER_NODE": "lots"}, "PET_NPROC_PER_NODE"),
+        ({"PET_NPROC_PER_NODE": "0"}, ">= 1"),
+    ],
+)
 def test_inconsistent_environments_are_rejected(bad, message):
     with pytest.raises(TrainerError, match=message):
         env.resolve(bad, gpus=0)

@@ -28,7 +28,9 @@ def hadolint() -> str:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_hadolint_is_clean(dockerfile):
-    p = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -72,8 +74,24 @@ def test_tf_pin_matches_the_tf_extra():
 
 @pytest.mark.parametrize("pkg, module", [("trainer", "trainer"), ("tf-trainer", "tf_trainer")])
 def test_packages_build_as_wheels_with_their_modules(tmp_path, pkg, module):
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path), str(REPO / "images" / pkg)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO / "images" / pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     [wheel] = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()

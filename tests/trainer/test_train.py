@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import signal
 import subprocess
@@ -42,8 +43,11 @@ def dataset(bucket: str) -> str:
 
 
 def storage(bucket: str, dataset: str, run: str) -> dict[str, str]:
-    return {"DATA_URI": dataset, "OUTPUT_URI": f"gs://{bucket}/models/mlp",
-            "CHECKPOINT_URI": f"gs://{bucket}/ckpt/{run}"}
+    return {
+        "DATA_URI": dataset,
+        "OUTPUT_URI": f"gs://{bucket}/models/mlp",
+        "CHECKPOINT_URI": f"gs://{bucket}/ckpt/{run}",
+    }
 
 
 def text(bucket: str, path: str) -> str:
@@ -60,18 +64,25 @@ def start_pods(gcs_env, extra_env, args, n=2, stderr_dir: Path | None = None, st
     port = free_port()
     procs = []
     for rank in range(n):
-        err = open(stderr_dir / f"rank{rank}.err", "w") if stderr_dir else subprocess.PIPE  # noqa: SIM115
-        procs.append(subprocess.Popen(trainer_cmd(*args), env=child_env(gcs_env, **extra_env,
-                                                                       **operator_pod_env(rank, n, port)),
-                                      stdout=stdout, stderr=err, text=True))
+        err = open(stderr_dir / f"rank{rank}.err", "a") if stderr_dir else subprocess.PIPE  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                trainer_cmd(*args),
+                env=child_env(gcs_env, **extra_env, **operator_pod_env(rank, n, port)),
+                stdout=stdout,
+                stderr=err,
+                text=True,
+            )
+        )
     return procs
 
 
 def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
     base = f"models/mlp/{version}"
     names = sorted(b.name for b in gcs.client().list_blobs(bucket, prefix=base + "/"))
-    assert names == [f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.pt",
-                                             "model.torchscript.pt")]
+    assert names == [
+        f"{base}/{n}" for n in ("_COMPLETE", "curves.csv", "lineage.json", "metrics.json", "model.pt", "model.pt2")
+    ]
     lineage = json.loads(text(bucket, f"{base}/lineage.json"))
     assert lineage["world_size"] == world and lineage["launch_mode"] == mode
     assert lineage["data"]["manifest_generation"] and len(lineage["data"]["shards"]) == 5
@@ -85,16 +96,21 @@ def check_outputs(bucket: str, version: str, world: int, mode: str) -> dict:
     assert latest["version"] == version and latest["value"] == metrics["val_accuracy"]
     sd = weights(bucket, f"{base}/model.pt")
     assert sd["net.1.weight"].shape == (64, 32)
-    scripted = torch.jit.load(io.BytesIO(gcs.blob(GcsUri(bucket, f"{base}/model.torchscript.pt")).download_as_bytes()))
-    assert scripted(torch.zeros(2, 32)).shape == (2, 10)
+    prog = torch.export.load(io.BytesIO(gcs.blob(GcsUri(bucket, f"{base}/model.pt2")).download_as_bytes()))
+    assert prog.module()(torch.zeros(5, 32)).shape == (5, 10)  # dynamic batch dimension
+    assert lineage["export"] == {"ok": True, "input": {"shape": [2, 32], "dtype": "float32", "dynamic_dims": [0]}}
     return metrics
 
 
 def test_torchrun_two_processes(bucket, dataset, gcs_env):
-    p = subprocess.Popen(torchrun_cmd(2, *ARGS, "--model-version=torchrun"),
-                         env=child_env(gcs_env, **storage(bucket, dataset, "torchrun")),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    [(rc, out, err)] = run_all([p])
+    p = subprocess.Popen(
+        torchrun_cmd(2, *ARGS, "--model-version=torchrun"),
+        env=child_env(gcs_env, **storage(bucket, dataset, "torchrun")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    [(rc, _out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
     check_outputs(bucket, "torchrun", 2, "torchrun")
 
@@ -103,11 +119,12 @@ def test_one_pod_with_nproc_per_node_2_relaunches_under_torchrun(bucket, dataset
     # A PyTorchJob with one Master and nprocPerNode: "2": WORLD_SIZE=2, RANK=0, PET_NPROC_PER_NODE=2.
     env = child_env(gcs_env, **storage(bucket, dataset, "launch"), **operator_pod_env(0, 1, free_port(), nproc="2"))
     assert env["WORLD_SIZE"] == "2"
-    p = subprocess.Popen(trainer_cmd(*ARGS, "--model-version=launch"), env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    [(rc, out, err)] = run_all([p])
+    p = subprocess.Popen(
+        trainer_cmd(*ARGS, "--model-version=launch"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    [(rc, _out, err)] = run_all([p])
     assert rc == 0, err[-3000:]
-    assert "re-executing under torchrun" in err
+    assert "running under torchrun" in err and "workers reported [0, 0]; exit 0" in err
     check_outputs(bucket, "launch", 2, "torchrun")
 
 
@@ -120,11 +137,12 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     check_outputs(bucket, "ref", 2, "pod")
+    (tmp_path / "ref.err").write_text(results[0][2])
     assert "epoch 2" in results[0][1] and results[1][1] == ""  # only rank 0 reports
     total = 3 * (1638 // 2 // 32)  # 75 steps
 
     # The same run, preempted: SIGTERM to the worker pod only, at a random step.
-    stop_at = random.SystemRandom().randint(3, total - 15)
+    stop_at = int(os.environ.get("STOP_AT", "0")) or random.SystemRandom().randint(3, total - 15)
     env = storage(bucket, dataset, "preempted")
     procs = start_pods(gcs_env, env, [*args, "--model-version=resumed"], stderr_dir=tmp_path)
     for line in procs[0].stdout:
@@ -136,23 +154,27 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     assert rcs == [143, 143], f"stop_at={stop_at}: {rcs}\n{errs[0][-2000:]}\n{errs[1][-2000:]}"
     assert "received signal 15" in errs[1] and "checkpoint" in errs[0]
     ck = storage(bucket, dataset, "preempted")["CHECKPOINT_URI"]
-    from trainer import checkpoint
+    from trainer import ckpt
 
-    steps = checkpoint.CheckpointStore(ck).steps()
-    assert steps and stop_at <= steps[0] < total, (stop_at, steps)
-    # Garbage that must not be loaded: a truncated "newer" checkpoint and a leftover part.
-    good = checkpoint.CheckpointStore(ck).read(steps[0])
+    mgr = ckpt.CheckpointManager(ck, 0, 2)
+    found = mgr.latest()
+    assert found and stop_at <= found[0] < total, (stop_at, mgr.steps())
+    step = found[0]
+    assert found[1]["world_size"] == 2 and found[1]["args"]["lr"] == 0.1 and found[1]["data"]["manifest_generation"]
+    # Garbage that must not be loaded: a "newer" checkpoint that one rank never finished.
     ckuri = GcsUri.parse(ck)
-    gcs.blob(ckuri.join(f"ckpt-{steps[0] + 5:012d}.pt")).upload_from_string(good[: len(good) // 2])
-    gcs.blob(ckuri.join("_tmp", "junk.00")).upload_from_string(b"junk")
+    newer = ckpt.step_dir(step + 5)
+    for name in (".metadata", "meta.json", "rank-0.pt", "__0_0.distcp"):
+        gcs.blob(ckuri.join(newer, name)).upload_from_string(b"junk" if name != "meta.json" else b'{"world_size": 2}')
 
     # The restart (same command, as the operator's restartPolicy would do).
     procs = start_pods(gcs_env, env, [*args, "--model-version=ignored-on-resume"], stderr_dir=tmp_path)
     rcs = [p.wait(timeout=120) for p in procs]
     errs = [(tmp_path / f"rank{r}.err").read_text() for r in range(2)]
     assert rcs == [0, 0], errs[0][-3000:]
-    assert f"skipping checkpoint {ck}/ckpt-{steps[0] + 5:012d}.pt: no checkpoint trailer" in errs[0]
-    assert f"resumed from checkpoint step {steps[0]}" in errs[0]
+    assert f"skipping checkpoint {ck}/{newer}: incomplete" in errs[0]
+    assert f"resumed from checkpoint step {step}" in errs[0] and f"resumed from checkpoint step {step}" in errs[1]
+    steps = [step]
 
     ref, res = weights(bucket, "models/mlp/ref/model.pt"), weights(bucket, "models/mlp/resumed/model.pt")
     assert ref.keys() == res.keys()
@@ -164,24 +186,30 @@ def test_two_pods_then_sigterm_and_restart_is_bitwise_identical(bucket, dataset,
     assert lineage["resumed_from_steps"] == [steps[0]]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--lr=-1"], "argument --lr: must be > 0, got -1"),
-    (["--lr=nan"], "argument --lr: must be finite"),
-    (["--epochs=0"], "argument --epochs: must be >= 1, got 0"),
-    (["--batch-size=abc"], "argument --batch-size: expected an integer, got 'abc'"),
-    (["--momentum=1"], "argument --momentum: must be < 1"),
-    (["--backend=mpi"], "argument --backend: invalid choice: 'mpi'"),
-    (["--model=mymodel"], "argument --model: must be module:function"),
-    (["--output-uri=s3://b/m"], "OUTPUT_URI must be a gs://bucket/path URI"),
-    (["--output-uri=gs://models-only"], "must be gs://<models>/<model>"),
-    (["--learning-rate=0.1"], "unrecognized arguments: --learning-rate=0.1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr=-1"], "argument --lr: must be > 0, got -1"),
+        (["--lr=nan"], "argument --lr: must be finite"),
+        (["--epochs=0"], "argument --epochs: must be >= 1, got 0"),
+        (["--batch-size=abc"], "argument --batch-size: expected an integer, got 'abc'"),
+        (["--momentum=1"], "argument --momentum: must be < 1"),
+        (["--backend=mpi"], "argument --backend: invalid choice: 'mpi'"),
+        (["--model=mymodel"], "argument --model: must be module:function"),
+        (["--output-uri=s3://b/m"], "OUTPUT_URI must be a gs://bucket/path URI"),
+        (["--output-uri=gs://models-only"], "must be gs://<models>/<model>"),
+        (["--learning-rate=0.1"], "unrecognized arguments: --learning-rate=0.1"),
+    ],
+)
 def test_bad_hyperparameters_fail_before_torch_is_imported(argv, message):
-    code = ("import sys\nfrom trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
-            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    code = (
+        "import sys\nfrom trainer import train\ntry:\n    train.main(sys.argv[1:])\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
-                       env=child_env({}))
+    p = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=child_env({}), check=False
+    )
     assert p.stdout.strip() == "exit 2 False", (p.stdout, p.stderr)
     assert message in p.stderr and "Traceback" not in p.stderr
     assert time.monotonic() - t0 < 20
@@ -194,7 +222,7 @@ def test_bad_values_found_with_the_data_fail_before_training(bucket, dataset, gc
         (["--model=no_such_module:fn"], "--model 'no_such_module:fn': cannot import 'no_such_module'"),
         (["--model=trainer.model:nothing"], "has no callable 'nothing'"),
     ]:
-        p = subprocess.run(trainer_cmd(*argv), env=env, capture_output=True, text=True, timeout=120)
+        p = subprocess.run(trainer_cmd(*argv), env=env, capture_output=True, text=True, timeout=120, check=False)
         assert p.returncode == 2, p.stderr[-2000:]
         assert message in p.stderr and "Traceback" not in p.stderr
         assert "step " not in p.stdout
@@ -203,6 +231,6 @@ def test_bad_values_found_with_the_data_fail_before_training(bucket, dataset, gc
 
 def test_missing_data_fails_with_the_uri(bucket, gcs_env):
     env = child_env(gcs_env, DATA_URI=f"gs://{bucket}/no/such/data", OUTPUT_URI=f"gs://{bucket}/models/mlp")
-    p = subprocess.run(trainer_cmd(), env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(trainer_cmd(), env=env, capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 2
     assert f"no data set at gs://{bucket}/no/such/data" in p.stderr and "Traceback" not in p.stderr

@@ -54,8 +54,10 @@ def parse(raw: str | None) -> Task:
             raise TrainerError(f"TF_CONFIG cluster.{role} must be a list of host:port strings")
     unsupported = sorted(set(cluster) - set(REPLICA_ROLES) - {"evaluator"})
     if unsupported:
-        raise TrainerError(f"TF_CONFIG has {', '.join(unsupported)} replicas: MultiWorkerMirroredStrategy uses only "
-                           "Chief and Worker replicas (use a Chief + Workers TFJob)")
+        raise TrainerError(
+            f"TF_CONFIG has {', '.join(unsupported)} replicas: MultiWorkerMirroredStrategy uses only "
+            "Chief and Worker replicas (use a Chief + Workers TFJob)"
+        )
     ttype = str(task["type"]).lower()
     try:
         index = int(task.get("index", 0))

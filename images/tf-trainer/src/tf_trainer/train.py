@@ -10,7 +10,8 @@ written through the same atomic store; a restart resumes from the latest complet
 of that epoch. (Unlike the PyTorch trainer, TF's dropout RNG state is not captured, so a TF resume is
 exact in data order and position but not bitwise in weights.)
 
-Exit codes as trainer.train: 0, 2 (bad input, no traceback), 143 (stopped by SIGTERM after a checkpoint).
+Exit codes as trainer.train (trainer.exitcodes): 0, 1 bug, 2 bad input (no traceback), 138 transient
+infrastructure failure, 143 stopped by SIGTERM after a checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from typing import Any
 import numpy as np
 from trainer import data, registry
 from trainer.gcs import TrainerError
-from trainer.train import _gs, _job_from_hostname, _ranged, _version
+from trainer.train import _gs, _ranged, _version
+
+from tf_trainer import tfconfig
 
 from tf_trainer import tfconfig
 
@@ -41,8 +44,11 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tf_trainer.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="MultiWorkerMirroredStrategy training with GCS data and the model registry.")
+    p = argparse.ArgumentParser(
+        prog="python -m tf_trainer.train",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="MultiWorkerMirroredStrategy training with GCS data and the model registry.",
+    )
     p.add_argument("--lr", type=_ranged(float, 0, 10, lo_open=True), default=0.001, help="learning rate (Adam)")
     p.add_argument("--epochs", type=_ranged(int, 1, 100000), default=5, help="passes over the training split")
     p.add_argument("--batch-size", type=_ranged(int, 1, 1 << 20), default=64, help="examples per step per worker")
@@ -52,13 +58,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-check-every", type=_ranged(int, 1), default=10, help="steps between SIGTERM checks")
     p.add_argument("--metric", choices=sorted(METRICS), default="val_accuracy", help="promotion metric")
     p.add_argument("--model-version", type=_version, default=None, help="registry version (default: UTC start time)")
-    p.add_argument("--job-name", default=os.environ.get("JOB_NAME") or _job_from_hostname(), help="job name for lineage")
-    p.add_argument("--data-uri", type=_gs("DATA_URI"), default=os.environ.get("DATA_URI", ""),
-                   help="data set prefix; unset: the built-in generated data set")
-    p.add_argument("--output-uri", type=_gs("OUTPUT_URI"), default=os.environ.get("OUTPUT_URI", ""),
-                   help="registry root gs://<models>/<model>; unset: nothing is published")
-    p.add_argument("--checkpoint-uri", type=_gs("CHECKPOINT_URI"), default=os.environ.get("CHECKPOINT_URI", ""),
-                   help="checkpoint prefix; unset: no checkpoints")
+    p.add_argument(
+        "--job-name",
+        default=os.environ.get("JOB_NAME", ""),
+        help="job name for lineage (default: $JOB_NAME, set by jobgen)",
+    )
+    p.add_argument(
+        "--data-uri",
+        type=_gs("DATA_URI"),
+        default=os.environ.get("DATA_URI", ""),
+        help="data set prefix; unset: the built-in generated data set",
+    )
+    p.add_argument(
+        "--output-uri",
+        type=_gs("OUTPUT_URI"),
+        default=os.environ.get("OUTPUT_URI", ""),
+        help="registry root gs://<models>/<model>; unset: nothing is published",
+    )
+    p.add_argument(
+        "--checkpoint-uri",
+        type=_gs("CHECKPOINT_URI"),
+        default=os.environ.get("CHECKPOINT_URI", ""),
+        help="checkpoint prefix; unset: no checkpoints",
+    )
     return p
 
 
@@ -90,24 +112,33 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
     reg = registry.Registry(args.output_uri) if args.output_uri else None
     store = checkpoint.CheckpointStore(args.checkpoint_uri) if args.checkpoint_uri else None
     reader = data.ShardReader(manifest, "train", task.rank, task.world_size, args.batch_size, args.seed, blobs=blobs)
-    val = (data.ShardReader(manifest, "val", task.rank, task.world_size, 256, args.seed, shuffle=False, blobs=blobs,
-                            drop_last=False) if "val" in manifest.splits else None)
+    val = (
+        data.ShardReader(
+            manifest, "val", task.rank, task.world_size, 256, args.seed, shuffle=False, blobs=blobs, drop_last=False
+        )
+        if "val" in manifest.splits
+        else None
+    )
     steps = [reader.steps_per_epoch(e) for e in range(args.epochs)]
     if min(steps) < 1:
         raise TrainerError(f"--batch-size={args.batch_size} is larger than one worker's share of {manifest.uri}")
 
     import tensorflow as tf
 
-    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if task.world_size > 1
-                else tf.distribute.get_strategy())
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if task.world_size > 1 else tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     tf.keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        model = tf.keras.Sequential([
-            tf.keras.Input((manifest.input_dim,)),
-            tf.keras.layers.Dense(args.hidden, activation="relu"), tf.keras.layers.Dropout(args.dropout),
-            tf.keras.layers.Dense(args.hidden, activation="relu"), tf.keras.layers.Dropout(args.dropout),
-            tf.keras.layers.Dense(manifest.num_classes)])
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input((manifest.input_dim,)),
+                tf.keras.layers.Dense(args.hidden, activation="relu"),
+                tf.keras.layers.Dropout(args.dropout),
+                tf.keras.layers.Dense(args.hidden, activation="relu"),
+                tf.keras.layers.Dropout(args.dropout),
+                tf.keras.layers.Dense(manifest.num_classes),
+            ]
+        )
         opt = tf.keras.optimizers.Adam(args.lr)
         opt.build(model.trainable_variables)
         position = tf.Variable([0, 0, 0], dtype=tf.int64, trainable=False)  # epoch, step in epoch, global step
@@ -117,20 +148,20 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
     stop = {"set": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(set=True))
 
-    @tf.function
-    def train_step(x, y):
-        def step(x, y):
+    @tf.function  # type: ignore[untyped-decorator]  # tensorflow has no type hints
+    def train_step(x: Any, y: Any) -> Any:
+        def step(x: Any, y: Any) -> Any:
             with tf.GradientTape() as tape:
                 per_example = loss_fn(y, model(x, training=True))
                 loss = tf.reduce_sum(per_example) / tf.cast(tf.shape(x)[0] * replicas, tf.float32)
             grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
+            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(step, args=(x, y)), axis=None)
 
-    @tf.function
-    def all_sum(t):
+    @tf.function  # type: ignore[untyped-decorator]  # tensorflow has no type hints
+    def all_sum(t: Any) -> Any:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(t,)), axis=None)
 
     def save(reason: str) -> None:
@@ -138,10 +169,11 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             return
         # Every worker writes (variables may need collectives); only the chief uploads.
         with tempfile.TemporaryDirectory() as d:
-            ckpt.write(os.path.join(d, "ckpt"))
+            ckpt.write(str(Path(d) / "ckpt"))
             if task.is_chief:
-                meta = json.dumps({"step": int(position[2]), "curves": curves, "version": version,
-                                   "started_at": started}).encode()
+                meta = json.dumps(
+                    {"step": int(position[2]), "curves": curves, "version": version, "started_at": started}
+                ).encode()
                 store.write(int(position[2]), checkpoint.seal(meta + b"\n" + _tar_dir(d)))
                 store.prune()
                 log.info("checkpoint step %d (%s)", int(position[2]), reason)
@@ -159,7 +191,7 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             meta = json.loads(meta_raw)
             with tempfile.TemporaryDirectory() as d:
                 _untar(tar, d)
-                ckpt.read(os.path.join(d, "ckpt")).expect_partial()
+                ckpt.read(str(Path(d) / "ckpt")).expect_partial()
             curves, version, started = meta["curves"], meta["version"], meta["started_at"]
             log.info("resumed from checkpoint step %d", s)
             break
@@ -171,48 +203,79 @@ def run(args: argparse.Namespace, task: tfconfig.Task) -> int:
             loss = train_step(tf.constant(batch["x"]), tf.constant(batch["y"]))
             position.assign_add([0, 1, 1])
             loss_sum, n = loss_sum + float(loss), n + 1
-            if int(position[2]) % args.stop_check_every == 0:
-                if float(all_sum(tf.constant([1.0 if stop["set"] else 0.0]))[0]) > 0:
-                    save("SIGTERM")
-                    return 143
+            if int(position[2]) % args.stop_check_every == 0 and (
+                float(all_sum(tf.constant([1.0 if stop["set"] else 0.0]))[0]) > 0
+            ):
+                save("SIGTERM")
+                return 143
         sums = np.zeros(3)
         if val is not None:
             for batch in val.epoch(0):
                 logits = model(tf.constant(batch["x"]), training=False)
-                sums += [float(tf.reduce_sum(loss_fn(batch["y"], logits))),
-                         float(np.sum(np.argmax(logits, 1) == batch["y"])), len(batch["y"])]
+                sums += [
+                    float(tf.reduce_sum(loss_fn(batch["y"], logits))),
+                    float(np.sum(np.argmax(logits, 1) == batch["y"])),
+                    len(batch["y"]),
+                ]
         sums = all_sum(tf.constant(sums, dtype=tf.float64)).numpy() if task.world_size > 1 else sums
-        train_loss = float(all_sum(tf.constant([loss_sum / max(1, n)]))[0]) / task.world_size \
-            if task.world_size > 1 else loss_sum / max(1, n)
-        row = {"step": int(position[2]), "epoch": epoch, "train_loss": train_loss,
-               "val_loss": sums[0] / max(1, sums[2]), "val_accuracy": sums[1] / max(1, sums[2]), "lr": args.lr}
+        train_loss = (
+            float(all_sum(tf.constant([loss_sum / max(1, n)]))[0]) / task.world_size
+            if task.world_size > 1
+            else loss_sum / max(1, n)
+        )
+        row = {
+            "step": int(position[2]),
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": sums[0] / max(1, sums[2]),
+            "val_accuracy": sums[1] / max(1, sums[2]),
+            "lr": args.lr,
+        }
         curves.append(row)
         if task.is_chief:
-            print(f"epoch {epoch} step {row['step']} train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
-                  f"val_accuracy {row['val_accuracy']:.4f}", flush=True)
+            print(
+                f"epoch {epoch} step {row['step']} train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
+                f"val_accuracy {row['val_accuracy']:.4f}",
+                flush=True,
+            )
         position.assign([epoch + 1, 0, int(position[2])])
         save("epoch")
 
     # Every worker saves (collectives); the chief publishes.
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "model.keras")
+        path = str(Path(d) / "model.keras")
         model.save(path)
         if task.is_chief and reg is not None:
             last = curves[-1]
-            metrics = {"val_accuracy": last["val_accuracy"], "val_loss": last["val_loss"],
-                       "train_loss": last["train_loss"], "steps": int(position[2]), "epochs": args.epochs,
-                       "promotion_metric": args.metric, "promotion_mode": METRICS[args.metric]}
+            metrics = {
+                "val_accuracy": last["val_accuracy"],
+                "val_loss": last["val_loss"],
+                "train_loss": last["train_loss"],
+                "steps": int(position[2]),
+                "epochs": args.epochs,
+                "promotion_metric": args.metric,
+                "promotion_mode": METRICS[args.metric],
+            }
             hp = {k: v for k, v in vars(args).items() if k not in ("data_uri", "output_uri", "checkpoint_uri")}
-            lineage = {"data": manifest.lineage(), "job_name": args.job_name,
-                       "image": os.environ.get("TRAINER_IMAGE", ""), "code_version": "tf_trainer 0.1.0",
-                       "git_sha": os.environ.get("TRAINER_GIT_SHA", ""), "hyperparameters": hp,
-                       "started_at": started, "ended_at": registry.now(), "world_size": task.world_size,
-                       "launch_mode": "tf_config" if task.cluster else "single", "tensorflow": tf.__version__}
+            lineage = {
+                "data": manifest.lineage(),
+                "job_name": args.job_name,
+                "image": os.environ.get("TRAINER_IMAGE", ""),
+                "code_version": "tf_trainer 0.1.0",
+                "git_sha": os.environ.get("TRAINER_GIT_SHA", ""),
+                "hyperparameters": hp,
+                "started_at": started,
+                "ended_at": registry.now(),
+                "world_size": task.world_size,
+                "launch_mode": "tf_config" if task.cluster else "single",
+                "tensorflow": tf.__version__,
+            }
             uri = reg.publish(version, {"model.keras": Path(path).read_bytes()}, metrics, lineage, curves)
             value = metrics[args.metric]
             promo = reg.promote(version, args.metric, math.nan if value is None else value, METRICS[args.metric])
-            log.info("published %s; LATEST %s %s", uri, "->" if promo.promoted else "stays at",
-                     promo.latest.get("version"))
+            log.info(
+                "published %s; LATEST %s %s", uri, "->" if promo.promoted else "stays at", promo.latest.get("version")
+            )
     return 0
 
 
@@ -220,12 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("google").setLevel(logging.WARNING)
-    try:
-        task = tfconfig.from_env()
-        return run(args, task)
-    except TrainerError as exc:
-        print(f"python -m tf_trainer.train: error: {exc}", file=sys.stderr)
-        return 2
+    from trainer import launch
+
+    # The exit-code contract of trainer.exitcodes: 2 bad input, 138 transient, 143 preempted, 1 bug.
+    return launch.exit_code(lambda: run(args, tfconfig.from_env()), "python -m tf_trainer.train")
 
 
 if __name__ == "__main__":

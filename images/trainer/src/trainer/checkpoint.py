@@ -10,7 +10,8 @@ SHA-256 of the bytes before it) up to PART_SIZE is uploaded straight to its fina
 ``ifGenerationMatch=0`` (a GCS object upload is atomic: the object exists only once complete).
 A larger one is uploaded as temporary part objects in parallel, composed into the final name with
 ``ifGenerationMatch=0``, and the parts deleted. Either way the final name only ever appears
-complete, and an existing checkpoint is never overwritten. Reading: candidates are tried newest first; one whose trailer is missing or whose hash
+complete, and an existing checkpoint is never overwritten. Reading: candidates are tried newest first;
+one whose trailer is missing or whose hash
 does not match (truncated, corrupt, written by something else) is skipped with a warning.
 
 torch is imported lazily, so listing and verifying work without it.
@@ -18,6 +19,7 @@ torch is imported lazily, so listing and verifying work without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -67,7 +69,8 @@ def serialize(state: dict[str, Any]) -> bytes:
 def deserialize(data: bytes) -> dict[str, Any]:
     import torch
 
-    return torch.load(io.BytesIO(unseal(data)), map_location="cpu", weights_only=True)
+    state: dict[str, Any] = torch.load(io.BytesIO(unseal(data)), map_location="cpu", weights_only=True)
+    return state
 
 
 @dataclass
@@ -91,10 +94,11 @@ class CheckpointStore:
         prefix = self.base.path + "/" if self.base.path else ""
         names = gcs.with_retries(
             lambda: [b.name for b in gcs.client().list_blobs(self.base.bucket, prefix=prefix, delimiter="/")],
-            f"list {self.base}")
+            f"list {self.base}",
+        )
         out = []
         for n in names:
-            m = NAME.match(n[len(prefix):])
+            m = NAME.match(n[len(prefix) :])
             if m:
                 out.append(int(m.group(1)))
         return sorted(out, reverse=True)
@@ -107,21 +111,28 @@ class CheckpointStore:
         token = uuid.uuid4().hex[:12]
         n_parts = min(MAX_PARTS, max(1, -(-len(data) // PART_SIZE)))
         size = -(-len(data) // n_parts)
-        chunks = [data[i * size:(i + 1) * size] for i in range(n_parts)]
+        chunks = [data[i * size : (i + 1) * size] for i in range(n_parts)]
         parts = [gcs.blob(self.base.join("_tmp", f"{self.name(step)}.{token}.{i:02d}")) for i in range(n_parts)]
 
         def up(i: int) -> None:
-            gcs.with_retries(lambda: parts[i].upload_from_string(chunks[i], content_type="application/octet-stream",
-                                                                 if_generation_match=0),
-                             f"upload part {i} of {final}")
+            gcs.with_retries(
+                lambda: parts[i].upload_from_string(
+                    chunks[i], content_type="application/octet-stream", if_generation_match=0
+                ),
+                f"upload part {i} of {final}",
+            )
 
         dest = gcs.blob(final)
         if n_parts == 1:
             # One object: a GCS upload is atomic (the object appears only once complete), and
             # ifGenerationMatch=0 refuses to replace an existing checkpoint.
             try:
-                gcs.with_retries(lambda: dest.upload_from_string(data, content_type="application/octet-stream",
-                                                                 if_generation_match=0), f"upload {final}")
+                gcs.with_retries(
+                    lambda: dest.upload_from_string(
+                        data, content_type="application/octet-stream", if_generation_match=0
+                    ),
+                    f"upload {final}",
+                )
             except gexc.PreconditionFailed:
                 log.info("checkpoint %s exists already; keeping it", final)
                 dest.reload()
@@ -144,21 +155,21 @@ class CheckpointStore:
             return Saved(str(final), step, len(data), dest.generation)
         finally:
             for p in parts:
-                try:
+                with contextlib.suppress(Exception):  # a leftover part is only garbage, never read
                     p.delete()
-                except Exception:  # noqa: BLE001 - a leftover part is only garbage
-                    pass
 
     def prune(self) -> None:
-        for step in self.steps()[self.keep:]:
+        for step in self.steps()[self.keep :]:
             try:
                 gcs.blob(self.base.join(self.name(step))).delete()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("could not delete old checkpoint step %d: %s", step, exc)
 
     def read(self, step: int) -> bytes:
-        return gcs.with_retries(gcs.blob(self.base.join(self.name(step))).download_as_bytes,
-                                f"read checkpoint {step}")
+        data: bytes = gcs.with_retries(
+            gcs.blob(self.base.join(self.name(step))).download_as_bytes, f"read checkpoint {step}"
+        )
+        return data
 
     def latest(self) -> tuple[int, dict[str, Any]] | None:
         """The newest checkpoint that verifies and loads; corrupt or partial ones are skipped with a warning."""
@@ -169,7 +180,7 @@ class CheckpointStore:
             except CorruptCheckpoint as exc:
                 log.warning("skipping checkpoint %s: %s", uri, exc)
                 continue
-            except Exception as exc:  # noqa: BLE001 - unpickling errors of any kind
+            except Exception as exc:
                 log.warning("skipping checkpoint %s: cannot load it (%s: %s)", uri, type(exc).__name__, exc)
                 continue
             if state.get("step") != step:

@@ -23,6 +23,7 @@ shards one at a time with a download-ahead thread, and can start at any step of 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import io
 import json
@@ -34,7 +35,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -67,12 +68,17 @@ class Manifest:
 
     @property
     def input_dim(self) -> int:
+        if "x" not in self.features:
+            return 0  # not a flat-feature data set (e.g. image tar shards)
         shape = self.features["x"]["shape"]
         return int(np.prod(shape)) if shape else 1
 
     def lineage(self) -> dict[str, Any]:
-        return {"uri": self.uri, "manifest_generation": self.generation,
-                "shards": {s.name: s.generation for split in self.splits.values() for s in split}}
+        return {
+            "uri": self.uri,
+            "manifest_generation": self.generation,
+            "shards": {s.name: s.generation for split in self.splits.values() for s in split},
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +124,7 @@ def load_hook(spec: str, what: str) -> Callable[..., Any]:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise TrainerError(f"{what} {spec!r}: {module!r} has no callable {attr!r}")
-    return fn
+    return cast(Callable[..., Any], fn)
 
 
 def source(name: str) -> Callable[..., tuple[dict[str, np.ndarray], int]]:
@@ -131,7 +137,7 @@ def source(name: str) -> Callable[..., tuple[dict[str, np.ndarray], int]]:
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    cast(Any, np.savez)(buf, **arrays)
     return buf.getvalue()
 
 
@@ -144,15 +150,22 @@ def split_arrays(arrays: dict[str, np.ndarray], val_fraction: float) -> dict[str
     if any(len(v) != n for v in arrays.values()):
         raise TrainerError("all arrays of a data set must have the same length")
     arrays = {"id": np.arange(n, dtype=np.int64), **arrays}
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     out = {"train": {k: v[n_val:] for k, v in arrays.items()}}
     if n_val:
         out["val"] = {k: v[:n_val] for k, v in arrays.items()}
     return out
 
 
-def write_dataset(uri: str, arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8,
-                  val_shards: int = 2, val_fraction: float = 0.2, meta: dict[str, Any] | None = None) -> Manifest:
+def write_dataset(
+    uri: str,
+    arrays: dict[str, np.ndarray],
+    num_classes: int,
+    shards: int = 8,
+    val_shards: int = 2,
+    val_fraction: float = 0.2,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
     """Write shards, then the manifest naming their generations. Returns the manifest."""
     base = GcsUri.parse(uri, "data URI")
     parts = split_arrays(arrays, val_fraction)
@@ -166,23 +179,102 @@ def write_dataset(uri: str, arrays: dict[str, np.ndarray], num_classes: int, sha
         splits[split] = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
-            payload = _npz_bytes({k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()})
+            payload = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             b = gcs.blob(base.join(name))
-            gcs.with_retries(lambda b=b, p=payload: b.upload_from_string(p, content_type="application/octet-stream"),
-                             f"upload {base.join(name)}")
-            splits[split].append(Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload),
-                                       f"{zlib.crc32(payload):08x}"))
-    doc = {"format": FORMAT, "features": _features(parts["train"]), "num_classes": int(num_classes),
-           "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
-           "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})}}
+            gcs.with_retries(
+                functools.partial(b.upload_from_string, payload, content_type="application/octet-stream"),
+                f"upload {base.join(name)}",
+            )
+            splits[split].append(
+                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
+            )
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "features": _features(parts["train"]),
+        "num_classes": int(num_classes),
+        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
+        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
+    }
     mb = gcs.blob(base.join(MANIFEST))
-    gcs.with_retries(lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
-                     f"upload {base.join(MANIFEST)}")
+    gcs.with_retries(
+        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
+        f"upload {base.join(MANIFEST)}",
+    )
     return Manifest(str(base), mb.generation, doc["features"], int(num_classes), splits, doc["meta"])
 
 
-def in_memory(arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, val_shards: int = 2,
-              val_fraction: float = 0.2) -> tuple[Manifest, dict[str, bytes]]:
+def tar_shard(records: list[dict[str, bytes | int]], first_id: int) -> bytes:
+    """A webdataset-style tar: for record i, members ``<key>.<field>`` plus ``<key>.id``."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i, rec in enumerate(records):
+            key = f"{first_id + i:09d}"
+            for field, value in {"id": first_id + i, **rec}.items():
+                raw = str(value).encode() if isinstance(value, int) else value
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size, info.mtime, info.mode = len(raw), 0, 0o644
+                tf.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+def write_tar_dataset(
+    uri: str,
+    records: list[dict[str, bytes | int]],
+    num_classes: int,
+    shards: int = 8,
+    val_shards: int = 2,
+    val_fraction: float = 0.2,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write records (e.g. ``{"png": <bytes>, "cls": 3}``) as webdataset-style tar shards + manifest."""
+    base = GcsUri.parse(uri, "data URI")
+    n_val = round(len(records) * val_fraction)
+    parts = {"train": (n_val, records[n_val:])}
+    if n_val:
+        parts["val"] = (0, records[:n_val])
+    splits: dict[str, list[Shard]] = {}
+    for split, (offset, recs) in parts.items():
+        n_shards = shards if split == "train" else val_shards
+        if len(recs) < n_shards:
+            raise TrainerError(f"{split}: {len(recs)} records cannot fill {n_shards} shards")
+        bounds = np.linspace(0, len(recs), n_shards + 1).astype(int)
+        splits[split] = []
+        for i in range(n_shards):
+            name = f"{split}-{i:05d}-of-{n_shards:05d}.tar"
+            payload = tar_shard(recs[bounds[i] : bounds[i + 1]], offset + int(bounds[i]))
+            b = gcs.blob(base.join(name))
+            gcs.with_retries(
+                functools.partial(b.upload_from_string, payload, content_type="application/x-tar"),
+                f"upload {base.join(name)}",
+            )
+            splits[split].append(
+                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
+            )
+    first = records[0]
+    features = {
+        "id": {"dtype": "int64", "shape": []},
+        **{k: {"dtype": "int64" if isinstance(v, int) else "bytes", "shape": []} for k, v in first.items()},
+    }
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "features": features,
+        "num_classes": int(num_classes),
+        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
+        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
+    }
+    mb = gcs.blob(base.join(MANIFEST))
+    gcs.with_retries(
+        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
+        f"upload {base.join(MANIFEST)}",
+    )
+    return Manifest(str(base), mb.generation, features, int(num_classes), splits, doc["meta"])
+
+
+def in_memory(
+    arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, val_shards: int = 2, val_fraction: float = 0.2
+) -> tuple[Manifest, dict[str, bytes]]:
     """The same layout kept in memory (no DATA_URI: the default generated data set)."""
     parts = split_arrays(arrays, val_fraction)
     blobs: dict[str, bytes] = {}
@@ -193,7 +285,7 @@ def in_memory(arrays: dict[str, np.ndarray], num_classes: int, shards: int = 8, 
         splits[split] = []
         for i in range(n_shards):
             name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
-            blobs[name] = _npz_bytes({k: v[bounds[i]:bounds[i + 1]] for k, v in data.items()})
+            blobs[name] = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             splits[split].append(Shard(name, int(bounds[i + 1] - bounds[i])))
     return Manifest("memory://", None, _features(parts["train"]), num_classes, splits, {}), blobs
 
@@ -210,93 +302,290 @@ def read_manifest(uri: str) -> Manifest:
     try:
         raw = gcs.with_retries(mb.download_as_bytes, f"read {base.join(MANIFEST)}")
     except gexc.NotFound:
-        raise TrainerError(f"no data set at {base}: {base.join(MANIFEST)} does not exist "
-                           "(write one with `python -m trainer.data write URI`)") from None
+        raise TrainerError(
+            f"no data set at {base}: {base.join(MANIFEST)} does not exist "
+            "(write one with `python -m trainer.data write URI`)"
+        ) from None
     except gexc.Forbidden as exc:
         raise TrainerError(f"cannot read {base.join(MANIFEST)}: permission denied ({exc.message})") from None
+    where = f"bad manifest {base.join(MANIFEST)}"
     try:
         doc = json.loads(raw)
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
+        fmt = doc.get("format")
+    except (ValueError, AttributeError) as exc:
+        raise TrainerError(f"{where}: {exc}") from None
+    if fmt != FORMAT:
+        raise TrainerError(f"{where}: format is {fmt!r}, expected {FORMAT!r}")
+    try:
         splits = {k: [Shard(**s) for s in v] for k, v in doc["splits"].items()}
-        if not splits.get("train"):
-            raise ValueError("no train shards")
-        return Manifest(str(base), mb.generation, doc["features"], int(doc["num_classes"]), splits,
-                        doc.get("meta", {}))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TrainerError(f"bad manifest {base.join(MANIFEST)}: {exc}") from None
+        features, classes, meta = doc["features"], int(doc["num_classes"]), doc.get("meta", {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TrainerError(f"{where}: {exc}") from None
+    if not splits.get("train"):
+        raise TrainerError(f"{where}: no train shards")
+    return Manifest(str(base), mb.generation, features, classes, splits, meta)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Records ``[start, end)`` of shard ``shard`` (positions in the shard's shuffled order)."""
+
+    shard: int
+    start: int
+    end: int
+
+    @property
+    def records(self) -> int:
+        return self.end - self.start
+
+
+def units(shards: list[Shard], world: int) -> list[Segment]:
+    """The units dealt to ranks: whole shards, or equal parts of each when there are fewer shards
+    than ranks (so no rank reads another's records)."""
+    k = max(1, -(-world // max(1, len(shards))))
+    out = []
+    for i, s in enumerate(shards):
+        bounds = np.linspace(0, s.records, k + 1).astype(int)
+        out += [Segment(i, int(bounds[j]), int(bounds[j + 1])) for j in range(k) if bounds[j + 1] > bounds[j]]
+    return out
+
+
+def _drop_front(segs: list[Segment], n: int) -> list[Segment]:
+    out = []
+    for seg in segs:
+        if n >= seg.records:
+            n -= seg.records
+            continue
+        out.append(Segment(seg.shard, seg.start + n, seg.end))
+        n = 0
+    return out
+
+
+def _cut(segs: list[Segment], world: int) -> list[list[Segment]]:
+    """Contiguous, near-equal, disjoint pieces of a segment list, one per rank."""
+    total = sum(s.records for s in segs)
+    bounds = np.linspace(0, total, world + 1).astype(int)
+    out: list[list[Segment]] = []
+    for r in range(world):
+        lo, hi, pos, mine = int(bounds[r]), int(bounds[r + 1]), 0, []
+        for s in segs:
+            a, b = max(lo, pos), min(hi, pos + s.records)
+            if a < b:
+                mine.append(Segment(s.shard, s.start + a - pos, s.start + b - pos))
+            pos += s.records
+        out.append(mine)
+    return out
+
+
+def epoch_plan(
+    shards: list[Shard], history: list[tuple[int, int]], batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[list[Segment]]:
+    """Every rank's segments for the rest of ``epoch``.
+
+    ``history`` = ``[(0, W0), (k1, W1), …]``: the epoch started with W0 ranks, and from step k1 of
+    the epoch on ran with W1 ranks (an elastic resize), …. At the start, units are permuted by
+    ``(seed, epoch)`` and dealt DistributedSampler-style, ``order[r::W0]`` (no padding: disjoint).
+    At each resize, what every old rank had not consumed yet is concatenated in rank order and cut
+    into W_i contiguous pieces, so no record of the epoch is read twice or skipped by the resize."""
+    if not history or history[0][0] != 0:
+        raise ValueError(f"history must start with (0, world), got {history!r}")
+    w0 = history[0][1]
+    u = units(shards, w0)
+    order = np.random.default_rng([seed, epoch]).permutation(len(u)).tolist() if shuffle else list(range(len(u)))
+    lists = [[u[i] for i in order[r::w0]] for r in range(w0)]
+    prev = 0
+    for step, world in history[1:]:
+        consumed = (step - prev) * batch_size
+        rest = [seg for lst in lists for seg in _drop_front(lst, consumed)]
+        lists = _cut(rest, world)
+        prev = step
+    return lists
 
 
 def shard_assignment(n_shards: int, world: int, rank: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
-    """DistributedSampler's rule on shard indices: permute by (seed, epoch), pad by wrap-around, stride."""
-    order = (np.random.default_rng([seed, epoch]).permutation(n_shards) if shuffle
-             else np.arange(n_shards)).tolist()
-    total = -(-n_shards // world) * world
-    order += (order * (total // max(1, n_shards) + 1))[: total - n_shards]
-    return order[rank:total:world]
+    """The shards rank ``rank`` reads in ``epoch`` (whole or in part), in reading order."""
+    fake = [Shard(f"s{i}", world) for i in range(n_shards)]
+    seen: list[int] = []
+    for seg in epoch_plan(fake, [(0, world)], 1, seed, epoch, shuffle)[rank]:
+        if not seen or seen[-1] != seg.shard:
+            seen.append(seg.shard)
+    return seen
+
+
+# Shard codecs: a shard is read into columns (numpy arrays sharing dim 0; object arrays of bytes
+# for tar members), so shuffling, slicing and batching are the same for every format.
+
+
+def _read_npz(payload: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _read_tar(payload: bytes) -> dict[str, np.ndarray]:
+    """A webdataset-style tar: members ``<key>.<field>`` grouped by key in archive order.
+
+    ``cls``/``id`` fields (ASCII integers) become int64 columns; every other field stays bytes
+    (decoded later, in the DataLoader workers, by the batch hook)."""
+    import tarfile
+
+    rows: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:") as tf:
+        for member in tf:
+            if not member.isfile():
+                continue
+            key, dot, field = member.name.rpartition("/")[2].partition(".")
+            if not dot:
+                continue
+            f = tf.extractfile(member)
+            if f is None:
+                continue
+            rows.setdefault(key, {})[field] = f.read()
+    if not rows:
+        raise TrainerError("tar shard has no <key>.<field> members")
+    fields = sorted({f for r in rows.values() for f in r})
+    out: dict[str, np.ndarray] = {}
+    for field in fields:
+        values = [r.get(field) for r in rows.values()]
+        if any(v is None for v in values):
+            raise TrainerError(f"tar shard: field {field!r} is missing from some records")
+        if field in ("cls", "id"):
+            out[field] = np.array([int(v) for v in values if v is not None], dtype=np.int64)
+        else:
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[field] = col
+    if "id" not in out:
+        raise TrainerError("tar shard: every record needs an <key>.id member (its record number)")
+    return out
+
+
+CODECS: dict[str, Callable[[bytes], dict[str, np.ndarray]]] = {".npz": _read_npz, ".tar": _read_tar}
+
+
+def decode_shard(name: str, payload: bytes) -> dict[str, np.ndarray]:
+    for suffix, fn in CODECS.items():
+        if name.endswith(suffix):
+            return fn(payload)
+    raise TrainerError(f"shard {name}: unknown format (expected {', '.join(CODECS)})")
 
 
 class ShardReader:
-    """Batches of one rank's shards of one split, streamed from GCS (or memory)."""
+    """Batches of one rank's part of one split, streamed from GCS (or memory).
 
-    def __init__(self, manifest: Manifest, split: str, rank: int, world: int, batch_size: int, seed: int = 0,
-                 shuffle: bool = True, blobs: dict[str, bytes] | None = None, prefetch: int = 1,
-                 drop_last: bool = True) -> None:
+    ``history`` is the epoch's world-size history (see :func:`epoch_plan`); by default the world
+    never changed. ``cache_dir``: shards are downloaded once into this directory (file-locked), so
+    several DataLoader workers of one process share one download."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        split: str,
+        rank: int,
+        world: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        blobs: dict[str, bytes] | None = None,
+        prefetch: int = 1,
+        drop_last: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
         if split not in manifest.splits:
             raise TrainerError(f"data set {manifest.uri} has no {split!r} split")
         self.manifest, self.split, self.rank, self.world = manifest, split, rank, world
         self.batch_size, self.seed, self.shuffle, self.blobs = batch_size, seed, shuffle, blobs
-        self.prefetch, self.drop_last = prefetch, drop_last
+        self.prefetch, self.drop_last, self.cache_dir = prefetch, drop_last, cache_dir
         self.shards = manifest.splits[split]
         self.bytes_read = 0
+        self.histories: dict[int, list[tuple[int, int]]] = {}
+
+    def history(self, epoch: int) -> list[tuple[int, int]]:
+        return self.histories.get(epoch, [(0, self.world)])
+
+    def plan(self, epoch: int) -> list[list[Segment]]:
+        return epoch_plan(self.shards, self.history(epoch), self.batch_size, self.seed, epoch, self.shuffle)
 
     def assignment(self, epoch: int, rank: int | None = None) -> list[int]:
-        return shard_assignment(len(self.shards), self.world, self.rank if rank is None else rank, self.seed,
-                                epoch, self.shuffle)
+        seen: list[int] = []
+        for seg in self.plan(epoch)[self.rank if rank is None else rank]:
+            if not seen or seen[-1] != seg.shard:
+                seen.append(seg.shard)
+        return seen
 
     def steps_per_epoch(self, epoch: int) -> int:
         """The same for every rank: the smallest rank's share of records, in whole batches."""
-        shares = [sum(self.shards[i].records for i in self.assignment(epoch, r)) for r in range(self.world)]
-        smallest = min(shares)
-        return smallest // self.batch_size if self.drop_last else -(-smallest // self.batch_size)
+        start = self.history(epoch)[-1][0]
+        smallest = min(sum(s.records for s in lst) for lst in self.plan(epoch))
+        per = smallest // self.batch_size if self.drop_last else -(-smallest // self.batch_size)
+        return start + per
+
+    def _payload(self, shard: Shard) -> bytes:
+        if self.blobs is not None:
+            return self.blobs[shard.name]
+        if self.cache_dir is None:
+            return self._download(shard)
+        import fcntl
+        from pathlib import Path
+
+        path = Path(self.cache_dir) / f"{shard.name}.{shard.generation}"
+        with open(f"{path}.lock", "w") as lock:  # noqa: PTH123 - a lock file handle
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                tmp = path.with_suffix(path.suffix + f".tmp{threading.get_ident()}")
+                tmp.write_bytes(self._download(shard))
+                tmp.rename(path)
+        return path.read_bytes()
+
+    def _download(self, shard: Shard) -> bytes:
+        from google.api_core import exceptions as gexc
+
+        uri = GcsUri.parse(self.manifest.uri).join(shard.name)
+        b = gcs.blob(uri, generation=shard.generation)
+        try:
+            payload: bytes = gcs.with_retries(b.download_as_bytes, f"read {uri}")
+        except gexc.NotFound:
+            raise TrainerError(
+                f"shard {uri} (generation {shard.generation}) named by the manifest is gone: "
+                "the data set changed under the run; re-run against its new version"
+            ) from None
+        if shard.crc32c and f"{zlib.crc32(payload):08x}" != shard.crc32c:
+            raise TrainerError(f"shard {uri} does not match the manifest's checksum")
+        return payload
 
     def _fetch(self, idx: int, epoch: int) -> dict[str, np.ndarray]:
         shard = self.shards[idx]
-        if self.blobs is not None:
-            payload = self.blobs[shard.name]
-        else:
-            from google.api_core import exceptions as gexc
-
-            uri = GcsUri.parse(self.manifest.uri).join(shard.name)
-            b = gcs.blob(uri, generation=shard.generation)
-            try:
-                payload = gcs.with_retries(b.download_as_bytes, f"read {uri}")
-            except gexc.NotFound:
-                raise TrainerError(f"shard {uri} (generation {shard.generation}) named by the manifest is gone: "
-                                   "the data set changed under the run; re-run against its new version") from None
-            if shard.crc32c and f"{zlib.crc32(payload):08x}" != shard.crc32c:
-                raise TrainerError(f"shard {uri} does not match the manifest's checksum")
+        payload = self._payload(shard)
         self.bytes_read += len(payload)
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = decode_shard(shard.name, payload)
+        n = len(arrays["id"])
+        if n != shard.records:
+            raise TrainerError(f"shard {shard.name} has {n} records, the manifest says {shard.records}")
         if self.shuffle:
-            perm = np.random.default_rng([self.seed, epoch, idx]).permutation(len(arrays["id"]))
+            perm = np.random.default_rng([self.seed, epoch, idx]).permutation(n)
             arrays = {k: v[perm] for k, v in arrays.items()}
         return arrays
 
-    def _stream(self, indices: list[int], epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """Shards in order, each downloaded while the one before is consumed."""
-        if self.prefetch <= 0 or len(indices) <= 1:
-            for i in indices:
-                yield self._fetch(i, epoch)
+    def _stream(self, segs: list[Segment], epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        """Segments in order, each shard downloaded while the one before is consumed."""
+        cache: dict[int, dict[str, np.ndarray]] = {}
+
+        def get(seg: Segment) -> dict[str, np.ndarray]:
+            if seg.shard not in cache:
+                cache.clear()
+                cache[seg.shard] = self._fetch(seg.shard, epoch)
+            return {k: v[seg.start : seg.end] for k, v in cache[seg.shard].items()}
+
+        if self.prefetch <= 0 or len(segs) <= 1:
+            for seg in segs:
+                yield get(seg)
             return
         q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
         def work() -> None:
             try:
-                for i in indices:
-                    item = self._fetch(i, epoch)
+                for seg in segs:
+                    item = get(seg)
                     while not stop.is_set():
                         try:
                             q.put(item, timeout=0.1)
@@ -306,7 +595,7 @@ class ShardReader:
                     if stop.is_set():
                         return
                 q.put(None)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as exc:
                 q.put(exc)
 
         t = threading.Thread(target=work, name=f"shards-{self.split}", daemon=True)
@@ -322,36 +611,40 @@ class ShardReader:
         finally:
             stop.set()
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """This rank's batches for ``epoch``, from batch ``start_step`` on (resume)."""
+    def epoch(
+        self, epoch: int, start_step: int = 0, only: Callable[[int], bool] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """This rank's batches for ``epoch``, from batch ``start_step`` on (resume).
+
+        ``only(step)``: yield only those batches (DataLoader workers split the batches of one rank);
+        a skipped batch is sliced, never decoded."""
         steps = self.steps_per_epoch(epoch)
-        indices = self.assignment(epoch)
-        skip = start_step * self.batch_size
-        first = 0
-        while first < len(indices) and skip >= self.shards[indices[first]].records:
-            skip -= self.shards[indices[first]].records
-            first += 1
+        base = self.history(epoch)[-1][0]
+        if start_step < base:
+            raise ValueError(f"start step {start_step} is before the last resize at step {base}")
+        segs = _drop_front(self.plan(epoch)[self.rank], (start_step - base) * self.batch_size)
         step = start_step
         pending: list[dict[str, np.ndarray]] = []
         have = 0
-        for arrays in self._stream(indices[first:], epoch):
-            if skip:
-                arrays = {k: v[skip:] for k, v in arrays.items()}
-                skip = 0
+        for arrays in self._stream(segs, epoch):
             pending.append(arrays)
             have += len(arrays["id"])
             while have >= self.batch_size and step < steps:
                 batch, pending, have = _take(pending, self.batch_size)
-                yield batch
+                if only is None or only(step):
+                    yield batch
                 step += 1
             if step >= steps:
                 return
         if have and step < steps and not self.drop_last:
             batch, pending, have = _take(pending, have)
-            yield batch
+            if only is None or only(step):
+                yield batch
 
 
-def _take(pending: list[dict[str, np.ndarray]], n: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
+def _take(
+    pending: list[dict[str, np.ndarray]], n: int
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
     if len(pending[0]["id"]) >= n:
         head = pending[0]
         batch = {k: v[:n] for k, v in head.items()}
@@ -385,15 +678,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "write":
             arrays, classes = source(args.source)(seed=args.seed)
-            m = write_dataset(args.uri, arrays, classes, args.shards, args.val_shards, args.val_fraction,
-                              {"source": args.source, "seed": args.seed})
-            print(json.dumps({"uri": m.uri, "manifest_generation": m.generation,
-                              "records": {k: sum(s.records for s in v) for k, v in m.splits.items()}}))
+            m = write_dataset(
+                args.uri,
+                arrays,
+                classes,
+                args.shards,
+                args.val_shards,
+                args.val_fraction,
+                {"source": args.source, "seed": args.seed},
+            )
+            print(
+                json.dumps(
+                    {
+                        "uri": m.uri,
+                        "manifest_generation": m.generation,
+                        "records": {k: sum(s.records for s in v) for k, v in m.splits.items()},
+                    }
+                )
+            )
         else:
             m = read_manifest(args.uri)
-            print(json.dumps({"uri": m.uri, "manifest_generation": m.generation, "features": m.features,
-                              "num_classes": m.num_classes,
-                              "splits": {k: [s.__dict__ for s in v] for k, v in m.splits.items()}}, indent=1))
+            print(
+                json.dumps(
+                    {
+                        "uri": m.uri,
+                        "manifest_generation": m.generation,
+                        "features": m.features,
+                        "num_classes": m.num_classes,
+                        "splits": {k: [s.__dict__ for s in v] for k, v in m.splits.items()},
+                    },
+                    indent=1,
+                )
+            )
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ What the operator sets in every PyTorchJob container (pkg/controller.v1/pytorch/
 
 - with a Master replica: ``MASTER_ADDR``/``MASTER_PORT`` (and ``PET_MASTER_ADDR``/``PET_MASTER_PORT``);
   ``RANK`` = ``PET_NODE_RANK`` = the pod's index (Master 0, Worker i → i+1), so RANK counts *pods*;
-  ``WORLD_SIZE`` = total replicas × nprocPerNode when nprocPerNode is an integer, else total replicas;
+  ``WORLD_SIZE`` = total replicas x nprocPerNode when nprocPerNode is an integer, else total replicas;
 - ``PET_NPROC_PER_NODE`` = spec.nprocPerNode (defaulted to ``auto``), ``PET_NNODES`` = total replicas
   (``min:max`` with an elasticPolicy, which also sets ``PET_RDZV_ENDPOINT``/``PET_RDZV_BACKEND``, …).
 
@@ -31,6 +31,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainer.gcs import TrainerError
 
@@ -91,13 +92,13 @@ def _cuda_devices() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return 0
-    if not os.path.exists("/dev/nvidiactl") and not os.path.exists("/proc/driver/nvidia"):
+    if not Path("/dev/nvidiactl").exists() and not Path("/proc/driver/nvidia").exists():
         return 0
     try:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0
 
 
@@ -105,24 +106,44 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
     """Global rank and world size for this process; see the module doc for the four modes."""
     env = os.environ if env is None else env
     addr = env.get("MASTER_ADDR") or env.get("PET_MASTER_ADDR")
-    port = _int(env, "MASTER_PORT", 1) if env.get("MASTER_PORT") else (
-        _int(env, "PET_MASTER_PORT", 1) if env.get("PET_MASTER_PORT") else None)
+    port = (
+        _int(env, "MASTER_PORT", 1)
+        if env.get("MASTER_PORT")
+        else (_int(env, "PET_MASTER_PORT", 1) if env.get("PET_MASTER_PORT") else None)
+    )
 
     if env.get("TORCHELASTIC_RUN_ID") is not None or env.get("LOCAL_RANK") is not None:
         rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE", 1)
         local_world = _int(env, "LOCAL_WORLD_SIZE", 1) if env.get("LOCAL_WORLD_SIZE") else 1
         if rank >= world:
             raise TrainerError(f"RANK={rank} is not below WORLD_SIZE={world}")
-        return DistEnv("torchrun", rank, world, _int(env, "LOCAL_RANK"), local_world,
-                       _int(env, "GROUP_RANK") if env.get("GROUP_RANK") else rank // local_world,
-                       max(1, world // local_world), addr, port)
+        return DistEnv(
+            "torchrun",
+            rank,
+            world,
+            _int(env, "LOCAL_RANK"),
+            local_world,
+            _int(env, "GROUP_RANK") if env.get("GROUP_RANK") else rank // local_world,
+            max(1, world // local_world),
+            addr,
+            port,
+        )
 
-    nproc = nproc_per_node(env.get("PET_NPROC_PER_NODE"), gpus)
     elastic = bool(env.get("PET_RDZV_ENDPOINT"))
+    nnodes_env = env.get("PET_NNODES", "")
+    if nnodes_env.isdigit() and int(nnodes_env) > 1 and not addr and not elastic:
+        # training-operator v1.9.4 sets MASTER_ADDR/RANK/WORLD_SIZE only when there is a Master
+        # replica, and rendezvous variables only with an elasticPolicy: each pod would train alone.
+        raise TrainerError(
+            f"PET_NNODES={nnodes_env} but neither MASTER_ADDR nor PET_RDZV_ENDPOINT is set: a PyTorchJob with "
+            "only Worker replicas needs a Master replica or an elasticPolicy (jobgen refuses such a spec)"
+        )
+    nproc = nproc_per_node(env.get("PET_NPROC_PER_NODE"), gpus)
     if nproc > 1 or elastic:
         nnodes = env.get("PET_NNODES", "1")
-        node_rank = _int(env, "PET_NODE_RANK") if env.get("PET_NODE_RANK") else (
-            _int(env, "RANK") if env.get("RANK") else 0)
+        node_rank = (
+            _int(env, "PET_NODE_RANK") if env.get("PET_NODE_RANK") else (_int(env, "RANK") if env.get("RANK") else 0)
+        )
         fixed = nnodes.isdigit()
         world = int(nnodes) * nproc if fixed else -1  # elastic: known after rendezvous
         return DistEnv("launch", -1, world, -1, nproc, node_rank, int(nnodes) if fixed else -1, addr, port)
@@ -142,12 +163,19 @@ def resolve(env: Mapping[str, str] | None = None, gpus: int | None = None) -> Di
     return DistEnv("single", 0, 1, 0, 1, 0, 1, addr, port)
 
 
-def torchrun_argv(dist: DistEnv, module: str, args: list[str]) -> list[str]:
-    """The command that re-executes ``python -m module args`` under torchrun in this pod.
+def job_name(env: Mapping[str, str] | None = None) -> str:
+    """The PyTorchJob/TFJob name, from JOB_NAME (jobgen sets it on every replica); "" when unknown."""
+    env = os.environ if env is None else env
+    return env.get("JOB_NAME", "").strip()
 
-    torchrun takes nnodes/node-rank/master/rendezvous options from the operator's PET_* variables;
-    only nproc-per-node is passed explicitly, resolved (``auto``/``gpu`` → a number)."""
+
+def torchrun_argv(dist: DistEnv, target: list[str], args: list[str]) -> list[str]:
+    """The command that re-executes ``target args`` under torchrun in this pod.
+
+    ``target`` is ``["-m", "module"]`` or ``["script.py"]``. torchrun takes nnodes/node-rank/master/
+    rendezvous options from the operator's PET_* variables; only nproc-per-node is passed
+    explicitly, resolved (``auto``/``gpu`` → a number)."""
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={dist.local_world_size}"]
     if dist.nnodes == 1 and not os.environ.get("PET_RDZV_ENDPOINT") and not dist.master_addr:
         argv.append("--standalone")
-    return [*argv, "-m", module, *args]
+    return [*argv, *target, *args]

@@ -33,7 +33,7 @@ class GcsUri:
     def parse(cls, uri: str, what: str = "URI") -> GcsUri:
         if not isinstance(uri, str) or not uri.startswith("gs://"):
             raise TrainerError(f"{what} must be a gs://bucket/path URI, got {uri!r}")
-        rest = uri[len("gs://"):]
+        rest = uri[len("gs://") :]
         bucket, _, path = rest.partition("/")
         if not bucket or any(c in bucket for c in " \t\n#?*[]"):
             raise TrainerError(f"{what} has no valid bucket name: {uri!r}")
@@ -47,7 +47,7 @@ class GcsUri:
         return f"gs://{self.bucket}/{self.path}" if self.path else f"gs://{self.bucket}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def client():  # type: ignore[no-untyped-def]
     """One storage client per process. Anonymous against the emulator, ADC otherwise."""
     from google.cloud import storage
@@ -56,7 +56,7 @@ def client():  # type: ignore[no-untyped-def]
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())
+        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]  # google-auth: untyped __init__
     return storage.Client(project=project)
 
 
@@ -69,30 +69,50 @@ def _transient(exc: BaseException) -> bool:
 
     if isinstance(exc, gexc.GoogleAPICallError) and exc.code in (408, 429, 500, 502, 503, 504):
         return True
-    try:
-        import requests
-
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    if requests_transient(exc):
+        return True
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = 6, base: float = 0.2, cap: float = 10.0,
-                 transient: Callable[[BaseException], bool] = _transient,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def requests_transient(exc: BaseException) -> bool:
+    """A connection error or timeout of requests/urllib3 (the storage client's transport), by class
+    name: requests ships no type stubs and its errors are not the builtin ConnectionError."""
+    names = {c.__name__ for c in type(exc).__mro__ if c.__module__.startswith(("requests", "urllib3"))}
+    return bool(
+        names
+        & {
+            "ConnectionError",
+            "Timeout",
+            "ChunkedEncodingError",
+            "ProtocolError",
+            "ReadTimeoutError",
+            "NewConnectionError",
+            "MaxRetryError",
+        }
+    )
+
+
+def with_retries(
+    fn: Callable[[], T],
+    what: str,
+    attempts: int = 6,
+    base: float = 0.2,
+    cap: float = 10.0,
+    transient: Callable[[BaseException], bool] = _transient,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call ``fn`` until it succeeds, retrying transient errors with exponential backoff and full jitter.
 
     Non-transient errors (404, 403, precondition failures, …) are raised at once."""
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if attempt == attempts or not transient(exc):
                 raise
             delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-            log.warning("%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt,
-                        attempts - 1, delay)
+            log.warning(
+                "%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt, attempts - 1, delay
+            )
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -30,13 +30,18 @@ class MLP(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(input_dim, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
 
 def default_model(input_dim: int, num_classes: int, args: argparse.Namespace) -> nn.Module:
@@ -58,5 +63,5 @@ def torchscript(model: nn.Module) -> Any | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.jit.script(copy.deepcopy(model).cpu().eval())
-    except Exception:  # noqa: BLE001 - many user models are not scriptable; state_dict still ships
+    except Exception:
         return None

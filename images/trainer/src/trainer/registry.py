@@ -3,13 +3,18 @@
 No torch or TensorFlow import here: the PyTorch and TF trainers share it. Layout, for
 ``OUTPUT_URI=gs://<models>/<model>``::
 
-    <version>/model.pt          # PyTorch: state_dict (+ model.torchscript.pt when scriptable)
+    <version>/model.pt          # PyTorch: state_dict
+    <version>/model.pt2         # PyTorch: torch.export program (input signature: lineage.json "export")
     <version>/saved_model/…     # TensorFlow: a SavedModel directory (tf_trainer)
     <version>/metrics.json      # final metrics, the promotion metric named
     <version>/lineage.json      # data URI + generations, job, image, hyperparameters, code, times, world size
     <version>/curves.csv        # step, epoch, train_loss, val_loss, val_accuracy, lr per epoch
     <version>/_COMPLETE         # written last: a version without it is unfinished
     LATEST                      # {"version", "uri", "metric", "value", "mode", "promoted_at"}
+
+Versions are unique: ``v<UTC time>-<8 random hex>`` by default, and every object of a version is
+uploaded with ``ifGenerationMatch=0``, so two publishers of the same version (sweep trials with a
+pinned version) cannot overwrite each other: the second fails with a message.
 
 Promotion reads LATEST with its generation, compares metrics, and writes the new pointer with
 ``ifGenerationMatch`` = that generation (0 when there is none). A lost race (HTTP 412) re-reads and
@@ -20,6 +25,7 @@ and a worse one never replaces a better one.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -41,6 +47,64 @@ CURVE_FIELDS = ["step", "epoch", "train_loss", "val_loss", "val_accuracy", "lr"]
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def new_version() -> str:
+    """A version id that cannot collide: UTC time to the second plus 32 random bits."""
+    import secrets
+
+    return time.strftime("v%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def image_lineage(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The image reference, its digest when known, and the git SHA (set by the Dockerfile/deploy).
+
+    ``TRAINER_IMAGE_DIGEST`` (sha256:…) wins; else a digest inside ``TRAINER_IMAGE`` (…@sha256:…)."""
+    import os
+    import re
+
+    env = os.environ if env is None else env
+    image = env.get("TRAINER_IMAGE", "")
+    digest = env.get("TRAINER_IMAGE_DIGEST", "")
+    if not digest:
+        m = re.search(r"@(sha256:[0-9a-f]{64})$", image)
+        digest = m.group(1) if m else ""
+    return {"image": image, "image_digest": digest or None, "git_sha": env.get("TRAINER_GIT_SHA", "")}
+
+
+def torch_files(net: Any, example: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """``model.pt`` (state_dict) and ``model.pt2`` (torch.export program with a dynamic batch
+    dimension), and what happened to the export (its input signature, or why it failed)."""
+    import copy
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    files = {"model.pt": buf.getvalue()}
+    cpu = copy.deepcopy(net).cpu().eval()
+    x = example.detach().cpu()
+    if x.is_floating_point():
+        x = x.float()
+    info: dict[str, Any] = {
+        "ok": False,
+        "input": {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""), "dynamic_dims": [0]},
+    }
+    try:
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        with torch.no_grad():
+            prog = torch.export.export(cpu, (x,), dynamic_shapes=({0: batch},))
+        pbuf = io.BytesIO()
+        torch.export.save(prog, pbuf)
+        files["model.pt2"] = pbuf.getvalue()
+        info["ok"] = True
+    except Exception as exc:
+        info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log.error(  # noqa: TRY400 - the reason is recorded; a traceback would bury it
+            "torch.export could not export the model (%s): publishing model.pt only", info["error"]
+        )
+    return files, info
 
 
 def better(value: float, current: float, mode: str) -> bool:
@@ -74,13 +138,21 @@ class Registry:
     def __init__(self, output_uri: str) -> None:
         self.base = GcsUri.parse(output_uri, "OUTPUT_URI")
         if not self.base.path:
-            raise TrainerError(f"OUTPUT_URI must name a model under a bucket, gs://<models>/<model>, got {output_uri!r}")
+            raise TrainerError(
+                f"OUTPUT_URI must name a model under a bucket, gs://<models>/<model>, got {output_uri!r}"
+            )
 
     def version_uri(self, version: str) -> GcsUri:
         return self.base.join(version)
 
-    def publish(self, version: str, files: Mapping[str, bytes], metrics: Mapping[str, Any],
-                lineage: Mapping[str, Any], curves: Sequence[Mapping[str, Any]]) -> str:
+    def publish(
+        self,
+        version: str,
+        files: Mapping[str, bytes],
+        metrics: Mapping[str, Any],
+        lineage: Mapping[str, Any],
+        curves: Sequence[Mapping[str, Any]],
+    ) -> str:
         """Upload one version's files; ``_COMPLETE`` last. Returns the version's URI."""
         if not version or "/" in version or version in (LATEST, COMPLETE) or version.startswith("."):
             raise TrainerError(f"bad model version {version!r}")
@@ -89,13 +161,32 @@ class Registry:
         objects["metrics.json"] = json.dumps(dict(metrics), indent=1, sort_keys=True).encode()
         objects["lineage.json"] = json.dumps(dict(lineage), indent=1, sort_keys=True, default=str).encode()
         objects["curves.csv"] = curves_csv(curves)
+        from google.api_core import exceptions as gexc
+
+        objects[COMPLETE] = now().encode()  # last (dicts keep insertion order)
         for name, data in objects.items():
             b = gcs.blob(vuri.join(name))
-            ctype = "application/json" if name.endswith(".json") else (
-                "text/csv" if name.endswith(".csv") else "application/octet-stream")
-            gcs.with_retries(lambda b=b, d=data, c=ctype: b.upload_from_string(d, content_type=c), f"upload {vuri.join(name)}")
-        done = gcs.blob(vuri.join(COMPLETE))
-        gcs.with_retries(lambda: done.upload_from_string(now(), content_type="text/plain"), f"upload {vuri.join(COMPLETE)}")
+            ctype = (
+                "application/json"
+                if name.endswith(".json")
+                else (
+                    "text/csv"
+                    if name.endswith(".csv")
+                    else "text/plain"
+                    if name == COMPLETE
+                    else "application/octet-stream"
+                )
+            )
+            try:
+                gcs.with_retries(
+                    functools.partial(b.upload_from_string, data, content_type=ctype, if_generation_match=0),
+                    f"upload {vuri.join(name)}",
+                )
+            except gexc.PreconditionFailed:
+                raise TrainerError(
+                    f"model version {version} exists already at {vuri} ({name}): versions are "
+                    "immutable; pick another --model-version (or leave it unset for a unique one)"
+                ) from None
         return str(vuri)
 
     def latest(self) -> tuple[dict[str, Any] | None, int]:
@@ -111,27 +202,36 @@ class Registry:
             return self.latest()  # replaced between the two calls: read again
         return json.loads(raw), int(b.generation)
 
-    def promote(self, version: str, metric: str, value: float, mode: str = "max",
-                max_attempts: int = 100) -> Promotion:
+    def promote(self, version: str, metric: str, value: float, mode: str = "max", max_attempts: int = 100) -> Promotion:
         """Point LATEST at ``version`` if ``value`` beats the current LATEST's (compare-and-swap)."""
         from google.api_core import exceptions as gexc
 
         if mode not in ("max", "min"):
             raise TrainerError(f"promotion mode must be max or min, got {mode!r}")
-        doc = {"version": version, "uri": str(self.version_uri(version)), "metric": metric, "value": float(value),
-               "mode": mode, "promoted_at": now()}
+        doc = {
+            "version": version,
+            "uri": str(self.version_uri(version)),
+            "metric": metric,
+            "value": float(value),
+            "mode": mode,
+            "promoted_at": now(),
+        }
         for attempt in range(1, max_attempts + 1):
             cur, gen = self.latest()
             if cur is not None:
-                if cur.get("metric") != metric:
-                    log.warning("LATEST of %s was promoted on %r, not %r: comparing the values anyway",
-                                self.base, cur.get("metric"), metric)
+                if cur.get("metric") != metric or cur.get("mode", mode) != mode:
+                    raise TrainerError(
+                        f"cannot promote {version}: LATEST of {self.base} ({cur.get('version')}) was promoted on "
+                        f"{cur.get('metric')!r} ({cur.get('mode')}), this model on {metric!r} ({mode}); values of "
+                        "different metrics are not comparable. Promote on the same --metric, or move LATEST by hand"
+                    )
                 if cur.get("version") == version or not better(float(value), float(cur.get("value", math.nan)), mode):
                     return Promotion(False, cur, attempt)
             b = gcs.blob(self.base.join(LATEST))
             try:
-                b.upload_from_string(json.dumps(doc, indent=1), content_type="application/json",
-                                     if_generation_match=gen)
+                b.upload_from_string(
+                    json.dumps(doc, indent=1), content_type="application/json", if_generation_match=gen
+                )
                 return Promotion(True, doc, attempt)
             except gexc.PreconditionFailed:
                 time.sleep(0.01 * attempt)  # somebody else moved it: read again and compare
