@@ -16,7 +16,6 @@ Data sets themselves come from ``DATA_URI`` in the shard format (``python -m tra
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import numpy as np
 import torch
@@ -52,16 +51,3 @@ def default_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Ten
     x = torch.from_numpy(np.ascontiguousarray(batch["x"], dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(batch["y"], dtype=np.int64))
     return x, y
-
-
-def torchscript(model: nn.Module) -> Any | None:
-    """A scripted copy of the model when TorchScript can compile it, else None."""
-    import copy
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.script(copy.deepcopy(model).cpu().eval())
-    except Exception:
-        return None
