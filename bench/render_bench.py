@@ -63,8 +63,15 @@ def main() -> int:
         baseline = throughput(lambda: yaml.load(text, Loader=yaml.CSafeLoader), args.seconds)
         rate = throughput(lambda: render(spec), args.seconds)
         rate_validated = throughput(lambda: manifest_problems(render(spec)), args.seconds)
-        rows.append({"spec": path.name, "renders_per_s": round(rate), "render_and_validate_per_s": round(rate_validated),
-                     "baseline_yaml_parse_per_s": round(baseline), "render_vs_baseline": round(rate / baseline, 2)})
+        rows.append(
+            {
+                "spec": path.name,
+                "renders_per_s": round(rate),
+                "render_and_validate_per_s": round(rate_validated),
+                "baseline_yaml_parse_per_s": round(baseline),
+                "render_vs_baseline": round(rate / baseline, 2),
+            }
+        )
     results["throughput"] = rows
 
     jobgen = str(Path(sys.executable).parent / "jobgen")
@@ -89,8 +96,10 @@ def main() -> int:
     ok_rate = worst >= 1000
     ok_cold = cs["median_s"] <= 0.3 or cs["ratio_to_floor"] <= 2
     print(f"\nrender throughput: worst {worst}/s (target >= 1000): {'ok' if ok_rate else 'MISSED'}")
-    print(f"cold start: {cs['median_s']}s, {cs['ratio_to_floor']}x the floor {cs['floor_median_s']}s "
-          f"(target <= 0.3 s or <= 2x): {'ok' if ok_cold else 'MISSED'}")
+    print(
+        f"cold start: {cs['median_s']}s, {cs['ratio_to_floor']}x the floor {cs['floor_median_s']}s "
+        f"(target <= 0.3 s or <= 2x): {'ok' if ok_cold else 'MISSED'}"
+    )
     return 0 if ok_rate and ok_cold else 1
 
 

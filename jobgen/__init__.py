@@ -5,4 +5,3 @@ clients) are imported only by the functions that use them.
 """
 
 __version__ = "0.1.0"
-

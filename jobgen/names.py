@@ -117,15 +117,19 @@ def qualified_name_problem(key: str) -> str | None:
     if slash and (not prefix or len(prefix) > 253 or not _QUALIFIED_PREFIX.fullmatch(prefix)):
         return f"{key!r} has an invalid prefix; expected a DNS-1123 subdomain before '/'"
     if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
-        return (f"{key!r} is not a qualified name; expected [prefix/]name with a name of at most 63 characters "
-                "[A-Za-z0-9-_.], starting and ending alphanumeric")
+        return (
+            f"{key!r} is not a qualified name; expected [prefix/]name with a name of at most 63 characters "
+            "[A-Za-z0-9-_.], starting and ending alphanumeric"
+        )
     return None
 
 
 def label_value_problem(value: str) -> str | None:
     if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
-        return (f"{value!r} is not a valid label value; expected at most 63 characters [A-Za-z0-9-_.], "
-                "starting and ending alphanumeric")
+        return (
+            f"{value!r} is not a valid label value; expected at most 63 characters [A-Za-z0-9-_.], "
+            "starting and ending alphanumeric"
+        )
     return None
 
 
@@ -140,8 +144,10 @@ def image_problem(image: str) -> str | None:
     """An OCI image reference: ``[registry[:port]/]path[:tag][@algorithm:hex]``."""
     match = _IMAGE.fullmatch(image) if len(image) <= 1024 else None
     if match is None:
-        return (f"{image!r} is not an image reference; expected [registry[:port]/]repository[:tag][@sha256:<hex>] "
-                "with a lower-case repository path")
+        return (
+            f"{image!r} is not an image reference; expected [registry[:port]/]repository[:tag][@sha256:<hex>] "
+            "with a lower-case repository path"
+        )
     if len(match.group("name")) > IMAGE_NAME_MAX:
         return f"the image name of {image!r} is longer than {IMAGE_NAME_MAX} characters"
     return None

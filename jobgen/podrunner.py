@@ -55,12 +55,15 @@ def downward_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, st
             continue
         path = ref["fieldPath"]
         if path.startswith("metadata.annotations['") and path.endswith("']"):
-            value = (meta.get("annotations") or {}).get(path[len("metadata.annotations['"):-2])
+            value = (meta.get("annotations") or {}).get(path[len("metadata.annotations['") : -2])
         elif path.startswith("metadata.labels['") and path.endswith("']"):
-            value = (meta.get("labels") or {}).get(path[len("metadata.labels['"):-2])
+            value = (meta.get("labels") or {}).get(path[len("metadata.labels['") : -2])
         else:
-            value = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-                     "metadata.uid": meta.get("uid")}.get(path)
+            value = {
+                "metadata.name": meta.get("name"),
+                "metadata.namespace": meta.get("namespace"),
+                "metadata.uid": meta.get("uid"),
+            }.get(path)
         if value is not None:
             out[e["name"]] = value
     return out
@@ -75,8 +78,15 @@ class Running:
 
 
 class PodRunner:
-    def __init__(self, cluster: Cluster, namespace: str, log_dir: Path, echo: IO[str] | None = None,
-                 cwd: str | None = None, poll: float = 0.5) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log_dir: Path,
+        echo: IO[str] | None = None,
+        cwd: str | None = None,
+        poll: float = 0.5,
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_dir = log_dir
@@ -103,8 +113,11 @@ class PodRunner:
             live.add(name)
             if pod["metadata"].get("deletionTimestamp") is not None:
                 continue
-            if (pod.get("status") or {}).get("phase") == "Running" and name not in self.running \
-                    and name not in self.done:
+            if (
+                (pod.get("status") or {}).get("phase") == "Running"
+                and name not in self.running
+                and name not in self.done
+            ):
                 self._start(pod)
         for name, run in list(self.running.items()):
             code = run.process.poll()
@@ -137,8 +150,15 @@ class PodRunner:
             self.done[name] = 127
             self._report(name, 127)
             return
-        process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
         self.running[name] = Running(pod=name, job=job, process=process, log=log)
         self._say(f"  {name}: started pid {process.pid} (log {self.log_dir / (name + '.log')})")
 
@@ -171,8 +191,9 @@ class PodRunner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobgen.podrunner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobgen.podrunner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--namespace", default="training")
     parser.add_argument("--log-dir", type=Path, default=Path("pod-logs"))
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))

@@ -78,7 +78,7 @@ def _plain(value: Any) -> Any:
 def _fill(node: Any, slots: list[Any], used: set[int]) -> Any:
     if isinstance(node, str):
         if node.startswith(_SLOT):
-            index = int(node[len(_SLOT):])
+            index = int(node[len(_SLOT) :])
             used.add(index)
             return _plain(slots[index])
         return node
@@ -196,8 +196,12 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     for vol in spec.volumes.gcsfuse:
         attrs = _drop_none({"bucketName": vol.bucket, "mountOptions": vol.mount_options})
-        volumes.append({"name": vol.name, "csi": {"driver": "gcsfuse.csi.storage.gke.io",
-                                                   "readOnly": vol.read_only, "volumeAttributes": attrs}})
+        volumes.append(
+            {
+                "name": vol.name,
+                "csi": {"driver": "gcsfuse.csi.storage.gke.io", "readOnly": vol.read_only, "volumeAttributes": attrs},
+            }
+        )
         mounts.append({"name": vol.name, "mountPath": vol.mount_path, "readOnly": vol.read_only})
     pod_annotations = dict(spec.pod_annotations)
     if spec.volumes.gcsfuse:
@@ -266,7 +270,8 @@ def _role(
         "replicas": rep.replicas,
         "restart_policy": rep.restart_policy or spec.restart_policy,
         "termination_grace_period_seconds": (place.termination_grace_period_seconds or SPOT_GRACE_SECONDS)
-        if place.spot else None,
+        if place.spot
+        else None,
         "pod_labels": dict(pod_labels),
         "pod_annotations": dict(pod_annotations),
         "service_account": spec.service_account,
@@ -284,8 +289,9 @@ def _role(
     }
 
 
-def render(spec: JobSpec, params: dict[str, Any] | None = None, template_dir: str | None = None,
-           source: str | None = None) -> dict[str, Any]:
+def render(
+    spec: JobSpec, params: dict[str, Any] | None = None, template_dir: str | None = None, source: str | None = None
+) -> dict[str, Any]:
     """Render ``spec`` to a manifest (a plain dict)."""
     values = resolve_params(spec, params, source)
     template_dir = template_dir or os.environ.get("JOBGEN_TEMPLATES") or None
@@ -297,8 +303,10 @@ def render(spec: JobSpec, params: dict[str, Any] | None = None, template_dir: st
         used: set[int] = set()
         manifest = _fill(yaml.load(text, Loader=_Loader), slots, used)  # noqa: S506 - a SafeLoader
         if len(used) != len(slots):
-            raise TemplateValueError("every {{ expression }} must be a whole YAML value (a key, or what follows "
-                                     "'key: ' or '- '); build strings inside the expression, e.g. {{ a ~ '-' ~ b }}")
+            raise TemplateValueError(
+                "every {{ expression }} must be a whole YAML value (a key, or what follows "
+                "'key: ' or '- '); build strings inside the expression, e.g. {{ a ~ '-' ~ b }}"
+            )
     except jinja2.TemplateNotFound as exc:
         where = f"{template_dir} or the packaged templates" if template_dir else "the packaged templates"
         raise UserError.one("template", f"template {exc.name!r} not found in {where}", source) from None

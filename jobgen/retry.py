@@ -24,10 +24,16 @@ INITIAL_SECONDS = 0.2
 MAX_SECONDS = 10.0
 
 
-def policy(is_transient: Callable[[BaseException], bool], *, deadline: float | None = 30.0,
-           initial: float = INITIAL_SECONDS, maximum: float = MAX_SECONDS, what: str = "",
-           sleep: Callable[[float], None] = time.sleep,
-           stop_early: Callable[[], bool] | None = None) -> Retrying:
+def policy(
+    is_transient: Callable[[BaseException], bool],
+    *,
+    deadline: float | None = 30.0,
+    initial: float = INITIAL_SECONDS,
+    maximum: float = MAX_SECONDS,
+    what: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+    stop_early: Callable[[], bool] | None = None,
+) -> Retrying:
     """A tenacity ``Retrying`` for transient failures (``stop_early()`` true ends the retries)."""
     from tenacity import (
         Retrying,
@@ -48,12 +54,18 @@ def policy(is_transient: Callable[[BaseException], bool], *, deadline: float | N
         wait = getattr(getattr(state, "next_action", None), "sleep", 0.0)
         log.info("%s failed (%s: %s); retrying in %.2fs", what or "call", type(exc).__name__, exc, wait)
 
-    return Retrying(retry=retry_if_exception(is_transient), stop=stop_any(*stops),
-                    wait=wait_random_exponential(multiplier=initial, max=maximum), sleep=sleep,
-                    before_sleep=before_sleep, reraise=True)
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_any(*stops),
+        wait=wait_random_exponential(multiplier=initial, max=maximum),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
-def call(fn: Callable[[], T], is_transient: Callable[[BaseException], bool], *, deadline: float | None = 30.0,
-         what: str = "") -> T:
+def call(
+    fn: Callable[[], T], is_transient: Callable[[BaseException], bool], *, deadline: float | None = 30.0, what: str = ""
+) -> T:
     """``fn()`` under :func:`policy`."""
     return policy(is_transient, deadline=deadline, what=what)(fn)

@@ -174,7 +174,9 @@ class Placement(_Model):
     @classmethod
     def _accelerator(cls, v: str | None) -> str | None:
         if v is not None and not _ACCELERATOR.fullmatch(v):
-            raise ValueError(f"{v!r} is not a GKE accelerator type; expected e.g. nvidia-l4, nvidia-tesla-t4, nvidia-h100-80gb")
+            raise ValueError(
+                f"{v!r} is not a GKE accelerator type; expected e.g. nvidia-l4, nvidia-tesla-t4, nvidia-h100-80gb"
+            )
         return v
 
     @field_validator("priority_class", "queue")
@@ -394,7 +396,9 @@ class JobSpec(_Model):
         allowed = ROLES[self.kind]
         for role in self.replicas:
             if role not in allowed:
-                raise FieldError(("replicas", role), f"unknown replica type for {self.kind}; expected one of {', '.join(allowed)}")
+                raise FieldError(
+                    ("replicas", role), f"unknown replica type for {self.kind}; expected one of {', '.join(allowed)}"
+                )
         if not self.replicas:
             raise FieldError(("replicas",), f"at least one replica type is required ({', '.join(allowed)})")
         if self.kind == "PyTorchJob":
@@ -402,16 +406,24 @@ class JobSpec(_Model):
             if master is not None and master.replicas != 1:
                 raise FieldError(("replicas", "Master", "replicas"), f"must be exactly 1, got {master.replicas}")
             worker_only = self.replicas.get("Worker")
-            if master is None and worker_only is not None and worker_only.replicas > 1 and not (
-                    self.distribution and self.distribution.elastic):
-                raise FieldError(("replicas", "Worker", "replicas"),
-                          f"{worker_only.replicas} Worker pods without a Master replica or distribution.elastic: "
-                          "training-operator v1.9.4 then sets no MASTER_ADDR/RANK/WORLD_SIZE and every pod would "
-                          "train alone; add replicas.Master (replicas: 1) or distribution.elastic")
+            if (
+                master is None
+                and worker_only is not None
+                and worker_only.replicas > 1
+                and not (self.distribution and self.distribution.elastic)
+            ):
+                raise FieldError(
+                    ("replicas", "Worker", "replicas"),
+                    f"{worker_only.replicas} Worker pods without a Master replica or distribution.elastic: "
+                    "training-operator v1.9.4 then sets no MASTER_ADDR/RANK/WORLD_SIZE and every pod would "
+                    "train alone; add replicas.Master (replicas: 1) or distribution.elastic",
+                )
             if self.distribution and self.distribution.elastic:
                 worker = self.replicas.get("Worker")
                 if worker is None:
-                    raise FieldError(("replicas", "Worker"), "a Worker role is required when distribution.elastic is set")
+                    raise FieldError(
+                        ("replicas", "Worker"), "a Worker role is required when distribution.elastic is set"
+                    )
                 el = self.distribution.elastic
                 if not el.min_replicas <= worker.replicas <= el.max_replicas:
                     raise FieldError(
@@ -431,19 +443,28 @@ class JobSpec(_Model):
             res = rep.resources or self.resources
             where = ("replicas", role, "resources", "gpu") if rep.resources else ("resources", "gpu")
             if res.gpu > 0 and not self.placement.accelerator:
-                raise FieldError(where, f"gpu is {res.gpu} but placement.accelerator is not set; expected an accelerator "
-                          "type such as nvidia-l4 (GKE schedules GPUs by accelerator)")
+                raise FieldError(
+                    where,
+                    f"gpu is {res.gpu} but placement.accelerator is not set; expected an accelerator "
+                    "type such as nvidia-l4 (GKE schedules GPUs by accelerator)",
+                )
         self._check_name()
         return self
 
     def _check_name(self) -> None:
         if not is_dns1035(self.name, 10_000):
-            raise FieldError(("name",), f"{self.name!r} is not a DNS-1035 label; expected lower-case letters, digits "
-                      "and '-', starting with a letter and ending alphanumeric")
+            raise FieldError(
+                ("name",),
+                f"{self.name!r} is not a DNS-1035 label; expected lower-case letters, digits "
+                "and '-', starting with a letter and ending alphanumeric",
+            )
         limit = max_job_name_len(self.role_sizes())
         if len(self.name) > min(limit, DNS1035_MAX):
-            raise FieldError(("name",), f"{self.name!r} is {len(self.name)} characters; at most {limit} fit, so that "
-                      "every pod name <job>-<role>-<n> stays within 63 characters")
+            raise FieldError(
+                ("name",),
+                f"{self.name!r} is {len(self.name)} characters; at most {limit} fit, so that "
+                "every pod name <job>-<role>-<n> stays within 63 characters",
+            )
 
     def role_sizes(self) -> dict[str, int]:
         """Lower-cased role → largest replica count it can reach (elastic maxReplicas for Worker)."""
@@ -451,8 +472,6 @@ class JobSpec(_Model):
         if self.distribution and self.distribution.elastic and "worker" in sizes:
             sizes["worker"] = max(sizes["worker"], self.distribution.elastic.max_replicas)
         return sizes
-
-
 
 
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -491,11 +510,15 @@ def coerce_param(hp: Hyperparameter, value: Any) -> Any:
         low = hp.min if hp.min is not None else -DEFAULT_NUMBER_BOUND
         high = hp.max if hp.max is not None else DEFAULT_NUMBER_BOUND
         if value < low:
-            raise ValueError(f"{value!r} is below the minimum {low}" + ("" if hp.min is not None else " (the default "
-                             "bound of a hyperparameter without min)"))
+            raise ValueError(
+                f"{value!r} is below the minimum {low}"
+                + ("" if hp.min is not None else " (the default bound of a hyperparameter without min)")
+            )
         if value > high:
-            raise ValueError(f"{value!r} is above the maximum {high}" + ("" if hp.max is not None else " (the default "
-                             "bound of a hyperparameter without max)"))
+            raise ValueError(
+                f"{value!r} is above the maximum {high}"
+                + ("" if hp.max is not None else " (the default bound of a hyperparameter without max)")
+            )
     if hp.type == "str" and len(value) > STRING_PARAM_MAX:
         raise ValueError(f"is {len(value)} characters; at most {STRING_PARAM_MAX}")
     if hp.choices is not None and value not in hp.choices:

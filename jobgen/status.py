@@ -84,8 +84,12 @@ def pending_reason(pods: list[dict[str, Any]], events: list[dict[str, Any]] | No
     return ""
 
 
-def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None,
-              events: list[dict[str, Any]] | None = None, now: dt.datetime | None = None) -> JobStatus:
+def summarize(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    now: dt.datetime | None = None,
+) -> JobStatus:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
     state, cond = state_of(job)
@@ -96,13 +100,20 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None,
     for role in typed.replica_specs:
         rs = replica_status.get(role) or {}
         ready = sum(
-            1 for p in pods
-            if ((p.get("metadata") or {}).get("labels") or {}).get(REPLICA_TYPE_LABEL) == role.lower()
-            and _pod_ready(p)
+            1
+            for p in pods
+            if ((p.get("metadata") or {}).get("labels") or {}).get(REPLICA_TYPE_LABEL) == role.lower() and _pod_ready(p)
         )
-        roles.append(RoleStatus(role=role, desired=typed.replica_count(role), ready=ready,
-                                active=int(rs.get("active", 0)), succeeded=int(rs.get("succeeded", 0)),
-                                failed=int(rs.get("failed", 0))))
+        roles.append(
+            RoleStatus(
+                role=role,
+                desired=typed.replica_count(role),
+                ready=ready,
+                active=int(rs.get("active", 0)),
+                succeeded=int(rs.get("succeeded", 0)),
+                failed=int(rs.get("failed", 0)),
+            )
+        )
     reason = ""
     if state in ("Failed", "Restarting") and cond:
         reason = f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ")
@@ -113,8 +124,15 @@ def summarize(job: dict[str, Any], pods: list[dict[str, Any]] | None = None,
         reason = "no status yet: is the training-operator running?"
     elif state in ("Pending", "Running") and any(r.ready < r.desired for r in roles):
         reason = pending_reason(pods, events)
-    return JobStatus(name=meta.get("name", "?"), namespace=meta.get("namespace", ""), kind=job.get("kind", "?"),
-                     state=state, age=format_age(meta.get("creationTimestamp"), now), roles=roles, reason=reason)
+    return JobStatus(
+        name=meta.get("name", "?"),
+        namespace=meta.get("namespace", ""),
+        kind=job.get("kind", "?"),
+        state=state,
+        age=format_age(meta.get("creationTimestamp"), now),
+        roles=roles,
+        reason=reason,
+    )
 
 
 def table(rows: list[list[str]]) -> str:
@@ -130,6 +148,16 @@ def status_table(statuses: list[JobStatus], wide_reason: bool = True) -> str:
     rows = [["NAME", "KIND", "STATE", "READY", "SUCCEEDED", "FAILED", "AGE", "REASON"]]
     for st in statuses:
         ready = " ".join(f"{r.role}:{r.ready}/{r.desired}" for r in st.roles) or "-"
-        rows.append([st.name, st.kind, st.state, ready, str(sum(r.succeeded for r in st.roles)),
-                     str(sum(r.failed for r in st.roles)), st.age, st.reason if wide_reason else st.reason[:60]])
+        rows.append(
+            [
+                st.name,
+                st.kind,
+                st.state,
+                ready,
+                str(sum(r.succeeded for r in st.roles)),
+                str(sum(r.failed for r in st.roles)),
+                st.age,
+                st.reason if wide_reason else st.reason[:60],
+            ]
+        )
     return table(rows)

@@ -87,11 +87,15 @@ def _sample(hp: Hyperparameter, rng: random.Random) -> Any:
 
 def random_trials(spec: JobSpec, count: int, seed: int) -> list[dict[str, Any]]:
     """``count`` samples of every hyperparameter that has choices, a min and max, or is a bool."""
-    searchable = {n: hp for n, hp in spec.hyperparameters.items()
-                  if hp.choices or hp.type == "bool" or (hp.min is not None and hp.max is not None)}
+    searchable = {
+        n: hp
+        for n, hp in spec.hyperparameters.items()
+        if hp.choices or hp.type == "bool" or (hp.min is not None and hp.max is not None)
+    }
     if not searchable:
-        raise UserError.one("hyperparameters", "--random needs hyperparameters with choices, or min and max, "
-                            "to sample from")
+        raise UserError.one(
+            "hyperparameters", "--random needs hyperparameters with choices, or min and max, to sample from"
+        )
     rng = random.Random(seed)
     return [{n: _sample(hp, rng) for n, hp in searchable.items()} for _ in range(count)]
 
@@ -100,14 +104,16 @@ def sweep_name(spec: JobSpec, trials: list[dict[str, Any]], name: str | None) ->
     """The given name, or ``<job>-<hash of the trials>``: the same sweep always gets the same name."""
     if name is not None:
         if not is_dns1035(name, SWEEP_NAME_MAX):
-            raise UserError.one("--name", f"{name!r} is not valid; expected a DNS-1035 label of at most "
-                                f"{SWEEP_NAME_MAX} characters")
+            raise UserError.one(
+                "--name", f"{name!r} is not valid; expected a DNS-1035 label of at most {SWEEP_NAME_MAX} characters"
+            )
         return name
     return derived(spec.name, json.dumps([spec.name, trials], sort_keys=True, default=str), SWEEP_NAME_MAX)
 
 
-def plan(spec: JobSpec, grid: dict[str, list[Any]] | None, random_count: int | None, seed: int,
-         name: str | None) -> tuple[str, list[Trial]]:
+def plan(
+    spec: JobSpec, grid: dict[str, list[Any]] | None, random_count: int | None, seed: int, name: str | None
+) -> tuple[str, list[Trial]]:
     if grid:
         keys = list(grid)
         combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
@@ -128,8 +134,9 @@ def plan(spec: JobSpec, grid: dict[str, list[Any]] | None, random_count: int | N
     return sweep, trials
 
 
-def manifests(spec: JobSpec, sweep: str, trials: list[Trial], parallelism: int, template_dir: str | None,
-              source: str | None) -> list[dict[str, Any]]:
+def manifests(
+    spec: JobSpec, sweep: str, trials: list[Trial], parallelism: int, template_dir: str | None, source: str | None
+) -> list[dict[str, Any]]:
     """One validated manifest per trial; those past the parallelism limit start suspended."""
     from jobgen.render import render
     from jobgen.validate import manifest_problems
@@ -148,8 +155,16 @@ def manifests(spec: JobSpec, sweep: str, trials: list[Trial], parallelism: int, 
     return out
 
 
-def run(cluster: Any, sweep: str, manifests_: list[dict[str, Any]], parallelism: int, wait: bool,
-        timeout: float | None, poll: float = 2.0, echo: Callable[[str], None] = print) -> dict[str, str]:
+def run(
+    cluster: Any,
+    sweep: str,
+    manifests_: list[dict[str, Any]],
+    parallelism: int,
+    wait: bool,
+    timeout: float | None,
+    poll: float = 2.0,
+    echo: Callable[[str], None] = print,
+) -> dict[str, str]:
     """Create every trial (idempotently), then resume suspended ones as running ones finish."""
     from jobgen.kubeflow import TERMINAL_STATES, state_of
 
@@ -164,16 +179,21 @@ def run(cluster: Any, sweep: str, manifests_: list[dict[str, Any]], parallelism:
     deadline = None if timeout is None else time.monotonic() + timeout
     states: dict[str, str] = {}
     while True:
-        jobs = {j["metadata"]["name"]: j for j in cluster.list_jobs(namespace, f"{SWEEP_LABEL}={sweep}")
-                if j["metadata"]["name"] in by_name}
+        jobs = {
+            j["metadata"]["name"]: j
+            for j in cluster.list_jobs(namespace, f"{SWEEP_LABEL}={sweep}")
+            if j["metadata"]["name"] in by_name
+        }
         for name, job in sorted(jobs.items()):
             state = "Suspended" if job["spec"].get("runPolicy", {}).get("suspend") else state_of(job)[0]
             if states.get(name) != state:
                 echo(f"  {name}: {state}")
                 states[name] = state
         active = [n for n, s in states.items() if s not in (*TERMINAL_STATES, "Suspended")]
-        waiting = sorted((n for n, s in states.items() if s == "Suspended"), key=lambda n: by_name[n]["metadata"]
-                         ["labels"][TRIAL_LABEL].zfill(6))
+        waiting = sorted(
+            (n for n, s in states.items() if s == "Suspended"),
+            key=lambda n: by_name[n]["metadata"]["labels"][TRIAL_LABEL].zfill(6),
+        )
         for name in waiting[: max(parallelism - len(active), 0)]:
             by_name[name]["spec"]["runPolicy"]["suspend"] = False
             cluster.apply(by_name[name])
@@ -210,8 +230,16 @@ def rank(cluster: Any, sweep: str, namespace: str) -> list[Ranked]:
         name = job["metadata"]["name"]
         params = json.loads((job["metadata"].get("annotations") or {}).get(PARAMS_ANNOTATION, "{}"))
         found = results.get(name)
-        rows.append(Ranked(name=name, state=state_of(job)[0], params=params, metric=found and found.metric,
-                           value=found and found.value, version=found and found.version))
+        rows.append(
+            Ranked(
+                name=name,
+                state=state_of(job)[0],
+                params=params,
+                metric=found and found.metric,
+                value=found and found.value,
+                version=found and found.version,
+            )
+        )
     modes = {r.metrics.get("promotion_mode", "max") for r in results.values()}
     sign = -1 if modes == {"min"} else 1
     rows.sort(key=lambda r: (r.value is None, -sign * (r.value or 0.0), r.name))
@@ -220,8 +248,12 @@ def rank(cluster: Any, sweep: str, namespace: str) -> list[Ranked]:
 
 def _output_uris(job: dict[str, Any]) -> set[str]:
     typed = view(job)
-    return {e["value"] for role in typed.roles() for e in typed.container(role).get("env", [])
-            if e.get("name") == "OUTPUT_URI" and "value" in e}
+    return {
+        e["value"]
+        for role in typed.roles()
+        for e in typed.container(role).get("env", [])
+        if e.get("name") == "OUTPUT_URI" and "value" in e
+    }
 
 
 def _registry_results(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -241,6 +273,15 @@ def rank_table(rows: list[Ranked]) -> str:
     lines = [["RANK", "NAME", "STATE", "METRIC", "VALUE", "MODEL VERSION", "PARAMS"]]
     for i, r in enumerate(rows, 1):
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
-        lines.append([str(i) if r.value is not None else "-", r.name, r.state, r.metric or "-",
-                      "-" if r.value is None else f"{r.value:.4f}", r.version or "-", params])
+        lines.append(
+            [
+                str(i) if r.value is not None else "-",
+                r.name,
+                r.state,
+                r.metric or "-",
+                "-" if r.value is None else f"{r.value:.4f}",
+                r.version or "-",
+                params,
+            ]
+        )
     return table(lines)

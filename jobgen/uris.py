@@ -30,9 +30,11 @@ def parse_gs(value: str) -> GsUri:
     """Parse ``gs://<bucket>[/<path>]``; ValueError says what was expected."""
     match = _GS_URI.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"{value!r} is not a gs:// URI; expected gs://<bucket>[/<path>] with a bucket name of "
-                         "3-222 lower-case letters, digits, '-', '_' or '.'")
+        raise ValueError(
+            f"{value!r} is not a gs:// URI; expected gs://<bucket>[/<path>] with a bucket name of "
+            "3-222 lower-case letters, digits, '-', '_' or '.'"
+        )
     path = (match.group(2) or "").removeprefix("/")
-    if "//" in value[len("gs://"):]:
+    if "//" in value[len("gs://") :]:
         raise ValueError(f"{value!r} has an empty path segment ('//'); expected gs://<bucket>/<path>")
     return GsUri(match.group(1), path)

@@ -115,8 +115,9 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
         rspec = rspec if isinstance(rspec, dict) else {}
         restart = rspec.get("restartPolicy")
         if restart not in (None, *RESTART_POLICIES):
-            problems.append(Problem(f"{here}.restartPolicy", f"expected one of {', '.join(RESTART_POLICIES)}, "
-                                                              f"got {restart!r}"))
+            problems.append(
+                Problem(f"{here}.restartPolicy", f"expected one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
+            )
         replicas = rspec.get("replicas", 1)
         if isinstance(replicas, int):
             sizes[role.lower()] = replicas
@@ -156,21 +157,31 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
 
     clean = (spec.get("runPolicy") or {}).get("cleanPodPolicy")
     if clean not in (None, *CLEAN_POD_POLICIES):
-        problems.append(Problem("spec.runPolicy.cleanPodPolicy", f"expected one of {', '.join(CLEAN_POD_POLICIES)}, "
-                                                                  f"got {clean!r}"))
+        problems.append(
+            Problem("spec.runPolicy.cleanPodPolicy", f"expected one of {', '.join(CLEAN_POD_POLICIES)}, got {clean!r}")
+        )
     managed_by = (spec.get("runPolicy") or {}).get("managedBy")
     if managed_by not in (None, "", *MANAGED_BY):
         problems.append(Problem("spec.runPolicy.managedBy", f"expected one of {', '.join(MANAGED_BY)}"))
 
     name = meta.get("name")
     if not isinstance(name, str) or not is_dns1035(name, 10_000):
-        problems.append(Problem("metadata.name", f"{name!r} is not a DNS-1035 label (lower-case letters, digits, '-', "
-                                                 "starting with a letter)"))
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"{name!r} is not a DNS-1035 label (lower-case letters, digits, '-', starting with a letter)",
+            )
+        )
     else:
         limit = min(max_job_name_len(sizes), DNS1035_MAX)
         if len(name) > limit:
-            problems.append(Problem("metadata.name", f"is {len(name)} characters; at most {limit} fit, so that every "
-                                                     "pod name <job>-<role>-<n> stays within 63 characters"))
+            problems.append(
+                Problem(
+                    "metadata.name",
+                    f"is {len(name)} characters; at most {limit} fit, so that every "
+                    "pod name <job>-<role>-<n> stays within 63 characters",
+                )
+            )
     namespace = meta.get("namespace")
     if namespace is not None and (not isinstance(namespace, str) or not is_dns1123_label(namespace)):
         problems.append(Problem("metadata.namespace", f"{namespace!r} is not a DNS-1123 label"))

@@ -99,8 +99,12 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         pytest.fail(f"local cluster failed to start: {e}", pytrace=False)
     assert info is not None
     handle = LocalClusterHandle(
-        cluster=cluster, kubeconfig=info.kubeconfig, context=info.context, server=info.server,
-        bin_dir=info.bin_dir, kubectl_path=str(binaries().path("kubectl")),
+        cluster=cluster,
+        kubeconfig=info.kubeconfig,
+        context=info.context,
+        server=info.server,
+        bin_dir=info.bin_dir,
+        kubectl_path=str(binaries().path("kubectl")),
     )
     try:
         yield handle

@@ -32,9 +32,15 @@ def data_version_lands(retrain: Retrain, version: str, fraction: float, seed: in
     latest = retrain.read_registry(run)
     if run.state != "Succeeded":
         raise DemoError(f"{run.job} {run.state}; pod logs in {retrain.state / 'pod-logs'}")
-    verdict = "promoted to LATEST" if run.promoted else (
-        f"not promoted: LATEST stays {latest.get('version')} ({METRIC} {latest.get('value'):.4f})"
-        if latest else "not promoted")
+    verdict = (
+        "promoted to LATEST"
+        if run.promoted
+        else (
+            f"not promoted: LATEST stays {latest.get('version')} ({METRIC} {latest.get('value'):.4f})"
+            if latest
+            else "not promoted"
+        )
+    )
     say(f"  model {run.model_version}: {METRIC} {run.metric:.4f}, {verdict}")
 
 
@@ -48,12 +54,16 @@ def outline(world: World, retrain: Retrain) -> list[Step]:
     data = f"gs://{BUCKETS['data']}/{PREFIX}"
     return [
         Step("Start the emulators: fake-gcs-server (GCS) and gcloud's Pub/Sub emulator", world.start_emulators),
-        Step("Start the local control plane: kube-apiserver (RBAC), etcd, scheduler, controller-manager, "
-             "training-operator v1.9.4, kwok nodes", world.start_cluster),
+        Step(
+            "Start the local control plane: kube-apiserver (RBAC), etcd, scheduler, controller-manager, "
+            "training-operator v1.9.4, kwok nodes",
+            world.start_cluster,
+        ),
         Step("Start the retraining watcher and the pod runner", world.start_watcher),
         Step(f"A first data version lands: {data}/v1/", lambda: data_version_lands(retrain, "v1", 0.25, seed=4)),
-        Step(f"A second, larger data version lands: {data}/v2/",
-             lambda: data_version_lands(retrain, "v2", 1.0, seed=5)),
+        Step(
+            f"A second, larger data version lands: {data}/v2/", lambda: data_version_lands(retrain, "v2", 1.0, seed=5)
+        ),
         Step("Summary", lambda: summarize(retrain, world)),
     ]
 
@@ -64,10 +74,14 @@ def _cluster_kind() -> str | None:
     if choice not in ("local", "kind"):
         say(f"error: DEMO_CLUSTER={choice!r}; expected local (default) or kind")
         return None
-    if choice == "kind" and (shutil.which("docker") is None
-                             or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode):
-        say("error: DEMO_CLUSTER=kind needs a running Docker engine ('docker info' failed); "
-            "without Docker, run `make demo` (the local control plane)")
+    if choice == "kind" and (
+        shutil.which("docker") is None
+        or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode
+    ):
+        say(
+            "error: DEMO_CLUSTER=kind needs a running Docker engine ('docker info' failed); "
+            "without Docker, run `make demo` (the local control plane)"
+        )
         return None
     return choice
 
@@ -79,14 +93,17 @@ def next_steps(world: World) -> None:
     say(f"  kubectl get pytorchjobs -n {NAMESPACE}          # the two retrains")
     say(f"  jobgen status -n {NAMESPACE}")
     say(f"  eval $(python -m jobgen.emulators env --state-dir {shlex.quote(str(world.state / 'emulators'))})")
-    say(f"  python -c \"from trainer.registry import Registry; print(Registry('gs://{BUCKETS['models']}/{PREFIX}')"
-        ".latest()[0])\"")
+    say(
+        f"  python -c \"from trainer.registry import Registry; print(Registry('gs://{BUCKETS['models']}/{PREFIX}')"
+        '.latest()[0])"'
+    )
     say("  make demo-down                                  # stop the local cluster and the emulators")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobgen.demo", description=demo.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jobgen.demo", description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
     parser.add_argument("--fast", action="store_true", help="fewer epochs per model (CI)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each retrain may take")

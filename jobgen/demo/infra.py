@@ -50,8 +50,9 @@ class World:
 
         if self.kind:  # kind's pods reach the host through the Docker bridge's gateway
             gateway = _docker(["network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"]).strip()
-            info = Emulators(self.state / "emulators").up(PROJECT, TOPIC, tuple(BUCKETS.values()),
-                                                          gcs_bind="0.0.0.0", gcs_advertise=gateway)  # noqa: S104
+            info = Emulators(self.state / "emulators").up(
+                PROJECT, TOPIC, tuple(BUCKETS.values()), gcs_bind="0.0.0.0", gcs_advertise=gateway
+            )
             self.pod_env = {"STORAGE_EMULATOR_HOST": f"http://{gateway}:{info.storage_host.rsplit(':', 1)[1]}"}
         else:
             info = Emulators(self.state / "emulators").up(PROJECT, TOPIC, tuple(BUCKETS.values()))
@@ -68,8 +69,9 @@ class World:
             if old.name.split("/")[-1].startswith(f"{SUBSCRIPTION}-"):
                 subscriber.delete_subscription(subscription=old.name)
         self.subscription = subscriber.subscription_path(PROJECT, f"{SUBSCRIPTION}-{int(time.time())}")
-        subscriber.create_subscription(name=self.subscription, topic=f"projects/{PROJECT}/topics/{TOPIC}",
-                                       ack_deadline_seconds=60)
+        subscriber.create_subscription(
+            name=self.subscription, topic=f"projects/{PROJECT}/topics/{TOPIC}", ack_deadline_seconds=60
+        )
         say(f"  GCS   {info.storage_host}   buckets: {', '.join(BUCKETS.values())}")
         say(f"  Pub/Sub {info.pubsub_host}   projects/{PROJECT}/topics/{TOPIC} → {self.subscription}")
 
@@ -80,11 +82,14 @@ class World:
             subprocess.run([str(REPO / "hack/kind/kind.sh"), "up"], check=True)
             say(f"  building {KIND_IMAGE} from images/trainer (the first build takes a while)")
             _docker(["build", "-t", KIND_IMAGE, str(REPO / "images/trainer")], capture=False)
-            kind = subprocess.run([str(REPO / "hack/build-bins.sh"), "--print-dir"], capture_output=True, text=True,
-                                  check=True).stdout.strip()
+            kind = subprocess.run(
+                [str(REPO / "hack/build-bins.sh"), "--print-dir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
             kind_bin = next(iter(sorted(Path(kind).glob("kind-*"))), None)
-            subprocess.run([str(kind_bin) if kind_bin else "kind", "load", "docker-image", KIND_IMAGE, "--name",
-                            "jobgen"], check=True)
+            subprocess.run(
+                [str(kind_bin) if kind_bin else "kind", "load", "docker-image", KIND_IMAGE, "--name", "jobgen"],
+                check=True,
+            )
             self.cluster = kube.connect("kind-jobgen", None)
             os.environ["KUBECONFIG"] = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config")
         else:
@@ -98,8 +103,13 @@ class World:
         # the watcher keeps its state here (the chart creates it); a rerun starts empty
         self.cluster.delete("v1", "ConfigMap", STATE_CONFIGMAP, NAMESPACE)
         labels = {"app.kubernetes.io/managed-by": "jobgen-demo"}
-        self.cluster.create({"apiVersion": "v1", "kind": "ConfigMap",
-                             "metadata": {"name": STATE_CONFIGMAP, "namespace": NAMESPACE, "labels": labels}})
+        self.cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": STATE_CONFIGMAP, "namespace": NAMESPACE, "labels": labels},
+            }
+        )
 
     def start_watcher(self) -> None:
         from jobgen.localcluster.procs import free_port
@@ -115,14 +125,21 @@ class World:
         config = self.state / "watcher.yaml"
         config.write_text(yaml.safe_dump(watcher_config(spec_file, self.subscription, port), sort_keys=False))
         with (self.state / "watcher.log").open("wb") as log:  # the child keeps its own descriptor
-            self.watcher = subprocess.Popen([sys.executable, "-m", "jobgen.cli", "watch", "--config", str(config)],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True, cwd=REPO)
+            self.watcher = subprocess.Popen(
+                [sys.executable, "-m", "jobgen.cli", "watch", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO,
+            )
         deadline = time.monotonic() + 60
         while not _http_ok(f"http://127.0.0.1:{port}/readyz"):
             if self.watcher.poll() is not None or time.monotonic() > deadline:
-                raise DemoError(f"the watcher did not become ready; see {self.state / 'watcher.log'}:\n"
-                                + tail(self.state / "watcher.log"))
+                raise DemoError(
+                    f"the watcher did not become ready; see {self.state / 'watcher.log'}:\n"
+                    + tail(self.state / "watcher.log")
+                )
             time.sleep(0.3)
         say(f"  watcher pid {self.watcher.pid}: `jobgen watch --config {config}` (log {self.state / 'watcher.log'})")
 
@@ -134,8 +151,10 @@ class World:
         self.runner = PodRunner(self.cluster, NAMESPACE, self.state / "pod-logs", cwd=str(REPO), poll=0.3)
         self.runner_thread = threading.Thread(target=self.runner.run, daemon=True)
         self.runner_thread.start()
-        say(f"  pod runner: pods labelled jobgen.io/local-exec=true run as local processes "
-             f"(logs {self.state / 'pod-logs'})")
+        say(
+            f"  pod runner: pods labelled jobgen.io/local-exec=true run as local processes "
+            f"(logs {self.state / 'pod-logs'})"
+        )
 
     def stop_ours(self) -> None:
         """Stop the watcher and the pod runner's processes (the cluster and emulators stay up)."""

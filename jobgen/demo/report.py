@@ -42,6 +42,15 @@ def summary(runs: list[Run]) -> str:
 
     rows = [["DATA", "JOB", "STATE", "SECONDS", "MODEL VERSION", METRIC.upper(), "LATEST"]]
     for run in runs:
-        rows.append([run.data_version, run.job or "-", run.state, f"{run.seconds:.0f}", run.model_version or "-",
-                     "-" if run.metric is None else f"{run.metric:.4f}", "yes" if run.promoted else "no"])
+        rows.append(
+            [
+                run.data_version,
+                run.job or "-",
+                run.state,
+                f"{run.seconds:.0f}",
+                run.model_version or "-",
+                "-" if run.metric is None else f"{run.metric:.4f}",
+                "yes" if run.promoted else "no",
+            ]
+        )
     return table(rows)

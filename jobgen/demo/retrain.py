@@ -64,17 +64,25 @@ class Retrain:
         log_offsets: dict[str, int] = {}
         while time.monotonic() < deadline:
             if self.world.watcher is not None and self.world.watcher.poll() is not None:
-                raise DemoError(f"the watcher exited ({self.world.watcher.returncode}):\n"
-                                + tail(self.state / "watcher.log"))
-            jobs = [j for j in self.world.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}")
-                    if (j["metadata"].get("annotations") or {}).get("retrain.jobgen.io/data-uri", "")
-                    .rstrip("/").endswith(f"/{run.data_version}")]
+                raise DemoError(
+                    f"the watcher exited ({self.world.watcher.returncode}):\n" + tail(self.state / "watcher.log")
+                )
+            jobs = [
+                j
+                for j in self.world.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}")
+                if (j["metadata"].get("annotations") or {})
+                .get("retrain.jobgen.io/data-uri", "")
+                .rstrip("/")
+                .endswith(f"/{run.data_version}")
+            ]
             if jobs:
                 job = jobs[0]
                 if not run.job:
                     run.job = job["metadata"]["name"]
-                    say(f"  watcher created {job['kind']} {run.job} "
-                         f"({time.monotonic() - run.started:.1f}s after the marker)")
+                    say(
+                        f"  watcher created {job['kind']} {run.job} "
+                        f"({time.monotonic() - run.started:.1f}s after the marker)"
+                    )
                 state, _ = state_of(job)
                 if state != seen_state:
                     say(f"  {time.monotonic() - run.started:6.1f}s  {run.job}: {state}")

@@ -33,23 +33,28 @@ def spec_doc(fast: bool) -> dict[str, Any]:
 
     labels, annotations = pod_settings()
     doc: dict[str, Any] = yaml.safe_load((REPO / "jobs/cpu-ddp.yaml").read_text())
-    doc.update({
-        "name": "mnist-demo",
-        "image": "local/trainer:dev",  # never pulled: the pod runner runs the command on this machine
-        "command": ["python", "-m", "trainer.train"],
-        "hyperparameters": {
-            "epochs": {"type": "int", "default": 8 if fast else 20, "min": 1},
-            "lr": {"type": "float", "default": 0.1, "min": 0.0, "max": 1.0},
-            "batch-size": {"type": "int", "default": 32, "min": 1},
-            "backend": {"type": "str", "default": "gloo", "choices": ["gloo"]},
-            "checkpoint-every": {"type": "int", "default": 20, "min": 1},
-            "log-every": {"type": "int", "default": 10, "min": 1},
-        },
-        "storage": {"data": f"gs://{BUCKETS['data']}/{PREFIX}", "output": f"gs://{BUCKETS['models']}/{PREFIX}",
-                    "checkpoints": f"gs://{BUCKETS['checkpoints']}/{PREFIX}"},
-        "labels": labels,
-        "podAnnotations": annotations,
-    })
+    doc.update(
+        {
+            "name": "mnist-demo",
+            "image": "local/trainer:dev",  # never pulled: the pod runner runs the command on this machine
+            "command": ["python", "-m", "trainer.train"],
+            "hyperparameters": {
+                "epochs": {"type": "int", "default": 8 if fast else 20, "min": 1},
+                "lr": {"type": "float", "default": 0.1, "min": 0.0, "max": 1.0},
+                "batch-size": {"type": "int", "default": 32, "min": 1},
+                "backend": {"type": "str", "default": "gloo", "choices": ["gloo"]},
+                "checkpoint-every": {"type": "int", "default": 20, "min": 1},
+                "log-every": {"type": "int", "default": 10, "min": 1},
+            },
+            "storage": {
+                "data": f"gs://{BUCKETS['data']}/{PREFIX}",
+                "output": f"gs://{BUCKETS['models']}/{PREFIX}",
+                "checkpoints": f"gs://{BUCKETS['checkpoints']}/{PREFIX}",
+            },
+            "labels": labels,
+            "podAnnotations": annotations,
+        }
+    )
     doc["runPolicy"] = {"backoffLimit": 0, "cleanPodPolicy": "None"}
     doc["restartPolicy"] = "Never"
     return doc
@@ -60,9 +65,18 @@ def watcher_config(spec_file: Path, subscription: str, port: int) -> dict[str, A
         "namespace": NAMESPACE,
         "stateConfigMap": STATE_CONFIGMAP,
         "jobs": {"mnist": {"file": str(spec_file)}},
-        "triggers": [{"name": TRIGGER, "job": "mnist", "bucket": BUCKETS["data"], "prefix": f"{PREFIX}/",
-                      "versionDepth": 1, "completion": "marker", "markers": ["_SUCCESS"],
-                      "concurrency": "Forbid"}],
+        "triggers": [
+            {
+                "name": TRIGGER,
+                "job": "mnist",
+                "bucket": BUCKETS["data"],
+                "prefix": f"{PREFIX}/",
+                "versionDepth": 1,
+                "completion": "marker",
+                "markers": ["_SUCCESS"],
+                "concurrency": "Forbid",
+            }
+        ],
         "sources": {"pubsub": {"subscription": subscription}},
         "server": {"host": "127.0.0.1", "port": port},
     }

@@ -104,24 +104,39 @@ def pipeline_parameters(spec: Any, defaults: dict[str, Any], source: str) -> lis
     for hp_name, hp in spec.hyperparameters.items():
         pname = parameter_name(hp_name)
         if not pname.isidentifier() or keyword.iskeyword(pname) or pname[0].isdigit():
-            problems.append(Problem(f"hyperparameters.{hp_name}",
-                                    f"cannot be a pipeline parameter ({pname!r} is not a Python identifier)"))
+            problems.append(
+                Problem(
+                    f"hyperparameters.{hp_name}",
+                    f"cannot be a pipeline parameter ({pname!r} is not a Python identifier)",
+                )
+            )
             continue
         if pname in FIXED_PARAMETERS:
             problems.append(Problem(f"hyperparameters.{hp_name}", f"clashes with the pipeline parameter {pname!r}"))
             continue
         if pname in seen:
-            problems.append(Problem(f"hyperparameters.{hp_name}",
-                                    f"becomes pipeline parameter {pname!r}, like hyperparameter {seen[pname]!r}"))
+            problems.append(
+                Problem(
+                    f"hyperparameters.{hp_name}",
+                    f"becomes pipeline parameter {pname!r}, like hyperparameter {seen[pname]!r}",
+                )
+            )
             continue
         seen[pname] = hp_name
-        params.append(inspect.Parameter(pname, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=defaults[hp_name], annotation=KFP_TYPES[hp.type]))
+        params.append(
+            inspect.Parameter(
+                pname, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[hp_name], annotation=KFP_TYPES[hp.type]
+            )
+        )
     if problems:
         raise UserError(problems, source)
     storage = spec.storage
-    spec_defaults = {"data_uri": storage.data, "output_uri": storage.output,
-                     "checkpoint_uri": storage.checkpoints or "", "namespace": spec.namespace}
+    spec_defaults = {
+        "data_uri": storage.data,
+        "output_uri": storage.output,
+        "checkpoint_uri": storage.checkpoints or "",
+        "namespace": spec.namespace,
+    }
     for pname, (ptype, default, _help) in FIXED_PARAMETERS.items():
         value = spec_defaults.get(pname, default)
         kw = {} if value is None else {"default": value}  # no storage.data: a required parameter
@@ -131,9 +146,14 @@ def pipeline_parameters(spec: Any, defaults: dict[str, Any], source: str) -> lis
     return params
 
 
-def build_pipeline(spec_path: str | Path, sets: list[tuple[str, Any]] | None = None,
-                   params: dict[str, str] | None = None, template_dir: str | None = None,
-                   image_registry: str | None = None, image_tag: str | None = None) -> Any:
+def build_pipeline(
+    spec_path: str | Path,
+    sets: list[tuple[str, Any]] | None = None,
+    params: dict[str, str] | None = None,
+    template_dir: str | None = None,
+    image_registry: str | None = None,
+    image_tag: str | None = None,
+) -> Any:
     """The KFP pipeline (a GraphComponent) for the spec; every user error raises UserError first."""
     from jobgen.render import render, resolve_params
     from jobgen.validate import manifest_problems
@@ -166,35 +186,56 @@ def build_pipeline(spec_path: str | Path, sets: list[tuple[str, Any]] | None = N
         job = comps.train(
             spec_json=spec_json,
             hyperparameters={hp: kwargs[p] for hp, p in hp_params.items()},
-            templates=templates, data_uri=kwargs["data_uri"], output_uri=kwargs["output_uri"],
-            checkpoint_uri=kwargs["checkpoint_uri"], namespace=kwargs["namespace"],
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, timeout_seconds=kwargs["timeout_seconds"],
-            delete_policy=kwargs["delete_policy"], poll_seconds=kwargs["poll_seconds"])
+            templates=templates,
+            data_uri=kwargs["data_uri"],
+            output_uri=kwargs["output_uri"],
+            checkpoint_uri=kwargs["checkpoint_uri"],
+            namespace=kwargs["namespace"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            timeout_seconds=kwargs["timeout_seconds"],
+            delete_policy=kwargs["delete_policy"],
+            poll_seconds=kwargs["poll_seconds"],
+        )
         job.set_display_name("train").set_caching_options(False).after(check)
-        ev = comps.evaluate(output_uri=kwargs["output_uri"], data_uri=kwargs["data_uri"], job_name=job.output,
-                            tolerance=kwargs["eval_tolerance"])
+        ev = comps.evaluate(
+            output_uri=kwargs["output_uri"],
+            data_uri=kwargs["data_uri"],
+            job_name=job.output,
+            tolerance=kwargs["eval_tolerance"],
+        )
         ev.set_display_name("evaluate").set_caching_options(False)
-        reg = comps.register(output_uri=kwargs["output_uri"], version=ev.outputs["version"],
-                             metric=ev.outputs["metric"], value=ev.outputs["value"], mode=ev.outputs["mode"])
+        reg = comps.register(
+            output_uri=kwargs["output_uri"],
+            version=ev.outputs["version"],
+            metric=ev.outputs["metric"],
+            value=ev.outputs["value"],
+            mode=ev.outputs["mode"],
+        )
         reg.set_display_name("register").set_caching_options(False)
         return reg.output  # the promotion decision (JSON), the pipeline's output
 
     pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
     pipeline_func.__name__ = parameter_name(spec.name)
-    pipeline_func.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()},
-                                     "return": str}
+    pipeline_func.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()}, "return": str}
     from jobgen.names import sanitize
 
     return dsl.pipeline(
-        pipeline_func, name=sanitize(f"{spec.name}-pipeline"),
+        pipeline_func,
+        name=sanitize(f"{spec.name}-pipeline"),
         description=f"{spec.name}: validate data → train (PyTorchJob) → evaluate → register. "
-                    f"Hyperparameters: {', '.join(spec.hyperparameters) or 'none'}.")
+        f"Hyperparameters: {', '.join(spec.hyperparameters) or 'none'}.",
+    )
 
 
-def compile_spec(spec_path: str | Path, sets: list[tuple[str, Any]] | None = None,
-                 params: dict[str, str] | None = None, template_dir: str | None = None,
-                 output: str | Path = "pipeline.yaml", image_registry: str | None = None,
-                 image_tag: str | None = None) -> Path:
+def compile_spec(
+    spec_path: str | Path,
+    sets: list[tuple[str, Any]] | None = None,
+    params: dict[str, str] | None = None,
+    template_dir: str | None = None,
+    output: str | Path = "pipeline.yaml",
+    image_registry: str | None = None,
+    image_tag: str | None = None,
+) -> Path:
     """Compile the spec's pipeline to ``output`` (KFP IR YAML); returns the path written."""
     pipeline = build_pipeline(spec_path, sets, params, template_dir, image_registry, image_tag)
     from kfp import compiler

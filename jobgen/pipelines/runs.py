@@ -41,7 +41,9 @@ def derive_run_name(pipeline_name: str, data_uri: str, generation: int | str) ->
     from jobgen.names import shorten
 
     version = re.sub(r"[^a-z0-9]+", "-", data_uri.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-") or "data"
-    return shorten(f"{pipeline_name}-{version}-g{generation}", RUN_NAME_MAX, salt=f"{data_uri.rstrip('/')}#{generation}")
+    return shorten(
+        f"{pipeline_name}-{version}-g{generation}", RUN_NAME_MAX, salt=f"{data_uri.rstrip('/')}#{generation}"
+    )
 
 
 def _package(package_path: str | Path) -> dict[str, Any]:
@@ -128,9 +130,18 @@ def find_runs(client: Any, name: str, namespace: str | None = None) -> list[Any]
     return sorted(runs, key=lambda r: str(r.created_at or ""))
 
 
-def create_run(host: str | None, package_path: str | Path, params: dict[str, Any] | None = None,
-               run_name: str | None = None, *, data_uri: str | None = None, generation: int | str | None = None,
-               experiment: str | None = None, namespace: str | None = None, client: Any = None) -> RunRef:
+def create_run(
+    host: str | None,
+    package_path: str | Path,
+    params: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    *,
+    data_uri: str | None = None,
+    generation: int | str | None = None,
+    experiment: str | None = None,
+    namespace: str | None = None,
+    client: Any = None,
+) -> RunRef:
     """Create a run of the compiled pipeline at ``package_path`` unless one of the same name exists.
 
     The name is ``run_name``, or else derived from the pipeline name, ``data_uri`` and ``generation``
@@ -157,6 +168,7 @@ def create_run(host: str | None, package_path: str | Path, params: dict[str, Any
     if existing:
         run = existing[0]
         return RunRef(run.run_id, run_name, created=False, state=getattr(run, "state", None))
-    result = client.create_run_from_pipeline_package(str(package_path), arguments=arguments, run_name=run_name,
-                                                     experiment_name=experiment, namespace=namespace)
+    result = client.create_run_from_pipeline_package(
+        str(package_path), arguments=arguments, run_name=run_name, experiment_name=experiment, namespace=namespace
+    )
     return RunRef(result.run_id, run_name, created=True, state=getattr(result.run_info, "state", None))

@@ -67,8 +67,9 @@ def statuses(cluster: Any, namespace: str | None, selector: str | None = None) -
         pods = None
         if job_state(job)[0] in ("Pending", "Running"):
             meta = job["metadata"]
-            pods = cluster.list_objects("v1", "Pod", meta["namespace"],
-                                        label_selector=f"batch.kubernetes.io/job-name={meta['name']}")
+            pods = cluster.list_objects(
+                "v1", "Pod", meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}"
+            )
         out.append(summarize(job, pods))
     return out
 
@@ -78,5 +79,6 @@ def one(cluster: Any, name: str, namespace: str) -> JobStatus | None:
     job = cluster.get("batch/v1", "Job", name, namespace)
     if job is None or LABEL_PREDICTION not in ((job.get("metadata") or {}).get("labels") or {}):
         return None
-    return summarize(job, cluster.list_objects("v1", "Pod", namespace,
-                                               label_selector=f"batch.kubernetes.io/job-name={name}"))
+    return summarize(
+        job, cluster.list_objects("v1", "Pod", namespace, label_selector=f"batch.kubernetes.io/job-name={name}")
+    )

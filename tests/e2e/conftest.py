@@ -37,8 +37,7 @@ def kind_cluster() -> Iterator[str]:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    proc = subprocess.run(["bash", str(REPO_ROOT / "hack" / "kind" / "kind.sh"), "up"], capture_output=True,
-                          text=True)
+    proc = subprocess.run(["bash", str(REPO_ROOT / "hack" / "kind" / "kind.sh"), "up"], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"hack/kind/kind.sh up failed: {proc.stderr.strip()[-2000:]}", pytrace=False)
     yield KIND_CONTEXT
@@ -53,8 +52,9 @@ def trainer_image(kind_cluster: str) -> str:
         if not dockerfile.exists():
             pytest.skip(f"no trainer image: set JOBGEN_TRAINER_IMAGE or add {dockerfile.relative_to(REPO_ROOT)}")
         image = "jobgen-trainer:e2e"
-        build = subprocess.run(["docker", "build", "-t", image, "-f", str(dockerfile), str(REPO_ROOT)],
-                               capture_output=True, text=True)
+        build = subprocess.run(
+            ["docker", "build", "-t", image, "-f", str(dockerfile), str(REPO_ROOT)], capture_output=True, text=True
+        )
         if build.returncode != 0:
             pytest.fail(f"docker build of the trainer image failed: {build.stderr.strip()[-2000:]}", pytrace=False)
     kind = _kind_path()

@@ -29,8 +29,9 @@ dist.destroy_process_group()
 
 def test_cpu_pytorchjob_runs_to_completion(kind_cluster: str, trainer_image: str, kubectl_path: str) -> None:
     def _kubectl(context: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([kubectl_path, f"--context={context}", *args], input=input, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [kubectl_path, f"--context={context}", *args], input=input, capture_output=True, text=True, timeout=120
+        )
 
     ns = f"e2e-{uuid.uuid4().hex[:6]}"
     assert _kubectl(kind_cluster, "create", "namespace", ns).returncode == 0
@@ -39,18 +40,29 @@ def test_cpu_pytorchjob_runs_to_completion(kind_cluster: str, trainer_image: str
         return {
             "replicas": n,
             "restartPolicy": "OnFailure",
-            "template": {"spec": {"containers": [{
-                "name": "pytorch", "image": trainer_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", SCRIPT],
-                "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
-            }]}},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "pytorch",
+                            "image": trainer_image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-c", SCRIPT],
+                            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+                        }
+                    ]
+                }
+            },
         }
 
     job = {
-        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
         "metadata": {"name": "e2e-ddp", "namespace": ns},
-        "spec": {"runPolicy": {"cleanPodPolicy": "None"},
-                 "pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(1)}},
+        "spec": {
+            "runPolicy": {"cleanPodPolicy": "None"},
+            "pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(1)},
+        },
     }
     try:
         applied = _kubectl(kind_cluster, "apply", "--server-side", "-f", "-", input=yaml.safe_dump(job))
@@ -59,8 +71,11 @@ def test_cpu_pytorchjob_runs_to_completion(kind_cluster: str, trainer_image: str
         state = ""
         while time.monotonic() < deadline:
             out = _kubectl(kind_cluster, "get", "pytorchjob", "e2e-ddp", "-n", ns, "-o", "json")
-            conds = {c["type"]: c for c in json.loads(out.stdout).get("status", {}).get("conditions", [])
-                     if c["status"] == "True"}
+            conds = {
+                c["type"]: c
+                for c in json.loads(out.stdout).get("status", {}).get("conditions", [])
+                if c["status"] == "True"
+            }
             if "Succeeded" in conds or "Failed" in conds:
                 state = "Succeeded" if "Succeeded" in conds else "Failed"
                 break

@@ -14,11 +14,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_retrains_on_each_data_version_and_promotes(tmp_path):
-    env = {**os.environ, "JOBGEN_DEMO_DIR": str(tmp_path / "demo"),
-           "JOBGEN_LOCALCLUSTER_DIR": str(tmp_path / "cluster")}
+    env = {
+        **os.environ,
+        "JOBGEN_DEMO_DIR": str(tmp_path / "demo"),
+        "JOBGEN_LOCALCLUSTER_DIR": str(tmp_path / "cluster"),
+    }
     try:
-        proc = subprocess.run([sys.executable, "-m", "jobgen.demo", "--fast", "--timeout", "300"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobgen.demo", "--fast", "--timeout", "300"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         out = proc.stdout
         assert proc.returncode == 0, out + proc.stderr
         assert "Traceback" not in out + proc.stderr
@@ -31,15 +40,28 @@ def test_demo_retrains_on_each_data_version_and_promotes(tmp_path):
         assert all(r[1] == "Succeeded" for r in rows.values())
 
         # The registry, read independently of the demo: both versions published, LATEST the best one.
-        emu = subprocess.run([sys.executable, "-m", "jobgen.emulators", "env", "--state-dir",
-                              str(tmp_path / "demo" / "emulators")], capture_output=True, text=True, check=True)
+        emu = subprocess.run(
+            [sys.executable, "-m", "jobgen.emulators", "env", "--state-dir", str(tmp_path / "demo" / "emulators")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         gcs_env = dict(re.findall(r"export (\w+)=(\S+)", emu.stdout))
-        script = ("import json; from google.cloud import storage; from google.auth.credentials import "
-                  "AnonymousCredentials as A; c = storage.Client(project='demo-project', credentials=A()); "
-                  "print(json.dumps({b.name: (b.download_as_text() if b.name.endswith(('LATEST', 'metrics.json', "
-                  "'lineage.json')) else b.size) for b in c.list_blobs('demo-models')}))")
-        objects = json.loads(subprocess.run([sys.executable, "-c", script], env={**os.environ, **gcs_env},
-                                            capture_output=True, text=True, check=True).stdout)
+        script = (
+            "import json; from google.cloud import storage; from google.auth.credentials import "
+            "AnonymousCredentials as A; c = storage.Client(project='demo-project', credentials=A()); "
+            "print(json.dumps({b.name: (b.download_as_text() if b.name.endswith(('LATEST', 'metrics.json', "
+            "'lineage.json')) else b.size) for b in c.list_blobs('demo-models')}))"
+        )
+        objects = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script],
+                env={**os.environ, **gcs_env},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         versions = {name.split("/")[1] for name in objects if name.count("/") == 2}
         assert {rows["v1"][2], rows["v2"][2]} <= versions
         metrics = {v: json.loads(objects[f"mnist/{v}/metrics.json"])["val_accuracy"] for v in versions}
@@ -54,13 +76,24 @@ def test_demo_retrains_on_each_data_version_and_promotes(tmp_path):
         assert objects["mnist/curves.png"] > 0 and (tmp_path / "demo" / "curves.png").exists()
 
         # The jobs the watcher created are in the cluster with the states the table reports.
-        jobs = subprocess.run([sys.executable, "-m", "jobgen.cli", "status", "-n", "training", "-o", "json"],
-                              env={**os.environ, "KUBECONFIG": str(tmp_path / "cluster" / "kubeconfig")},
-                              capture_output=True, text=True, check=True, cwd=REPO)
+        jobs = subprocess.run(
+            [sys.executable, "-m", "jobgen.cli", "status", "-n", "training", "-o", "json"],
+            env={**os.environ, "KUBECONFIG": str(tmp_path / "cluster" / "kubeconfig")},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
         states = {j["name"]: j["state"] for j in json.loads(jobs.stdout)}
         for job, state, *_ in rows.values():
             assert states[job] == state
     finally:
-        down = subprocess.run([sys.executable, "-m", "jobgen.demo", "down"], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=120)
+        down = subprocess.run(
+            [sys.executable, "-m", "jobgen.demo", "down"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert down.returncode == 0, down.stderr

@@ -60,7 +60,12 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path):
 
 def test_cli_env_and_missing_gcloud(tmp_path):
     env = {**os.environ, "PATH": "/nonexistent"}
-    proc = subprocess.run([sys.executable, "-m", "jobgen.emulators", "up", "--state-dir", str(tmp_path)],
-                          capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.emulators", "up", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("emulators: gcloud not found") and "Traceback" not in proc.stderr

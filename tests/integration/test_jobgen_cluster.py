@@ -20,8 +20,9 @@ NS = "training"  # created by the cluster's install of manifests/, with the jobg
 
 def jobgen(cluster, *args: str, kubeconfig: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": kubeconfig or cluster.kubeconfig}
-    return subprocess.run([sys.executable, "-m", "jobgen.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
 
 
 def unique(prefix: str) -> str:
@@ -44,12 +45,15 @@ def applied_by_jobgen(obj: dict) -> dict:
     return entry
 
 
-@pytest.mark.parametrize("spec,kind", [
-    ("jobs/cpu-ddp.yaml", "pytorchjobs"),
-    ("jobs/mnist-ddp.yaml", "pytorchjobs"),
-    ("jobs/elastic-ddp.yaml", "pytorchjobs"),
-    ("jobs/tf-mwms.yaml", "tfjobs"),
-])
+@pytest.mark.parametrize(
+    "spec,kind",
+    [
+        ("jobs/cpu-ddp.yaml", "pytorchjobs"),
+        ("jobs/mnist-ddp.yaml", "pytorchjobs"),
+        ("jobs/elastic-ddp.yaml", "pytorchjobs"),
+        ("jobs/tf-mwms.yaml", "tfjobs"),
+    ],
+)
 def test_every_example_is_accepted_and_resubmit_is_idempotent(local_cluster, spec, kind):
     name = unique(Path(spec).stem[:8])
     out = submit(local_cluster, spec, name)
@@ -89,12 +93,30 @@ def test_cpu_job_succeeds_and_status_shows_it(local_cluster):
 def test_gpu_spot_pods_land_on_matching_nodes(local_cluster):
     name = unique("l4")
     submit(local_cluster, "jobs/mnist-ddp.yaml", name, "--set", "replicas.Worker.replicas=1")
-    pods = wait_for(lambda: [p for p in local_cluster.get("pods", namespace=NS,
-                                                          selector=f"training.kubeflow.org/job-name={name}")["items"]
-                             if p["spec"].get("nodeName")] or None, 120, f"{name} pods scheduled")
-    wait_for(lambda: len([p for p in local_cluster.get("pods", namespace=NS,
-                                                       selector=f"training.kubeflow.org/job-name={name}")["items"]
-                          if p["spec"].get("nodeName")]) == 2, 60, "both pods scheduled")
+    pods = wait_for(
+        lambda: [
+            p
+            for p in local_cluster.get("pods", namespace=NS, selector=f"training.kubeflow.org/job-name={name}")["items"]
+            if p["spec"].get("nodeName")
+        ]
+        or None,
+        120,
+        f"{name} pods scheduled",
+    )
+    wait_for(
+        lambda: len(
+            [
+                p
+                for p in local_cluster.get("pods", namespace=NS, selector=f"training.kubeflow.org/job-name={name}")[
+                    "items"
+                ]
+                if p["spec"].get("nodeName")
+            ]
+        )
+        == 2,
+        60,
+        "both pods scheduled",
+    )
     pods = local_cluster.get("pods", namespace=NS, selector=f"training.kubeflow.org/job-name={name}")["items"]
     for pod in pods:
         node = local_cluster.get("node", pod["spec"]["nodeName"])
@@ -106,8 +128,9 @@ def test_gpu_spot_pods_land_on_matching_nodes(local_cluster):
 
 def test_oversized_gpu_request_stays_pending_with_reason(local_cluster):
     name = unique("big")
-    submit(local_cluster, "jobs/mnist-ddp.yaml", name, "--set", "resources.gpu=8", "--set",
-           "replicas.Worker.replicas=1")
+    submit(
+        local_cluster, "jobs/mnist-ddp.yaml", name, "--set", "resources.gpu=8", "--set", "replicas.Worker.replicas=1"
+    )
 
     def pending_reason():
         out = jobgen(local_cluster, "status", name, "-n", NS)
@@ -124,8 +147,11 @@ def test_oversized_gpu_request_stays_pending_with_reason(local_cluster):
 def test_permanent_exit_code_fails_job_and_status_says_why(local_cluster):
     name = unique("fail")
     annotations = local_cluster.pod_annotations(exit_code=1)
-    sets = [arg for key, value in annotations.items()
-            for arg in ("--set-string", f"podAnnotations.{key.replace('.', chr(92) + '.')}={value}")]
+    sets = [
+        arg
+        for key, value in annotations.items()
+        for arg in ("--set-string", f"podAnnotations.{key.replace('.', chr(92) + '.')}={value}")
+    ]
     submit(local_cluster, "jobs/cpu-ddp.yaml", name, "--set", "restartPolicy=ExitCode", *sets)
     wait_for(lambda: condition(job(local_cluster, "pytorchjobs", name), "Failed"), 120, f"{name} Failed")
     out = jobgen(local_cluster, "status", name, "-n", NS)
@@ -154,8 +180,7 @@ def test_server_dry_run_does_not_persist(local_cluster):
 
 def test_submit_without_rbac_permission_is_forbidden(local_cluster, tmp_path):
     kubeconfig = local_cluster.token_kubeconfig(NS, "default", tmp_path / "sa.kubeconfig")
-    out = jobgen(local_cluster, "submit", "jobs/cpu-ddp.yaml", "--set", f"name={unique('rbac')}",
-                 kubeconfig=kubeconfig)
+    out = jobgen(local_cluster, "submit", "jobs/cpu-ddp.yaml", "--set", f"name={unique('rbac')}", kubeconfig=kubeconfig)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert "403 Forbidden" in out.stderr and "system:serviceaccount:training:default" in out.stderr
@@ -166,8 +191,11 @@ def test_delete_and_unknown_job(local_cluster):
     submit(local_cluster, "jobs/cpu-ddp.yaml", name)
     out = jobgen(local_cluster, "delete", name, "-n", NS)
     assert out.returncode == 0 and out.stdout.strip() == f"pytorchjob.kubeflow.org/{name} deleted"
-    wait_for(lambda: local_cluster.kubectl("get", "pytorchjob", name, "-n", NS, check=False).returncode != 0,
-             60, f"{name} gone")
+    wait_for(
+        lambda: local_cluster.kubectl("get", "pytorchjob", name, "-n", NS, check=False).returncode != 0,
+        60,
+        f"{name} gone",
+    )
     for args in (["status", name], ["logs", name], ["delete", name]):
         out = jobgen(local_cluster, *args, "-n", NS)
         assert out.returncode == 2 and f"no PyTorchJob or TFJob named '{name}'" in out.stderr

@@ -20,8 +20,7 @@ def test_server_side_dry_run_rejects_invalid_manifest(local_cluster: LocalCluste
     ns = lc.create_namespace("dry")
     job = pytorchjob("broken", ns, workers=1)
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] = "two"  # schema: integer
-    proc = lc.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-",
-                      input=yaml.safe_dump(job), check=False)
+    proc = lc.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False)
     assert proc.returncode != 0
     assert "spec.pytorchReplicaSpecs.Worker.replicas" in proc.stderr, proc.stderr
     assert "expected numeric" in proc.stderr, proc.stderr
@@ -30,15 +29,22 @@ def test_server_side_dry_run_rejects_invalid_manifest(local_cluster: LocalCluste
     # the CRD's OpenAPI schema (required fields of the pod template) is enforced on create too
     job = pytorchjob("nameless", ns, workers=1)
     del job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["name"]
-    proc = lc.kubectl("create", "--dry-run=server", "-f", "-",
-                      input=yaml.safe_dump(job), check=False)
+    proc = lc.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(job), check=False)
     assert proc.returncode != 0
-    assert "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].name: Required value" in proc.stderr, \
+    assert "spec.pytorchReplicaSpecs.Worker.template.spec.containers[0].name: Required value" in proc.stderr, (
         proc.stderr
+    )
 
     # a valid job passes the same dry run and is still not created
-    ok = lc.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-",
-                    input=yaml.safe_dump(pytorchjob("fine", ns, workers=1)), check=False)
+    ok = lc.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=yaml.safe_dump(pytorchjob("fine", ns, workers=1)),
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert lc.kubectl("get", "pytorchjob", "fine", "-n", ns, check=False).returncode != 0
 
@@ -48,8 +54,9 @@ def test_unknown_field_is_rejected_by_strict_field_validation(local_cluster: Loc
     ns = lc.create_namespace("strict")
     job = pytorchjob("typo", ns, workers=1)
     job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicaz"] = 1
-    proc = lc.kubectl("create", "--dry-run=server", "--validate=strict", "-f", "-",
-                      input=yaml.safe_dump(job), check=False)
+    proc = lc.kubectl(
+        "create", "--dry-run=server", "--validate=strict", "-f", "-", input=yaml.safe_dump(job), check=False
+    )
     assert proc.returncode != 0
     assert 'unknown field "spec.pytorchReplicaSpecs.Worker.replicaz"' in proc.stderr, proc.stderr
 
@@ -73,21 +80,31 @@ def test_bad_token_is_unauthorized(local_cluster: LocalClusterHandle, tmp_path: 
     lc = local_cluster
     from jobgen.localcluster.pki import write_kubeconfig
 
-    kc = write_kubeconfig(tmp_path / "bad.kubeconfig", server=lc.server,
-                          ca_pem=lc.cluster.pki.ca_cert.read_bytes(), context="bad", user={"token": "not-a-token"})
+    kc = write_kubeconfig(
+        tmp_path / "bad.kubeconfig",
+        server=lc.server,
+        ca_pem=lc.cluster.pki.ca_cert.read_bytes(),
+        context="bad",
+        user={"token": "not-a-token"},
+    )
     proc = lc.kubectl("get", "namespaces", kubeconfig=str(kc), check=False)
     assert proc.returncode != 0
     assert "Unauthorized" in proc.stderr or "must be logged in" in proc.stderr, proc.stderr
 
 
-def test_manifests_training_namespace_rbac_and_priorityclasses(local_cluster: LocalClusterHandle,
-                                                               tmp_path: Path) -> None:
+def test_manifests_training_namespace_rbac_and_priorityclasses(
+    local_cluster: LocalClusterHandle, tmp_path: Path
+) -> None:
     """`up` applied manifests/training; the submitter SA may submit there and nowhere else,
     the trainer KSA may not create workloads."""
     lc = local_cluster
-    for kind, name in (("priorityclass", "training-high"), ("priorityclass", "training-default"),
-                       ("priorityclass", "training-low"), ("namespace", "training"),
-                       ("clusterrole", "jobgen-job-submitter")):
+    for kind, name in (
+        ("priorityclass", "training-high"),
+        ("priorityclass", "training-default"),
+        ("priorityclass", "training-low"),
+        ("namespace", "training"),
+        ("clusterrole", "jobgen-job-submitter"),
+    ):
         assert lc.kubectl("get", kind, name, check=False).returncode == 0, f"{kind}/{name} missing"
     # re-applying the kustomization is idempotent
     lc.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(MANIFESTS / "training"))
@@ -109,8 +126,13 @@ def test_manifests_training_namespace_rbac_and_priorityclasses(local_cluster: Lo
     assert can.stdout.strip() == "yes"
 
     # the master pod got the priority of its class from the real Priority admission plugin
-    pod = wait_for(lambda: lc.kubectl("get", "pod", "by-submitter-master-0", "-n", "training", "-o",
-                                      "jsonpath={.spec.priority}", check=False).stdout, 60, "master pod")
+    pod = wait_for(
+        lambda: lc.kubectl(
+            "get", "pod", "by-submitter-master-0", "-n", "training", "-o", "jsonpath={.spec.priority}", check=False
+        ).stdout,
+        60,
+        "master pod",
+    )
     assert pod == "100000"
     lc.kubectl("delete", "pytorchjob", "by-submitter", "-n", "training")
 
@@ -118,11 +140,27 @@ def test_manifests_training_namespace_rbac_and_priorityclasses(local_cluster: Lo
 def test_operator_runs_with_its_own_rbac(local_cluster: LocalClusterHandle) -> None:
     """The operator authenticates as its ServiceAccount, so the vendored ClusterRole is what lets it work."""
     lc = local_cluster
-    can = lc.kubectl("auth", "can-i", "create", "pods", "-n", "default",
-                     "--as=system:serviceaccount:kubeflow:training-operator", check=False)
+    can = lc.kubectl(
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "-n",
+        "default",
+        "--as=system:serviceaccount:kubeflow:training-operator",
+        check=False,
+    )
     assert can.stdout.strip() == "yes"
-    can = lc.kubectl("auth", "can-i", "create", "deployments", "-n", "default",
-                     "--as=system:serviceaccount:kubeflow:training-operator", check=False)
+    can = lc.kubectl(
+        "auth",
+        "can-i",
+        "create",
+        "deployments",
+        "-n",
+        "default",
+        "--as=system:serviceaccount:kubeflow:training-operator",
+        check=False,
+    )
     assert can.stdout.strip() == "no"
 
 

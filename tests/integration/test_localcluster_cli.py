@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobgen.localcluster", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "jobgen.localcluster", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_up_status_env_down(tmp_path: Path) -> None:
@@ -35,12 +36,21 @@ def test_cli_up_status_env_down(tmp_path: Path) -> None:
         kubeconfig = up.stdout.strip()
         assert kubeconfig == str(state / "kubeconfig")
         pids = {pf.name: pf.read() for pf in procs.pidfiles(state)}
-        assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                             "training-operator", "kwok"}
+        assert set(pids) == {
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "training-operator",
+            "kwok",
+        }
         assert all(e is not None and procs.running(*e) for e in pids.values())  # outlived `up`
 
-        ready = subprocess.run([str(binaries().path("kubectl")), f"--kubeconfig={kubeconfig}", "get", "--raw",
-                                "/readyz"], capture_output=True, text=True)
+        ready = subprocess.run(
+            [str(binaries().path("kubectl")), f"--kubeconfig={kubeconfig}", "get", "--raw", "/readyz"],
+            capture_output=True,
+            text=True,
+        )
         assert ready.stdout == "ok", ready.stderr
         status = run("status", "--state-dir", str(state))
         assert status.returncode == 0 and "apiserver ready" in status.stdout, status.stdout

@@ -28,6 +28,7 @@ def pod_named(lc: LocalClusterHandle, ns: str, name: str) -> dict[str, Any] | No
 def wait_condition(lc: LocalClusterHandle, kind: str, ns: str, name: str, ctype: str, timeout: float = 60) -> dict:
     def check() -> dict | None:
         return condition(lc.get(kind, name, ns), ctype)
+
     return wait_for(check, timeout, f"{kind} {ns}/{name} condition {ctype}")
 
 
@@ -38,9 +39,14 @@ def node_pool(lc: LocalClusterHandle, node: str) -> dict[str, str]:
 def test_pytorchjob_pods_services_env_and_success(local_cluster: LocalClusterHandle) -> None:
     lc = local_cluster
     ns = lc.create_namespace("pt")
-    job = pytorchjob("mnist", ns, workers=2, pool="cpu",
-                     worker_annotations=lc.pod_annotations(run_for="3s"),
-                     master_annotations=lc.pod_annotations(run_for="3s"))
+    job = pytorchjob(
+        "mnist",
+        ns,
+        workers=2,
+        pool="cpu",
+        worker_annotations=lc.pod_annotations(run_for="3s"),
+        master_annotations=lc.pod_annotations(run_for="3s"),
+    )
     lc.apply(job)
 
     pods = wait_for(lambda: (p := pods_of(lc, ns, "mnist")) and len(p) == 3 and p, 60, "3 pods")
@@ -92,8 +98,9 @@ def test_tfjob_tf_config(local_cluster: LocalClusterHandle) -> None:
     ("accelerator", "spot", "pool"),
     [("nvidia-l4", False, "l4-ondemand"), ("nvidia-l4", True, "l4-spot"), ("nvidia-tesla-t4", False, "t4-ondemand")],
 )
-def test_gpu_pods_land_on_matching_nodes(local_cluster: LocalClusterHandle, accelerator: str, spot: bool,
-                                         pool: str) -> None:
+def test_gpu_pods_land_on_matching_nodes(
+    local_cluster: LocalClusterHandle, accelerator: str, spot: bool, pool: str
+) -> None:
     lc = local_cluster
     ns = lc.create_namespace("gpu")
     lc.apply(pytorchjob("gpu", ns, workers=1, gpus=1, accelerator=accelerator, spot=spot))
@@ -142,9 +149,17 @@ def test_too_many_gpus_stays_pending(local_cluster: LocalClusterHandle) -> None:
 def test_exit_code_permanent_failure_fails_job(local_cluster: LocalClusterHandle) -> None:
     lc = local_cluster
     ns = lc.create_namespace("perm")
-    lc.apply(pytorchjob("bad", ns, workers=1, restart="ExitCode", pool="cpu",
-                        worker_annotations=lc.pod_annotations(exit_code=2),
-                        master_annotations=lc.pod_annotations(run_for="1h")))
+    lc.apply(
+        pytorchjob(
+            "bad",
+            ns,
+            workers=1,
+            restart="ExitCode",
+            pool="cpu",
+            worker_annotations=lc.pod_annotations(exit_code=2),
+            master_annotations=lc.pod_annotations(run_for="1h"),
+        )
+    )
     failed = wait_condition(lc, "pytorchjob", ns, "bad", "Failed")
     assert "Worker" in failed["message"] or "worker" in failed["message"], failed
     worker = pod_named(lc, ns, "bad-worker-0")
@@ -157,21 +172,36 @@ def test_exit_code_retryable_failure_restarts_replica(local_cluster: LocalCluste
     lc = local_cluster
     ns = lc.create_namespace("retry")
     hold = lc.pod_annotations(run_for="1h")
-    lc.apply(pytorchjob("flaky", ns, workers=1, restart="ExitCode", pool="cpu",
-                        worker_annotations=hold, master_annotations=hold))
+    lc.apply(
+        pytorchjob(
+            "flaky", ns, workers=1, restart="ExitCode", pool="cpu", worker_annotations=hold, master_annotations=hold
+        )
+    )
     wait_condition(lc, "pytorchjob", ns, "flaky", "Running")
-    first = wait_for(lambda: (p := pod_named(lc, ns, "flaky-worker-0")) and p["status"].get("phase") == "Running"
-                     and p, 60, "worker Running")
+    first = wait_for(
+        lambda: (p := pod_named(lc, ns, "flaky-worker-0")) and p["status"].get("phase") == "Running" and p,
+        60,
+        "worker Running",
+    )
     first_uid = first["metadata"]["uid"]
 
     lc.fail_replica(ns, "flaky-worker-0", 137)  # SIGKILL-like: retryable under ExitCode
-    second = wait_for(lambda: (p := pod_named(lc, ns, "flaky-worker-0")) and p["metadata"]["uid"] != first_uid
-                      and p["status"].get("phase") == "Running" and p, 60, "recreated worker Running")
+    second = wait_for(
+        lambda: (p := pod_named(lc, ns, "flaky-worker-0"))
+        and p["metadata"]["uid"] != first_uid
+        and p["status"].get("phase") == "Running"
+        and p,
+        60,
+        "recreated worker Running",
+    )
     # the Restarting condition is transient (Running replaces it); the operator's events stay
-    reasons = wait_for(lambda: {e["reason"] for e in lc.get("events", namespace=ns)["items"]
-                                if e["involvedObject"]["name"] == "flaky"} >= {"PyTorchJobRestarting"}
-                       and {e["reason"]: e["message"] for e in lc.get("events", namespace=ns)["items"]},
-                       30, "PyTorchJobRestarting event")
+    reasons = wait_for(
+        lambda: {e["reason"] for e in lc.get("events", namespace=ns)["items"] if e["involvedObject"]["name"] == "flaky"}
+        >= {"PyTorchJobRestarting"}
+        and {e["reason"]: e["message"] for e in lc.get("events", namespace=ns)["items"]},
+        30,
+        "PyTorchJobRestarting event",
+    )
     assert "exited with code 137" in reasons["ExitedWithCode"], reasons
     job = lc.get("pytorchjob", "flaky", ns)
     assert condition(job, "Failed") is None

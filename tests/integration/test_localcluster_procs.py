@@ -48,17 +48,23 @@ def test_stale_pidfile_does_not_kill_a_reused_pid(tmp_path: Path) -> None:
 def test_cli_env_and_status_when_down(tmp_path: Path) -> None:
     env = {**os.environ, "JOBGEN_LOCALCLUSTER_DIR": str(tmp_path / "none")}
     for cmd, want in (("env", "not up"), ("status", "down")):
-        proc = subprocess.run([sys.executable, "-m", "jobgen.localcluster", cmd], env=env, cwd=REPO_ROOT,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobgen.localcluster", cmd], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+        )
         assert proc.returncode == 1
         assert want in (proc.stdout + proc.stderr)
         assert "Traceback" not in proc.stderr
 
 
 def test_missing_go_is_one_clear_line(tmp_path: Path) -> None:
-    env = {**os.environ, "JOBGEN_CACHE": str(tmp_path / "cache"), "PATH": "/nonexistent",
-           "JOBGEN_LOCALCLUSTER_DIR": str(tmp_path / "state")}
-    proc = subprocess.run([sys.executable, "-m", "jobgen.localcluster", "up"], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "JOBGEN_CACHE": str(tmp_path / "cache"),
+        "PATH": "/nonexistent",
+        "JOBGEN_LOCALCLUSTER_DIR": str(tmp_path / "state"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.localcluster", "up"], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "localcluster: go not found: install Go >= 1.26 to build the local control plane"

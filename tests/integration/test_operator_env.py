@@ -23,8 +23,10 @@ CASES = {
     "static": ("jobs/cpu-ddp.yaml", ["--set", "replicas.Worker.replicas=2"]),
     "nproc": ("jobs/cpu-ddp.yaml", ["--set", "distribution.nprocPerNode=4"]),
     "nproc-auto": ("jobs/mnist-ddp.yaml", ["--set", "replicas.Worker.replicas=1"]),
-    "elastic": ("jobs/elastic-ddp.yaml", ["--set", "replicas.Worker.replicas=2", "--set",
-                                          "distribution.elastic.rdzvId=run-1"]),
+    "elastic": (
+        "jobs/elastic-ddp.yaml",
+        ["--set", "replicas.Worker.replicas=2", "--set", "distribution.elastic.rdzvId=run-1"],
+    ),
     "tf": ("jobs/tf-mwms.yaml", []),
 }
 
@@ -41,8 +43,13 @@ def test_env_matches_real_operator(local_cluster, case):
     name = f"env-{case}-{uuid.uuid4().hex[:4]}"
     sets = [*sets, "--set", f"name={name}"]
     env = {**os.environ, "KUBECONFIG": local_cluster.kubeconfig}
-    proc = subprocess.run([sys.executable, "-m", "jobgen.cli", "submit", spec_path, *sets], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "submit", spec_path, *sets],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = render(load_spec(REPO / spec_path, _sets(sets)))
     job = TrainingJob(manifest)

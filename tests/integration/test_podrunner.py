@@ -32,8 +32,14 @@ def runner(local_cluster, tmp_path):
 
 def submit_probe(cluster, name: str, *probe_args: str, workers: int = 2, restart: str = "OnFailure") -> None:
     labels, annotations = pod_settings()
-    sets = [("name", name), ("replicas.Worker.replicas", workers), ("command", ["python", PROBE, *probe_args]),
-            ("podAnnotations", annotations), ("labels", {**labels}), ("restartPolicy", restart)]
+    sets = [
+        ("name", name),
+        ("replicas.Worker.replicas", workers),
+        ("command", ["python", PROBE, *probe_args]),
+        ("podAnnotations", annotations),
+        ("labels", {**labels}),
+        ("restartPolicy", restart),
+    ]
     manifest = render(load_spec(REPO / "jobs/cpu-ddp.yaml", sets))
     cluster.apply(manifest)
 

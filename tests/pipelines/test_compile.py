@@ -48,7 +48,9 @@ def test_dag_order_and_components(tmp_path):
     assert tasks["register"]["dependentTasks"] == ["evaluate"]
     # evaluate reads the job name the train step returned; register takes evaluate's measurements
     assert tasks["evaluate"]["inputs"]["parameters"]["job_name"]["taskOutputParameter"] == {
-        "producerTask": "train", "outputParameterKey": "Output"}
+        "producerTask": "train",
+        "outputParameterKey": "Output",
+    }
     reg = tasks["register"]["inputs"]["parameters"]
     for key in ("version", "metric", "value", "mode"):
         assert reg[key]["taskOutputParameter"] == {"producerTask": "evaluate", "outputParameterKey": key}
@@ -61,10 +63,12 @@ def test_dag_order_and_components(tmp_path):
 def test_images_come_from_images_dir_names(tmp_path):
     ir = compile_ir(tmp_path)
     images = {t: executor_of(ir, t)["image"] for t in ir["root"]["dag"]["tasks"]}
-    assert images == {"validate-data": "us-docker.pkg.dev/proj/training/trainer:abc123",
-                      "train": "us-docker.pkg.dev/proj/training/watcher:abc123",
-                      "evaluate": "us-docker.pkg.dev/proj/training/trainer:abc123",
-                      "register": "us-docker.pkg.dev/proj/training/trainer:abc123"}
+    assert images == {
+        "validate-data": "us-docker.pkg.dev/proj/training/trainer:abc123",
+        "train": "us-docker.pkg.dev/proj/training/watcher:abc123",
+        "evaluate": "us-docker.pkg.dev/proj/training/trainer:abc123",
+        "register": "us-docker.pkg.dev/proj/training/trainer:abc123",
+    }
     for name in ("trainer", "watcher"):
         assert (REPO / "images" / name / "Dockerfile").is_file()
     ir = compile_ir(tmp_path, image_registry="eu.gcr.io/other/", image_tag="v9")
@@ -115,13 +119,16 @@ def test_custom_templates_are_embedded(tmp_path):
     assert "# custom" in const["pytorchjob.yaml.j2"]
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"nope": "1"}, "hyperparameters.nope: unknown hyperparameter"),
-    ({"epochs": "three"}, "hyperparameters.epochs: expected int, got 'three'"),
-    ({"lr": "5"}, "hyperparameters.lr: 5.0 is above the maximum 1.0"),
-    ({"backend": "nccl"}, "hyperparameters.backend: 'nccl' is not one of ['gloo']"),
-    ({"use-amp": "maybe"}, "hyperparameters.use-amp: expected bool"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"nope": "1"}, "hyperparameters.nope: unknown hyperparameter"),
+        ({"epochs": "three"}, "hyperparameters.epochs: expected int, got 'three'"),
+        ({"lr": "5"}, "hyperparameters.lr: 5.0 is above the maximum 1.0"),
+        ({"backend": "nccl"}, "hyperparameters.backend: 'nccl' is not one of ['gloo']"),
+        ({"use-amp": "maybe"}, "hyperparameters.use-amp: expected bool"),
+    ],
+)
 def test_bad_parameters_rejected_at_compile_time(tmp_path, params, message):
     with pytest.raises(UserError, match=None) as err:
         compile_spec(spec_file(tmp_path), params=params, output=tmp_path / "p.yaml")
@@ -129,13 +136,18 @@ def test_bad_parameters_rejected_at_compile_time(tmp_path, params, message):
     assert not (tmp_path / "p.yaml").exists()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"hyperparameters": {"data_uri": {"type": "str", "default": "x"}}}, "clashes with the pipeline parameter"),
-    ({"hyperparameters": {"a-b": {"type": "int", "default": 1}, "a_b": {"type": "int", "default": 2}}},
-     "like hyperparameter 'a-b'"),
-    ({"kind": "TFJob", "replicas": {"Chief": {"replicas": 1}}}, "trains with a PyTorchJob"),
-    ({"image": "trainer@sha256:" + "a" * 64}, "cannot tell the image tag"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hyperparameters": {"data_uri": {"type": "str", "default": "x"}}}, "clashes with the pipeline parameter"),
+        (
+            {"hyperparameters": {"a-b": {"type": "int", "default": 1}, "a_b": {"type": "int", "default": 2}}},
+            "like hyperparameter 'a-b'",
+        ),
+        ({"kind": "TFJob", "replicas": {"Chief": {"replicas": 1}}}, "trains with a PyTorchJob"),
+        ({"image": "trainer@sha256:" + "a" * 64}, "cannot tell the image tag"),
+    ],
+)
 def test_bad_specs_rejected(tmp_path, change, message):
     with pytest.raises(UserError) as err:
         compile_spec(spec_file(tmp_path, **change), output=tmp_path / "p.yaml")
@@ -144,13 +156,45 @@ def test_bad_specs_rejected(tmp_path, change, message):
 
 def test_cli_prints_user_errors_without_traceback(tmp_path):
     spec = spec_file(tmp_path)
-    bad = subprocess.run([sys.executable, "-m", "jobgen.cli", "pipeline", str(spec), "-p", "epochs=x", "-p", "zzz=1",
-                          "-o", str(tmp_path / "p.yaml")], capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobgen.cli",
+            "pipeline",
+            str(spec),
+            "-p",
+            "epochs=x",
+            "-p",
+            "zzz=1",
+            "-o",
+            str(tmp_path / "p.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2, bad.stderr
     assert "Traceback" not in bad.stderr
     assert "hyperparameters.epochs: expected int" in bad.stderr and "hyperparameters.zzz: unknown" in bad.stderr
-    ok = subprocess.run([sys.executable, "-m", "jobgen.cli", "pipeline", str(spec), "--set", "name=renamed",
-                         "-p", "epochs=4", "-o", str(tmp_path / "p.yaml")], capture_output=True, text=True, cwd=REPO)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobgen.cli",
+            "pipeline",
+            str(spec),
+            "--set",
+            "name=renamed",
+            "-p",
+            "epochs=4",
+            "-o",
+            str(tmp_path / "p.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert ok.returncode == 0, ok.stderr
     ir = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert ir["pipelineInfo"]["name"] == "renamed-pipeline"
@@ -160,7 +204,9 @@ def test_cli_prints_user_errors_without_traceback(tmp_path):
 def test_component_image_names():
     assert component_images("local/trainer:dev", None, None) == ("local/trainer:dev", "local/watcher:dev")
     assert component_images("localhost:5000/a/trainer:1.2", None, None) == (
-        "localhost:5000/a/trainer:1.2", "localhost:5000/a/watcher:1.2")
+        "localhost:5000/a/trainer:1.2",
+        "localhost:5000/a/watcher:1.2",
+    )
     with pytest.raises(UserError, match="image tag"):
         component_images("localhost:5000/a/trainer", None, None)
     with pytest.raises(UserError, match="not a valid image tag"):
@@ -173,12 +219,15 @@ def test_import_stays_light():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize(("arguments", "error"), [
-    ({"nope": 1}, "unexpected keyword argument"),
-    ({"epochs": "three"}, "incompatible with the input type 'NUMBER_INTEGER'"),
-    ({"lr": "fast"}, "incompatible with the input type 'NUMBER_DOUBLE'"),
-    ({"use_amp": "yes"}, "incompatible with the input type 'BOOLEAN'"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"nope": 1}, "unexpected keyword argument"),
+        ({"epochs": "three"}, "incompatible with the input type 'NUMBER_INTEGER'"),
+        ({"lr": "fast"}, "incompatible with the input type 'NUMBER_DOUBLE'"),
+        ({"use_amp": "yes"}, "incompatible with the input type 'BOOLEAN'"),
+    ],
+)
 def test_kfp_rejects_unknown_and_mistyped_run_arguments_before_running(tmp_path, arguments, error):
     from kfp import local
 

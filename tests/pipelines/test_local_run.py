@@ -64,8 +64,9 @@ def compiled(env, name: str, epochs: int = 6):
     from jobgen.pipelines.compile import compile_spec
 
     b = env["buckets"]
-    doc = local_spec(name, f"gs://{b['data']}/digits/v1", f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits",
-                     epochs=epochs)
+    doc = local_spec(
+        name, f"gs://{b['data']}/digits/v1", f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits", epochs=epochs
+    )
     spec = write_yaml(env["tmp"] / f"{name}.yaml", doc)
     path = compile_spec(spec, image_registry="local", image_tag="dev", output=env["tmp"] / f"{name}-pipeline.yaml")
     return components.load_component_from_file(str(path))
@@ -101,8 +102,7 @@ def test_pipeline_trains_evaluates_and_registers(env):
     assert lineage["data"]["uri"].rstrip("/") == data_uri
     assert lineage["world_size"] == 2  # master + worker really trained together
     assert lineage["hyperparameters"]["epochs"] == 6
-    metrics = json.loads(gcs.bucket(b["models"]).blob(f"digits/{decision['version']}/metrics.json")
-                         .download_as_bytes())
+    metrics = json.loads(gcs.bucket(b["models"]).blob(f"digits/{decision['version']}/metrics.json").download_as_bytes())
     assert abs(metrics["val_accuracy"] - decision["value"]) <= 1e-3  # evaluate's own measurement agrees
     assert decision["value"] > 0.5  # 6 epochs on digits learn something (chance is 0.1)
     latest, _ = Registry(f"gs://{b['models']}/digits").latest()
@@ -133,10 +133,12 @@ def test_bad_runtime_parameters_fail_before_any_job(env, capfd):
     gcs, b = env["gcs"], env["buckets"]
     data_uri = write_data(gcs, b["data"], "v1", n=300)
     pipeline = compiled(env, "kfp-reject")
-    cases = [({"lr": 5.0}, "hyperparameters.lr: 5.0 is above the maximum 1.0"),
-             ({"epochs": 0}, "hyperparameters.epochs: 0 is below the minimum 1"),
-             ({"backend": "nccl"}, "hyperparameters.backend: 'nccl' is not one of ['gloo']"),
-             ({"delete_policy": "Sometimes"}, "delete_policy: must be one of Always, OnSuccess, Never")]
+    cases = [
+        ({"lr": 5.0}, "hyperparameters.lr: 5.0 is above the maximum 1.0"),
+        ({"epochs": 0}, "hyperparameters.epochs: 0 is below the minimum 1"),
+        ({"backend": "nccl"}, "hyperparameters.backend: 'nccl' is not one of ['gloo']"),
+        ({"delete_policy": "Sometimes"}, "delete_policy: must be one of Always, OnSuccess, Never"),
+    ]
     for bad, reason in cases:
         capfd.readouterr()
         with pytest.raises(RuntimeError, match="Inner task failed: .*train"):
@@ -189,9 +191,19 @@ def test_retried_train_step_attaches_to_its_job(env):
     gcs, b = env["gcs"], env["buckets"]
     data_uri = write_data(gcs, b["data"], "v5", n=600)
     doc = local_spec("kfp-retry", data_uri, f"gs://{b['models']}/digits", f"gs://{b['ckpt']}/digits", epochs=2)
-    args = dict(spec_json=json.dumps(doc), hyperparameters={"epochs": "2"}, templates={}, data_uri=data_uri,
-                output_uri="", checkpoint_uri="", namespace=NS, run_id=f"run-{uuid.uuid4()}",
-                timeout_seconds=300, delete_policy="Never", poll_seconds=0.5)
+    args = dict(
+        spec_json=json.dumps(doc),
+        hyperparameters={"epochs": "2"},
+        templates={},
+        data_uri=data_uri,
+        output_uri="",
+        checkpoint_uri="",
+        namespace=NS,
+        run_id=f"run-{uuid.uuid4()}",
+        timeout_seconds=300,
+        delete_policy="Never",
+        poll_seconds=0.5,
+    )
     first = components.train(**args)
     job = env["cluster"].get_job(first, NS)
     uid = job["metadata"]["uid"]

@@ -128,13 +128,16 @@ def test_run_names_are_deterministic_and_distinct():
     assert len(long) <= 128 and long != derive_run_name("p" * 200, "gs://b/" + "x" * 300, 2)
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"epochs": "many"}, "epochs: expected an int"),
-    ({"epochs": 2.5}, "epochs: expected an int"),
-    ({"lr": "fast"}, "lr: expected a float"),
-    ({"nope": 1}, "nope: unknown pipeline parameter"),
-    ({"backend": 3}, "backend: expected a string"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"epochs": "many"}, "epochs: expected an int"),
+        ({"epochs": 2.5}, "epochs: expected an int"),
+        ({"lr": "fast"}, "lr: expected a float"),
+        ({"nope": 1}, "nope: unknown pipeline parameter"),
+        ({"backend": 3}, "backend: expected a string"),
+    ],
+)
 def test_bad_arguments_never_reach_the_endpoint(kfp_host, package, params, message):
     host, store = kfp_host
     with pytest.raises(UserError) as err:

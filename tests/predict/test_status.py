@@ -73,11 +73,22 @@ def test_pending_reason_from_pods():
 
 def test_downward_env_resolves_the_completion_index():
     env = [
-        {"name": "JOB_COMPLETION_INDEX",
-         "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {
+            "name": "JOB_COMPLETION_INDEX",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+            },
+        },
         {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "PLAIN", "value": "x"},
     ]
-    pod = {"metadata": {"name": "p-1-2-xyz", "namespace": "ns", "uid": "u", "labels": {},
-                        "annotations": {"batch.kubernetes.io/job-completion-index": "2"}}}
+    pod = {
+        "metadata": {
+            "name": "p-1-2-xyz",
+            "namespace": "ns",
+            "uid": "u",
+            "labels": {},
+            "annotations": {"batch.kubernetes.io/job-completion-index": "2"},
+        }
+    }
     assert downward_env(pod, {"env": env}) == {"JOB_COMPLETION_INDEX": "2", "POD": "p-1-2-xyz"}

@@ -48,9 +48,16 @@ def test_unknown_kind():
         kubeflow.view({"kind": "MPIJob"})
 
 
-@pytest.mark.parametrize(("conditions", "state"), [
-    ([], "Pending"), (["Created"], "Pending"), (["Created", "Running"], "Running"),
-    (["Running", "Succeeded"], "Succeeded"), (["Running", "Failed"], "Failed")])
+@pytest.mark.parametrize(
+    ("conditions", "state"),
+    [
+        ([], "Pending"),
+        (["Created"], "Pending"),
+        (["Created", "Running"], "Running"),
+        (["Running", "Succeeded"], "Succeeded"),
+        (["Running", "Failed"], "Failed"),
+    ],
+)
 def test_state_from_conditions(conditions, state):
     obj = {"status": {"conditions": [{"type": c, "status": "True"} for c in conditions]}}
     assert kubeflow.state_of(obj)[0] == state
@@ -83,8 +90,14 @@ def test_transient_classification():
     assert not is_transient(ApiRejected(422, "Invalid", "bad")) and not is_transient(ApiRejected(403, "F", "no"))
     assert not is_transient(ValueError("x"))
     # the apiserver's 500 for a server-side apply that does not fit the schema is permanent
-    assert not is_transient(ApiRejected(500, "InternalError", "failed to create typed patch object (ns/x; "
-                                        "kubeflow.org/v1, Kind=PyTorchJob): .spec.bad: field not declared in schema"))
+    assert not is_transient(
+        ApiRejected(
+            500,
+            "InternalError",
+            "failed to create typed patch object (ns/x; "
+            "kubeflow.org/v1, Kind=PyTorchJob): .spec.bad: field not declared in schema",
+        )
+    )
 
 
 def test_retry_policy_retries_transient_only():

@@ -133,8 +133,7 @@ def test_any_string_survives_render_and_dump(value, env_value):
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1)
-       | st.booleans())
+@given(value=st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1) | st.booleans())
 def test_scalars_round_trip_through_yaml(value):
     doc = copy.deepcopy(BASE)
     doc["env"]["V"] = value

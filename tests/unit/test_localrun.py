@@ -12,21 +12,41 @@ PROBE = "tests/fixtures/rendezvous_probe.py"
 
 
 def run_local(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobgen.cli", "run", "--local", "jobs/cpu-ddp.yaml",
-                           "--set-string", "command[0]=python", "--set-string", f"command[1]={PROBE}",
-                           "--set", "command[2]=--probe", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobgen.cli",
+            "run",
+            "--local",
+            "jobs/cpu-ddp.yaml",
+            "--set-string",
+            "command[0]=python",
+            "--set-string",
+            f"command[1]={PROBE}",
+            "--set",
+            "command[2]=--probe",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def test_replicas_rendezvous_with_operator_env():
-    proc = run_local("--set", "replicas.Worker.replicas=2", "-p", "lr=0.25",
-                     "--set-string", "storage.data=gs://bucket/v1")
+    proc = run_local(
+        "--set", "replicas.Worker.replicas=2", "-p", "lr=0.25", "--set-string", "storage.data=gs://bucket/v1"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("[master-0]") and "ranks=[0, 1, 2]" in line for line in lines), proc.stdout
     for rank, prefix in ((0, "[master-0]"), (1, "[worker-0]"), (2, "[worker-1]")):
-        assert any(line.startswith(prefix) and f"rank={rank} world=3 nnodes=3 lr=0.25 data=gs://bucket/v1" in line
-                   for line in lines), proc.stdout
+        assert any(
+            line.startswith(prefix) and f"rank={rank} world=3 nnodes=3 lr=0.25 data=gs://bucket/v1" in line
+            for line in lines
+        ), proc.stdout
     assert "pytorchjob/cpu-ddp Succeeded (local)" in proc.stderr
 
 
@@ -49,8 +69,12 @@ def test_dry_run_prints_the_plan():
 
 
 def test_tf_config_points_at_local_ports():
-    proc = subprocess.run([sys.executable, "-m", "jobgen.cli", "run", "--local", "jobs/tf-mwms.yaml", "--dry-run"],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "run", "--local", "jobs/tf-mwms.yaml", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = {r["replica"]: json.loads(r["env"]["TF_CONFIG"]) for r in json.loads(proc.stdout)}
     chief = plan["tf-mwms-chief-0"]
@@ -62,7 +86,11 @@ def test_tf_config_points_at_local_ports():
 
 
 def test_needs_a_command():
-    proc = subprocess.run([sys.executable, "-m", "jobgen.cli", "run", "--local", "jobs/cpu-ddp.yaml",
-                           "--set", "command=null"], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "run", "--local", "jobs/cpu-ddp.yaml", "--set", "command=null"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 2 and "needs the container's command" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -47,7 +47,7 @@ def test_shorten_keeps_prefix_and_separates_suffixes(prefix, limit):
 
 
 def test_examples():
-    assert sanitize("My_Job.v2") .startswith("my-job-v2-")
+    assert sanitize("My_Job.v2").startswith("my-job-v2-")
     assert sanitize("123abc").startswith("abc-")
     assert sanitize("___").startswith("x-")
     assert child_suffix_len("worker", 9) == len("-worker-9")

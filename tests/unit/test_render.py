@@ -33,8 +33,9 @@ def test_gpu_placement():
     assert spec["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
     assert spec["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
-            "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
     res = spec["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == 1 and res["requests"]["nvidia.com/gpu"] == 1
     assert spec["priorityClassName"] == "training-default"
@@ -64,15 +65,13 @@ def test_queue_label_and_managed_by():
 def test_distribution_is_rendered_as_strings():
     m = render(load_spec(Path("jobs/elastic-ddp.yaml")))
     assert m["spec"]["nprocPerNode"] == "1"
-    assert m["spec"]["elasticPolicy"] == {"minReplicas": 2, "maxReplicas": 8, "rdzvBackend": "c10d",
-                                          "maxRestarts": 10}
+    assert m["spec"]["elasticPolicy"] == {"minReplicas": 2, "maxReplicas": 8, "rdzvBackend": "c10d", "maxRestarts": 10}
     assert "nProcPerNode" not in m["spec"]["elasticPolicy"]
 
 
 def test_run_policy_and_restart_policy():
     m = render(load_spec(Path("jobs/mnist-ddp.yaml")))
-    assert m["spec"]["runPolicy"] == {"backoffLimit": 3, "ttlSecondsAfterFinished": 86400,
-                                      "cleanPodPolicy": "Running"}
+    assert m["spec"]["runPolicy"] == {"backoffLimit": 3, "ttlSecondsAfterFinished": 86400, "cleanPodPolicy": "Running"}
     assert m["spec"]["pytorchReplicaSpecs"]["Worker"]["restartPolicy"] == "ExitCode"
 
 
@@ -112,9 +111,11 @@ def test_shm_and_gcsfuse():
     assert template["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
     vols = {v["name"]: v for v in template["spec"]["volumes"]}
     assert vols["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
-    assert vols["data"]["csi"] == {"driver": "gcsfuse.csi.storage.gke.io", "readOnly": True,
-                                   "volumeAttributes": {"bucketName": "my-project-data",
-                                                        "mountOptions": "implicit-dirs"}}
+    assert vols["data"]["csi"] == {
+        "driver": "gcsfuse.csi.storage.gke.io",
+        "readOnly": True,
+        "volumeAttributes": {"bucketName": "my-project-data", "mountOptions": "implicit-dirs"},
+    }
     mounts = {m["name"]: m for m in template["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["dshm"]["mountPath"] == "/dev/shm"
     assert mounts["data"] == {"name": "data", "mountPath": "/data", "readOnly": True}
@@ -132,14 +133,17 @@ def test_params_override_defaults_with_types(cpu_spec):
     assert c["args"] == ["--lr=0.5", "--epochs=7", "--backend=gloo"]
 
 
-@pytest.mark.parametrize("params,expect", [
-    ({"momentum": 0.9}, "unknown hyperparameter"),
-    ({"epochs": "two"}, "expected int"),
-    ({"epochs": 0}, "below the minimum"),
-    ({"lr": 2}, "above the maximum"),
-    ({"backend": "nccl"}, "not one of"),
-    ({"lr": "nan"}, "expected float"),
-])
+@pytest.mark.parametrize(
+    "params,expect",
+    [
+        ({"momentum": 0.9}, "unknown hyperparameter"),
+        ({"epochs": "two"}, "expected int"),
+        ({"epochs": 0}, "below the minimum"),
+        ({"lr": 2}, "above the maximum"),
+        ({"backend": "nccl"}, "not one of"),
+        ({"lr": "nan"}, "expected float"),
+    ],
+)
 def test_bad_params(cpu_spec, params, expect):
     with pytest.raises(UserError) as info:
         render(parse_spec(cpu_spec, "x"), params, source="spec.yaml")
@@ -148,14 +152,18 @@ def test_bad_params(cpu_spec, params, expect):
 
 def test_user_template_dir(cpu_spec, tmp_path):
     (tmp_path / "pytorchjob.yaml.j2").write_text(
-        (Path("jobgen/templates/pytorchjob.yaml.j2").read_text()).replace(
-            "  runPolicy: {{ job.run_policy }}", "  runPolicy: {{ job.run_policy }}\n  # custom")
+        (Path("jobgen/templates/pytorchjob.yaml.j2").read_text())
+        .replace("  runPolicy: {{ job.run_policy }}", "  runPolicy: {{ job.run_policy }}\n  # custom")
         .replace("kind: PyTorchJob", "kind: PyTorchJob\n# from the user's directory")
     )
     (tmp_path / "_replica.yaml.j2").write_text(
-        Path("jobgen/templates/_replica.yaml.j2").read_text().replace(
+        Path("jobgen/templates/_replica.yaml.j2")
+        .read_text()
+        .replace(
             "          tolerations: {{ role.tolerations }}",
-            "          tolerations: {{ role.tolerations }}\n          hostIPC: {{ true }}"))
+            "          tolerations: {{ role.tolerations }}\n          hostIPC: {{ true }}",
+        )
+    )
     m = render(parse_spec(cpu_spec, "x"), template_dir=str(tmp_path))
     assert pod(m, "Worker")["spec"]["hostIPC"] is True
 
@@ -164,8 +172,12 @@ def test_template_errors_are_user_errors(cpu_spec, tmp_path):
     (tmp_path / "bad.j2").write_text("kind: {{ job.nothing_here }}\n")
     (tmp_path / "partial.j2").write_text("name: job-{{ job.name }}\n")
     (tmp_path / "syntax.j2").write_text("name: {{ job.name \n")
-    for name, expect in [("bad.j2", "undefined value"), ("partial.j2", "whole YAML value"),
-                         ("syntax.j2", "syntax.j2:1"), ("missing.j2", "not found")]:
+    for name, expect in [
+        ("bad.j2", "undefined value"),
+        ("partial.j2", "whole YAML value"),
+        ("syntax.j2", "syntax.j2:1"),
+        ("missing.j2", "not found"),
+    ]:
         cpu_spec["template"] = name
         with pytest.raises(UserError) as info:
             render(parse_spec(cpu_spec, "x"), template_dir=str(tmp_path), source="spec.yaml")

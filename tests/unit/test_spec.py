@@ -70,8 +70,9 @@ def test_gpu_without_accelerator_per_role(cpu_spec):
     assert "placement.accelerator" in problems(cpu_spec)["replicas.Worker.resources.gpu"]
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/x", "gs://", "gs://B/upper", "gs://bucket//double", "gs://a/x",
-                                 "gs://bucket/new\nline"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/x", "gs://", "gs://B/upper", "gs://bucket//double", "gs://a/x", "gs://bucket/new\nline"]
+)
 def test_malformed_gs_uri(cpu_spec, uri):
     cpu_spec["storage"] = {"data": uri}
     assert "gs://" in problems(cpu_spec)["storage.data"]
@@ -92,9 +93,13 @@ def test_name_too_long_for_children(cpu_spec):
 
 
 def test_name_limit_counts_elastic_max_replicas():
-    doc = {"kind": "PyTorchJob", "name": "e" * 53, "image": "i",
-           "replicas": {"Worker": {"replicas": 2}},
-           "distribution": {"elastic": {"minReplicas": 1, "maxReplicas": 10}}}
+    doc = {
+        "kind": "PyTorchJob",
+        "name": "e" * 53,
+        "image": "i",
+        "replicas": {"Worker": {"replicas": 2}},
+        "distribution": {"elastic": {"minReplicas": 1, "maxReplicas": 10}},
+    }
     # max index 9 → "-worker-9" = 9 chars → 54 fit; with 10 workers index 9 still 1 digit.
     parse_spec(doc, "x")
     doc["distribution"]["elastic"]["maxReplicas"] = 11  # index 10 → 10 chars → 53 fit
@@ -120,8 +125,10 @@ def test_worker_within_elastic_bounds(cpu_spec):
     assert "1..2" in problems(cpu_spec)["replicas.Worker.replicas"]
 
 
-@pytest.mark.parametrize("value,ok", [("auto", True), ("gpu", True), ("cpu", True), (4, True), ("8", True),
-                                      (0, False), ("many", False), (-1, False)])
+@pytest.mark.parametrize(
+    "value,ok",
+    [("auto", True), ("gpu", True), ("cpu", True), (4, True), ("8", True), (0, False), ("many", False), (-1, False)],
+)
 def test_nproc_per_node(cpu_spec, value, ok):
     cpu_spec["distribution"] = {"nprocPerNode": value}
     if ok:
@@ -131,8 +138,13 @@ def test_nproc_per_node(cpu_spec, value, ok):
 
 
 def test_tfjob_rejects_distribution():
-    doc = {"kind": "TFJob", "name": "t", "image": "i", "replicas": {"Worker": {"replicas": 2}},
-           "distribution": {"nprocPerNode": "auto"}}
+    doc = {
+        "kind": "TFJob",
+        "name": "t",
+        "image": "i",
+        "replicas": {"Worker": {"replicas": 2}},
+        "distribution": {"nprocPerNode": "auto"},
+    }
     assert "only PyTorchJob" in problems(doc)["distribution"]
 
 
@@ -173,14 +185,23 @@ def test_missing_required(cpu_spec):
 
 # --set --------------------------------------------------------------------------------------
 
+
 def test_split_path():
     assert split_path("a.b[0].c") == ["a", "b", 0, "c"]
     assert split_path(r"labels.app\.kubernetes\.io/name") == ["labels", "app.kubernetes.io/name"]
 
 
 def test_set_changes_fields(cpu_spec):
-    doc = apply_sets(cpu_spec, [("replicas.Worker.replicas", 3), ("placement.spot", True),
-                                ("hyperparameters.lr.default", 0.1), ("args[0]", "--verbose")], "x")
+    doc = apply_sets(
+        cpu_spec,
+        [
+            ("replicas.Worker.replicas", 3),
+            ("placement.spot", True),
+            ("hyperparameters.lr.default", 0.1),
+            ("args[0]", "--verbose"),
+        ],
+        "x",
+    )
     spec = parse_spec(doc, "x")
     assert spec.replicas["Worker"].replicas == 3
     assert spec.placement.spot is True
@@ -189,13 +210,16 @@ def test_set_changes_fields(cpu_spec):
     assert cpu_spec["replicas"]["Worker"]["replicas"] == 1  # the input is not modified
 
 
-@pytest.mark.parametrize("path,expect", [
-    ("replicas.Worker.replica", "no such field"),
-    ("placement.gpus", "no such field"),
-    ("hyperparameters.momentum.default", "not declared"),
-    ("args[3]", "out of range"),
-    ("a..b", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "path,expect",
+    [
+        ("replicas.Worker.replica", "no such field"),
+        ("placement.gpus", "no such field"),
+        ("hyperparameters.momentum.default", "not declared"),
+        ("args[3]", "out of range"),
+        ("a..b", "cannot parse"),
+    ],
+)
 def test_set_on_missing_path(cpu_spec, path, expect):
     with pytest.raises(UserError) as info:
         apply_sets(cpu_spec, [(path, 1)], "spec.yaml")

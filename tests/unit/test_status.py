@@ -28,8 +28,10 @@ def pod(name, role, ready=False, scheduled=None, terminated=None):
     if scheduled:
         conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled})
     statuses = [{"name": "pytorch", "state": {"terminated": terminated}}] if terminated else []
-    return {"metadata": {"name": name, "labels": {"training.kubeflow.org/replica-type": role}},
-            "status": {"conditions": conditions, "containerStatuses": statuses}}
+    return {
+        "metadata": {"name": name, "labels": {"training.kubeflow.org/replica-type": role}},
+        "status": {"conditions": conditions, "containerStatuses": statuses},
+    }
 
 
 def test_state_precedence():
@@ -56,15 +58,21 @@ def test_pending_reason_from_unschedulable_pod():
 
 def test_failed_reason_with_exit_codes():
     pods = [pod("j-master-0", "master", terminated={"exitCode": 3, "reason": "Error"})]
-    st = summarize(job([cond("Failed", reason="PyTorchJobFailed", message="Master failed")],
-                       {"Master": {"failed": 1}}), pods, now=NOW)
+    st = summarize(
+        job([cond("Failed", reason="PyTorchJobFailed", message="Master failed")], {"Master": {"failed": 1}}),
+        pods,
+        now=NOW,
+    )
     assert st.reason == "PyTorchJobFailed: Master failed (j-master-0: exit code 3)"
     assert [r.failed for r in st.roles] == [1, 0]
 
 
 def test_ready_counts_and_table():
-    pods = [pod("j-master-0", "master", ready=True), pod("j-worker-0", "worker", ready=True),
-            pod("j-worker-1", "worker")]
+    pods = [
+        pod("j-master-0", "master", ready=True),
+        pod("j-worker-0", "worker", ready=True),
+        pod("j-worker-1", "worker"),
+    ]
     st = summarize(job([cond("Running")], {"Master": {"active": 1}, "Worker": {"active": 2}}), pods, now=NOW)
     assert [(r.role, r.ready, r.desired) for r in st.roles] == [("Master", 1, 1), ("Worker", 1, 2)]
     text = status_table([st])

@@ -44,14 +44,17 @@ def test_names_are_deterministic_and_fit():
     assert all(len(t.name) <= 63 - len("-worker-0") for t in trials)
 
 
-@pytest.mark.parametrize("item,expect", [
-    ("momentum=0.9", "unknown hyperparameter"),
-    ("lr=fast", "expected float"),
-    ("lr=5", "above the maximum"),
-    ("epochs=0", "below the minimum"),
-    ("backend=nccl", "not one of"),
-    ("lr", "expected NAME=V1,V2"),
-])
+@pytest.mark.parametrize(
+    "item,expect",
+    [
+        ("momentum=0.9", "unknown hyperparameter"),
+        ("lr=fast", "expected float"),
+        ("lr=5", "above the maximum"),
+        ("epochs=0", "below the minimum"),
+        ("backend=nccl", "not one of"),
+        ("lr", "expected NAME=V1,V2"),
+    ],
+)
 def test_grid_rejections(item, expect):
     with pytest.raises(UserError) as info:
         sweep.parse_grid(spec(), [item], "spec.yaml")
@@ -59,10 +62,12 @@ def test_grid_rejections(item, expect):
 
 
 def test_random_samples_declared_ranges():
-    s = spec(momentum={"type": "float", "default": 0.9, "min": 0.5, "max": 0.99},
-             layers={"type": "int", "default": 2, "min": 1, "max": 4},
-             wd={"type": "float", "default": 0.001, "min": 0.00001, "max": 0.1},
-             aug={"type": "bool", "default": False})
+    s = spec(
+        momentum={"type": "float", "default": 0.9, "min": 0.5, "max": 0.99},
+        layers={"type": "int", "default": 2, "min": 1, "max": 4},
+        wd={"type": "float", "default": 0.001, "min": 0.00001, "max": 0.1},
+        aug={"type": "bool", "default": False},
+    )
     trials = sweep.random_trials(s, 200, seed=7)
     assert trials == sweep.random_trials(s, 200, seed=7)
     assert all(0.5 <= t["momentum"] <= 0.99 and 1 <= t["layers"] <= 4 and t["backend"] == "gloo" for t in trials)
@@ -80,7 +85,10 @@ def test_manifests_label_params_and_suspend_beyond_parallelism():
     assert [m["spec"]["runPolicy"].get("suspend") for m in ms] == [False, False, True]
     assert all(m["metadata"]["labels"]["jobgen.io/sweep"] == "mysweep" for m in ms)
     assert [m["metadata"]["annotations"]["jobgen.io/params"] for m in ms] == [
-        '{"lr": 0.1}', '{"lr": 0.2}', '{"lr": 0.3}']
+        '{"lr": 0.1}',
+        '{"lr": 0.2}',
+        '{"lr": 0.3}',
+    ]
     args = ms[2]["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"]
     assert "--lr=0.3" in args
 

@@ -60,8 +60,9 @@ def test_port_name_rule():
 
 
 def test_tf_container_rule():
-    found = edit(TF, lambda m: m["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]
-                 .update(name="pytorch"))
+    found = edit(
+        TF, lambda m: m["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0].update(name="pytorch")
+    )
     assert "'tensorflow'" in found["spec.tfReplicaSpecs.Chief.template.spec.containers"]
 
 
@@ -78,6 +79,7 @@ def test_elastic_needs_worker():
     def fn(m):
         m["spec"]["elasticPolicy"] = {"minReplicas": 1, "maxReplicas": 2}
         del m["spec"]["pytorchReplicaSpecs"]["Worker"]
+
     assert "elastic" in edit(PT, fn)["spec.pytorchReplicaSpecs.Worker"]
 
 
@@ -85,18 +87,21 @@ def test_nproc_both_set():
     def fn(m):
         m["spec"]["elasticPolicy"] = {"minReplicas": 1, "maxReplicas": 2, "nProcPerNode": 2}
         m["spec"]["nprocPerNode"] = "2"
+
     assert "must not be used with spec.nprocPerNode" in edit(PT, fn)["spec.elasticPolicy.nProcPerNode"]
 
 
 def test_tf_at_most_one_chief_or_master():
     def fn(m):
         m["spec"]["tfReplicaSpecs"]["Master"] = copy.deepcopy(m["spec"]["tfReplicaSpecs"]["Chief"])
+
     assert "more than 1 Chief or Master" in edit(TF, fn)["spec.tfReplicaSpecs"]
 
 
 def test_unsupported_replica_type():
     def fn(m):
         m["spec"]["pytorchReplicaSpecs"]["Launcher"] = copy.deepcopy(worker(m))
+
     assert "Master, Worker" in edit(PT, fn)["spec.pytorchReplicaSpecs.Launcher"]
 
 

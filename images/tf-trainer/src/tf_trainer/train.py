@@ -37,8 +37,6 @@ from trainer.train import _gs, _ranged, _version
 
 from tf_trainer import tfconfig
 
-from tf_trainer import tfconfig
-
 log = logging.getLogger("trainer")
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
 

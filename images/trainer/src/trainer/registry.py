@@ -249,7 +249,7 @@ class Registry:
         complete: set[str] = set()
         lineages = []
         for blob in gcs.client().list_blobs(self.base.bucket, prefix=prefix):
-            rest = blob.name[len(prefix):]
+            rest = blob.name[len(prefix) :]
             version, _, leaf = rest.partition("/")
             if leaf == COMPLETE:
                 complete.add(version)
@@ -266,10 +266,13 @@ class Registry:
                     found[job] = (key, version, lineage)
         out: dict[str, Published] = {}
         for job, (_, version, lineage) in found.items():
-            raw = gcs.with_retries(gcs.blob(self.version_uri(version).join("metrics.json")).download_as_bytes,
-                                   f"read {self.version_uri(version)}/metrics.json")
-            out[job] = Published(version=version, uri=str(self.version_uri(version)), lineage=lineage,
-                                 metrics=json.loads(raw))
+            raw = gcs.with_retries(
+                gcs.blob(self.version_uri(version).join("metrics.json")).download_as_bytes,
+                f"read {self.version_uri(version)}/metrics.json",
+            )
+            out[job] = Published(
+                version=version, uri=str(self.version_uri(version)), lineage=lineage, metrics=json.loads(raw)
+            )
         return out
 
 
