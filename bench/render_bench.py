@@ -60,9 +60,9 @@ def main() -> int:
         spec = load_spec(path)
         text = dump_yaml(render(spec))
         # Baseline: parsing the rendered manifest's YAML once with libyaml (what `kubectl apply -f` starts with).
-        baseline = throughput(lambda: yaml.load(text, Loader=yaml.CSafeLoader), args.seconds)
-        rate = throughput(lambda: render(spec), args.seconds)
-        rate_validated = throughput(lambda: manifest_problems(render(spec)), args.seconds)
+        baseline = throughput(lambda text=text: yaml.load(text, Loader=yaml.CSafeLoader), args.seconds)
+        rate = throughput(lambda spec=spec: render(spec), args.seconds)
+        rate_validated = throughput(lambda spec=spec: manifest_problems(render(spec)), args.seconds)
         rows.append(
             {
                 "spec": path.name,

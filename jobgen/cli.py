@@ -79,22 +79,20 @@ def _set_options(fn: Any) -> Any:
         metavar="PATH=VALUE",
         help="Like --set, but the value is always a string.",
     )(fn)
-    fn = click.option(
+    return click.option(
         "--set",
         "sets",
         multiple=True,
         metavar="PATH=VALUE",
         help="Override a spec field, e.g. --set replicas.Worker.replicas=4 (helm syntax).",
     )(fn)
-    return fn
 
 
 def _cluster_options(fn: Any) -> Any:
     fn = click.option(
         "--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
     )(fn)
-    fn = click.option("--context", "context", help="The kube context to use.")(fn)
-    return fn
+    return click.option("--context", "context", help="The kube context to use.")(fn)
 
 
 def _render_file(
@@ -273,16 +271,14 @@ def status(
     if name:
         job = cluster.get_job(name, ns)
         prediction = predictions.one(cluster, name, ns) if job is None else None
-        if job is None and prediction is None:
-            raise UserError.one("NAME", f"no PyTorchJob, TFJob or prediction Job named {name!r} in namespace {ns!r}")
-        statuses = (
-            [prediction] if prediction else [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
-        )
-    else:
-        if all_namespaces:
-            jobs = _all_namespaces(cluster, selector)
+        if prediction is not None:
+            statuses = [prediction]
+        elif job is not None:
+            statuses = [summarize(job, cluster.job_pods(name, ns), cluster.events(name, ns))]
         else:
-            jobs = cluster.list_jobs(ns, selector)
+            raise UserError.one("NAME", f"no PyTorchJob, TFJob or prediction Job named {name!r} in namespace {ns!r}")
+    else:
+        jobs = _all_namespaces(cluster, selector) if all_namespaces else cluster.list_jobs(ns, selector)
         statuses = []
         for job in sorted(jobs, key=lambda j: (j["metadata"]["namespace"], j["metadata"]["name"])):
             state = summarize(job)
@@ -343,7 +339,7 @@ def logs(
     if found is None:
         choices = ", ".join(f"{r.lower()}-0..{typed.replica_count(r) - 1}" for r in typed.roles())
         raise UserError.one("--replica", f"{replica!r} is not a replica of {name}; expected one of {choices}")
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     for chunk in cluster.pod_logs(typed.pod_name(*found), ns, typed.kind.container, follow, tail):
         out.write(chunk)
         out.flush()

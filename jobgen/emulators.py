@@ -87,8 +87,8 @@ def gcloud_binary() -> str:
 
 def _get(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
-            return resp.status == 200
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a loopback http:// URL we built
+            return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
@@ -216,7 +216,7 @@ class Emulators:
     def _create_buckets(self, info: EmulatorInfo, buckets: tuple[str, ...]) -> None:
         for bucket in buckets:
             body = json.dumps({"name": bucket}).encode()
-            req = urllib.request.Request(
+            req = urllib.request.Request(  # noqa: S310 - the emulator's own http:// URL
                 f"{info.storage_host}/storage/v1/b?project={info.project}",
                 data=body,
                 headers={"Content-Type": "application/json"},
@@ -288,11 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             stopped = emulators.down()
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         else:
-            info = emulators.info()
-            if info is None:
+            current = emulators.info()
+            if current is None:
                 print("emulators are not running; run: python -m jobgen.emulators up", file=sys.stderr)
                 return 1
-            for key, value in info.env().items():
+            for key, value in current.env().items():
                 print(f"export {key}={shlex.quote(value)}")
     except EmulatorError as exc:
         print(f"emulators: {exc}", file=sys.stderr)

@@ -208,7 +208,7 @@ class TrainingJob:
         return {"TF_CONFIG": config} if config is not None else {}
 
     def _pytorch_env(self, role: str, index: int) -> dict[str, str]:
-        spec, specs, name = self.spec, self.replica_specs, self.name
+        spec, specs = self.spec, self.replica_specs
         env = {"PYTHONUNBUFFERED": "1"}
         total = self.total_replicas()
         elastic = spec.get("elasticPolicy")

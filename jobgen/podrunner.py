@@ -143,7 +143,7 @@ class PodRunner:
         env = {"HOSTNAME": name, **localize(env, self.ports.setdefault(job, LocalPorts()))}  # as the kubelet sets it
         argv = local_argv(list(container.get("command") or []), list(container.get("args") or []))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process ends
+        log = (self.log_dir / f"{name}.log").open("ab")  # closed when the process ends
         if not argv:
             log.write(b"no command: the image's entrypoint is not known locally\n")
             log.close()

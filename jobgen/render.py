@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise TemplateValueError(f"cannot put {value!r} into a manifest")
         return value
     if isinstance(value, dict):
@@ -84,8 +85,8 @@ def _fill(node: Any, slots: list[Any], used: set[int]) -> Any:
         return node
     if isinstance(node, dict):
         out = {}
-        for key, val in node.items():
-            key = _fill(key, slots, used)
+        for raw_key, val in node.items():
+            key = _fill(raw_key, slots, used)
             if not isinstance(key, str):
                 raise TemplateValueError(f"a value used as a mapping key must be a string, got {key!r}")
             out[key] = _fill(val, slots, used)
@@ -104,7 +105,7 @@ def environment(template_dir: str | None = None) -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(search),
         undefined=jinja2.StrictUndefined,
         finalize=_placeholder,
-        autoescape=False,
+        autoescape=False,  # noqa: S701 - the output is YAML, parsed before use; values are inserted as data
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -193,7 +194,7 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         if isinstance(shm, str):
             empty_dir["sizeLimit"] = shm
         volumes.append({"name": "dshm", "emptyDir": empty_dir})
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})  # noqa: S108 - a mount path in the pod
     for vol in spec.volumes.gcsfuse:
         attrs = _drop_none({"bucketName": vol.bucket, "mountOptions": vol.mount_options})
         volumes.append(

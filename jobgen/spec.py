@@ -6,6 +6,7 @@ The pydantic model here is the single source of truth: `docs/jobspec.md` documen
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -321,7 +322,7 @@ class Volumes(_Model):
 class JobSpec(_Model):
     """A training job: one PyTorchJob or TFJob (kubeflow.org/v1)."""
 
-    api_version: Literal["jobgen/v1"] = Field(API_VERSION, description="Spec format version.")
+    api_version: Literal["jobgen/v1"] = Field("jobgen/v1", description="Spec format version.")
     kind: Literal["PyTorchJob", "TFJob"]
     name: StrictStr = Field(..., description="Job name: a DNS-1035 label, short enough for its pod names.")
     namespace: StrictStr = "default"
@@ -499,7 +500,7 @@ def coerce_param(hp: Hyperparameter, value: Any) -> Any:
                 value = int(text)
             elif hp.type == "float":
                 value = float(text)
-                if value != value or value in (float("inf"), float("-inf")):
+                if not math.isfinite(value):
                     raise ValueError
             else:
                 value = _BOOL_WORDS[text.lower()]

@@ -116,7 +116,7 @@ def plan(
 ) -> tuple[str, list[Trial]]:
     if grid:
         keys = list(grid)
-        combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     else:
         combos = random_trials(spec, random_count or 0, seed)
     if not combos:

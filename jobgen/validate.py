@@ -108,11 +108,11 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
 
     sizes: dict[str, int] = {}
     chief_or_master = 0
-    for role, rspec in rspecs.items():
+    for role, raw_rspec in rspecs.items():
         here = f"spec.{field}.{role}"
         if role not in info.roles:
             problems.append(Problem(here, f"unsupported replica type; expected one of {', '.join(info.roles)}"))
-        rspec = rspec if isinstance(rspec, dict) else {}
+        rspec = raw_rspec if isinstance(raw_rspec, dict) else {}
         restart = rspec.get("restartPolicy")
         if restart not in (None, *RESTART_POLICIES):
             problems.append(

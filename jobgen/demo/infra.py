@@ -51,7 +51,11 @@ class World:
         if self.kind:  # kind's pods reach the host through the Docker bridge's gateway
             gateway = _docker(["network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"]).strip()
             info = Emulators(self.state / "emulators").up(
-                PROJECT, TOPIC, tuple(BUCKETS.values()), gcs_bind="0.0.0.0", gcs_advertise=gateway
+                PROJECT,
+                TOPIC,
+                tuple(BUCKETS.values()),
+                gcs_bind="0.0.0.0",  # noqa: S104 - kind's pods reach it over the Docker bridge
+                gcs_advertise=gateway,
             )
             self.pod_env = {"STORAGE_EMULATOR_HOST": f"http://{gateway}:{info.storage_host.rsplit(':', 1)[1]}"}
         else:

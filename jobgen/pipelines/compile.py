@@ -179,8 +179,8 @@ def build_pipeline(
 
     order = list(signature.parameters)
 
-    def pipeline_func(*args: Any, **named: Any) -> None:
-        kwargs = {**dict(zip(order, args)), **named}  # KFP passes the channels positionally
+    def pipeline_func(*args: Any, **named: Any) -> Any:
+        kwargs = {**dict(zip(order, args, strict=False)), **named}  # KFP passes the channels positionally
         check = comps.validate_data(data_uri=kwargs["data_uri"], min_examples=kwargs["min_examples"])
         check.set_display_name("validate-data").set_caching_options(False)
         job = comps.train(

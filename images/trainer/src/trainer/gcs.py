@@ -56,7 +56,7 @@ def client():  # type: ignore[no-untyped-def]
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]  # google-auth: untyped __init__
+        return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())
     return storage.Client(project=project)
 
 
