@@ -1,0 +1,29 @@
+# Shared by hack/images-local.sh and jobgen.localcluster (which reads the same names through
+# `hack/images/lib.sh refs`): image names, the base's Debian suite and packages, the cache.
+# shellcheck shell=bash
+BASE_SUITE=bookworm
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+images_cache="${JOBGEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobgen}/images"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/containers.conf}"
+
+say() { echo "images-local: $*" >&2; }
+die() { echo "images-local: $*" >&2; exit 1; }
+
+image_ref() { # image_ref NAME -> the local reference
+  case "$1" in
+    base) echo "localhost/jobgen/base:$BASE_SUITE" ;;
+    pause) echo "localhost/jobgen/pause:3.10" ;;
+    trainer|tf-trainer|watcher) echo "localhost/jobgen/$1:local" ;;
+    *) die "unknown image '$1'" ;;
+  esac
+}
+
+image_source() { # image_source NAME -> "context dockerfile" (relative to the repo root)
+  case "$1" in
+    trainer) echo "images/trainer images/trainer/Dockerfile" ;;
+    tf-trainer) echo "images images/tf-trainer/Dockerfile" ;;
+    watcher) echo ". images/watcher/Dockerfile" ;;
+    *) die "unknown image '$1'" ;;
+  esac
+}
