@@ -21,6 +21,8 @@ lock() { # lock OUT INPUT... [-- uv args]
   local out="$1"; shift
   local args=(pip compile --quiet --universal --python-version 3.11 --generate-hashes --no-header
               --custom-compile-command "hack/lock-images.sh" "$@")
+  # Start from the committed lock: its pins are kept unless the inputs need others (no upgrades).
+  if [[ -f "$root/$out" ]]; then tail -n +2 "$root/$out" > "$tmp/lock"; else rm -f "$tmp/lock"; fi
   (cd "$root" && "$uv" "${args[@]}" -o "$tmp/lock") || { echo "lock-images: resolving $out failed" >&2; exit 1; }
   { echo "# Locked by hack/lock-images.sh (uv pip compile --universal --generate-hashes); do not edit."; cat "$tmp/lock"; } > "$tmp/out"
   if [[ $check -eq 1 ]]; then
@@ -32,11 +34,9 @@ lock() { # lock OUT INPUT... [-- uv args]
 
 lock images/trainer/requirements.lock images/trainer/pyproject.toml images/trainer/requirements-image.in \
   --extra torch --no-emit-package jobgen-trainer
-printf 'tensorflow[and-cuda]==2.21.0\n' > "$tmp/tf-cuda.in"
-printf 'tensorflow-cpu==2.21.0\n' > "$tmp/tf-cpu.in"
 for variant in cuda cpu; do
   out=images/tf-trainer/requirements.lock; [[ $variant == cpu ]] && out=images/tf-trainer/requirements-cpu.lock
-  lock "$out" images/tf-trainer/pyproject.toml images/tf-trainer/requirements-image.in "$tmp/tf-$variant.in" \
+  lock "$out" images/tf-trainer/pyproject.toml images/tf-trainer/requirements-image.in "images/tf-trainer/requirements-$variant.in" \
     --no-emit-package jobgen-trainer --no-emit-package jobgen-tf-trainer
 done
 lock images/watcher/requirements.lock pyproject.toml --extra watcher --no-emit-package jobgen

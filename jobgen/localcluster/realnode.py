@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from . import procs, waits
-from .bins import REPO_ROOT, Binaries
+from .bins import REPO_ROOT, Binaries, cache_dir
 from .errors import ClusterError
 
 NODE_NAME = "jobgen-node"
@@ -53,6 +53,9 @@ SYSCTLS = {
     "net/bridge/bridge-nf-call-iptables": "1",
 }
 CONTAINERS_CONF = REPO_ROOT / "hack" / "images" / "containers.conf"
+# containerd's state (sockets, shim sockets, task bundles, network namespaces): a short path, since
+# unix socket paths are limited to 108 bytes. One real node per machine (the bridge is fixed too).
+RUN_DIR = Path("/run/jobgen-node")
 
 Log = Callable[[str], None]
 Spawn = Callable[[str, list[str], dict[str, str] | None], None]
@@ -83,7 +86,13 @@ class RealNode:
 
     @property
     def containerd_sock(self) -> Path:
-        return self.dir / "run" / "containerd.sock"
+        return RUN_DIR / "containerd.sock"
+
+    @staticmethod
+    def containerd_root() -> Path:
+        """containerd's content and snapshots, kept across ups in the cache: an `up` imports only
+        images that changed since the last one (the trainer image is GBs)."""
+        return cache_dir() / "node" / "containerd"
 
     def exists(self) -> bool:
         return self.marker.exists()
@@ -103,7 +112,8 @@ class RealNode:
         absent = [k for k, v in tools.items() if not v]
         if absent:
             raise ClusterError(f"missing {', '.join(absent)}: run hack/container-tools.sh (Debian packages)")
-        if _link_exists(BRIDGE) and not self.exists():
+        owner = _read(RUN_DIR / "owner")
+        if (_link_exists(BRIDGE) or owner) and owner != str(self.state_dir):
             raise ClusterError(f"network interface {BRIDGE} exists but is not this cluster's: another real "
                                "node runs on this machine (one at a time); stop it with "
                                "`python -m jobgen.localcluster down --state-dir <its dir>`")
@@ -119,6 +129,8 @@ class RealNode:
         self.dir.mkdir(parents=True, exist_ok=True)
         saved = {k: _read_sysctl(k) for k in SYSCTLS}
         self.marker.write_text(json.dumps({"bridge": BRIDGE, "sysctls": saved}, indent=2) + "\n")
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        (RUN_DIR / "owner").write_text(str(self.state_dir) + "\n")
         if not _link_exists(BRIDGE):
             _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         _run(["ip", "addr", "replace", f"{NODE_IP}/24", "dev", BRIDGE])
@@ -130,8 +142,13 @@ class RealNode:
     def write_configs(self, bins: Binaries, *, server: str, ca: Path, admin_kubeconfig: Path,
                       kubelet_kubeconfig: Path, serving: tuple[Path, Path], ports: Ports) -> dict[str, Path]:
         d = self.dir
-        for sub in ("bin", "run", "cni/net.d", "cni/ipam", "kubelet", "pods-logs"):
+        for sub in ("bin", "cni/net.d", "cni/ipam", "kubelet", "registry/_default"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        self.containerd_root().mkdir(parents=True, exist_ok=True)
+        # No pull ever leaves the machine: every registry resolves to a closed local port.
+        (d / "registry" / "_default" / "hosts.toml").write_text(
+            'server = "http://127.0.0.1:9"\n\n[host."http://127.0.0.1:9"]\n  capabilities = ["pull", "resolve"]\n')
         # containerd finds its shim by name on PATH; the cache names binaries <name>-<version>.
         shim = d / "bin" / "containerd-shim-runc-v2"
         shim.unlink(missing_ok=True)
@@ -143,7 +160,8 @@ class RealNode:
             "kube-proxy": d / "kube-proxy.yaml",
             "coredns": d / "Corefile",
         }
-        files["containerd"].write_text(containerd_config(d, runc=_first(RUNC) or "runc", cni_dir=_cni_dir() or ""))
+        files["containerd"].write_text(containerd_config(d, self.containerd_root(), runc=_first(RUNC) or "runc",
+                                                         cni_dir=_cni_dir() or ""))
         files["cni"].write_text(json.dumps(cni_config(d / "cni" / "ipam"), indent=2) + "\n")
         files["kubelet"].write_text(yaml.safe_dump(kubelet_config(
             ca=ca, serving=serving, ports=ports, sock=self.containerd_sock)))
@@ -260,9 +278,10 @@ class RealNode:
         for pid in self._shim_pids(bins):
             _kill(pid)
             done.append(f"shim {pid}")
-        for mnt in _mounts_under(self.dir):
-            subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
-            done.append(f"umount {mnt}")
+        for root in (RUN_DIR, self.dir, self.containerd_root()):
+            for mnt in _mounts_under(root):
+                subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
+                done.append(f"umount {mnt}")
         if bins is not None and os.access(bins.path("kube-proxy"), os.X_OK):
             subprocess.run([str(bins.path("kube-proxy")), "--cleanup"], capture_output=True, check=False, timeout=60)
         try:
@@ -276,7 +295,19 @@ class RealNode:
             if value is not None:
                 _write_sysctl(key, value)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if _read(RUN_DIR / "owner") == str(self.state_dir):
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
         return done
+
+    def leftovers(self) -> list[str]:
+        """What teardown should have removed and is still there (empty when clean)."""
+        out = [f"mount {m}" for root in (RUN_DIR, self.dir, self.containerd_root()) for m in _mounts_under(root)]
+        out += [f"process {pid}: {cmd}" for pid, cmd in _processes_mentioning((str(RUN_DIR), str(self.dir)))]
+        if _link_exists(BRIDGE):
+            out.append(f"network interface {BRIDGE}")
+        if RUN_DIR.exists():
+            out.append(f"directory {RUN_DIR}")
+        return out
 
     def _shim_pids(self, bins: Binaries | None) -> Iterator[int]:
         """containerd-shim-runc-v2 processes serving this node's containerd (by their -address)."""
@@ -298,23 +329,26 @@ class RealNode:
 # --- configuration ----------------------------------------------------------------
 
 
-def containerd_config(d: Path, *, runc: str, cni_dir: str) -> str:
-    """containerd 2.x (config version 3). Everything under <state>/node, nothing in /etc or /var/lib."""
+def containerd_config(d: Path, root: Path, *, runc: str, cni_dir: str) -> str:
+    """containerd 2.x (config version 3): nothing in /etc, /var/lib or /run/containerd."""
     return f"""version = 3
-root = "{d / 'containerd'}"
-state = "{d / 'run' / 'containerd'}"
+root = "{root}"
+state = "{RUN_DIR / 'state'}"
 
 [grpc]
-  address = "{d / 'run' / 'containerd.sock'}"
+  address = "{RUN_DIR / 'containerd.sock'}"
 
 [ttrpc]
-  address = "{d / 'run' / 'containerd.ttrpc.sock'}"
+  address = "{RUN_DIR / 'containerd.ttrpc.sock'}"
 
 [debug]
   level = "info"
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".registry]
+    # hosts.toml sending every registry to a closed local port: no pull leaves the machine.
+    config_path = "{d / 'registry'}"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     # The pods' sandbox image: built locally (hack/pause), since no registry is reachable.
     sandbox = "{PAUSE_IMAGE}"
@@ -518,6 +552,27 @@ def _mounts_under(root: Path) -> list[str]:
             if point == prefix or point.startswith(prefix + "/"):
                 points.append(point)
     return sorted(set(points), key=len, reverse=True)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _processes_mentioning(needles: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+    """Processes whose command line contains one of `needles` (our paths)."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd and any(n in cmd for n in needles) and procs.state_of(int(entry.name)) not in (None, "Z", "X"):
+            yield int(entry.name), cmd[:200]
 
 
 def _kill(pid: int) -> None:
