@@ -164,12 +164,16 @@ class Emulators:
         return _get(f"{info.storage_host}/storage/v1/b") and _get(f"http://{info.pubsub_host}/")
 
     def up(self, project: str = DEFAULT_PROJECT, topic: str = DEFAULT_TOPIC, buckets: tuple[str, ...] = (),
-           timeout: float = 90.0, gcs_bind: str = "127.0.0.1", gcs_advertise: str | None = None) -> EmulatorInfo:
+           timeout: float = 90.0, gcs_bind: str = "127.0.0.1", gcs_advertise: str | None = None,
+           host: str = "127.0.0.1") -> EmulatorInfo:
         """Start both emulators (or return the running ones), create the topic and buckets.
 
         ``gcs_bind``/``gcs_advertise``: where fake-gcs-server listens and the address it hands out in
         upload URLs; only the kind demo, whose pods reach the host through Docker's bridge, changes
-        them."""
+        them. ``host``: the address both emulators listen on and are reached at, by this machine's clients
+        too (the local real node's bridge address, where its pods reach them; docs/local-cluster.md)."""
+        if host != "127.0.0.1":
+            gcs_bind, gcs_advertise = host, host
         info = self.info()
         if info is not None and self.is_up() and info.project == project and info.topic == topic:
             self._create_buckets(info, buckets)
@@ -180,15 +184,15 @@ class Emulators:
         (self.state_dir / "pubsub-data").mkdir(parents=True, exist_ok=True)
         taken: set[int] = set()
         pubsub_port, gcs_port = procs.free_port(taken), procs.free_port(taken)
-        pubsub_host = f"127.0.0.1:{pubsub_port}"
+        pubsub_host = f"{host}:{pubsub_port}"
         try:
             procs.start(PUBSUB, [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={pubsub_host}",
                                  f"--project={project}", f"--data-dir={self.state_dir / 'pubsub-data'}",
                                  "--quiet"], self.state_dir)
             self._wait(f"Pub/Sub emulator on {pubsub_host}", lambda: _get(f"http://{pubsub_host}/"), timeout, PUBSUB)
             _ensure_topic(pubsub_host, project, topic)
-            storage_host = f"http://127.0.0.1:{gcs_port}"
-            public = f"{gcs_advertise or '127.0.0.1'}:{gcs_port}"
+            storage_host = f"http://{host}:{gcs_port}"
+            public = f"{gcs_advertise or host}:{gcs_port}"
             procs.start(GCS, [str(fake_gcs), "-scheme", "http", "-host", gcs_bind, "-port", str(gcs_port),
                               "-public-host", public, "-external-url", f"http://{public}",
                               "-backend", "filesystem", "-filesystem-root", str(self.state_dir / "gcs-data"),

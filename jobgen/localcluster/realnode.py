@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,21 +102,32 @@ class RealNode:
         """Fail in one line with what is missing, before anything starts."""
         if os.geteuid() != 0:
             raise ClusterError("--real-node needs root (containerd, the kubelet, bridges, iptables)")
-        missing = [n for n in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "coredns")
-                   if not os.access(bins.path(n), os.X_OK)]
+        missing = [
+            n
+            for n in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "coredns")
+            if not os.access(bins.path(n), os.X_OK)
+        ]
         if missing:
-            raise ClusterError(f"missing node binaries {', '.join(missing)}: "
-                               "run hack/build-bins.sh node containerd coredns")
-        tools = {"runc": _first(RUNC), "bridge CNI plugin": _cni_dir(), "iptables": shutil.which("iptables"),
-                 "ip": shutil.which("ip"), "podman": shutil.which("podman")}
+            raise ClusterError(
+                f"missing node binaries {', '.join(missing)}: run hack/build-bins.sh node containerd coredns"
+            )
+        tools = {
+            "runc": _first(RUNC),
+            "bridge CNI plugin": _cni_dir(),
+            "iptables": shutil.which("iptables"),
+            "ip": shutil.which("ip"),
+            "podman": shutil.which("podman"),
+        }
         absent = [k for k, v in tools.items() if not v]
         if absent:
             raise ClusterError(f"missing {', '.join(absent)}: run hack/container-tools.sh (Debian packages)")
         owner = _read(RUN_DIR / "owner")
         if (_link_exists(BRIDGE) or owner) and owner != str(self.state_dir):
-            raise ClusterError(f"network interface {BRIDGE} exists but is not this cluster's: another real "
-                               "node runs on this machine (one at a time); stop it with "
-                               "`python -m jobgen.localcluster down --state-dir <its dir>`")
+            raise ClusterError(
+                f"network interface {BRIDGE} exists but is not this cluster's: another real "
+                "node runs on this machine (one at a time); stop it with "
+                "`python -m jobgen.localcluster down --state-dir <its dir>`"
+            )
         missing_images = [ref for ref in IMAGES.values() if not _podman_image_exists(ref)]
         if PAUSE_IMAGE in missing_images:
             raise ClusterError(f"image {PAUSE_IMAGE} not built: run make images-local (hack/images-local.sh)")
@@ -139,8 +150,17 @@ class RealNode:
             _write_sysctl(key, value)
 
     # --- configuration files ---------------------------------------------------
-    def write_configs(self, bins: Binaries, *, server: str, ca: Path, admin_kubeconfig: Path,
-                      kubelet_kubeconfig: Path, serving: tuple[Path, Path], ports: Ports) -> dict[str, Path]:
+    def write_configs(
+        self,
+        bins: Binaries,
+        *,
+        server: str,
+        ca: Path,
+        admin_kubeconfig: Path,
+        kubelet_kubeconfig: Path,
+        serving: tuple[Path, Path],
+        ports: Ports,
+    ) -> dict[str, Path]:
         d = self.dir
         for sub in ("bin", "cni/net.d", "cni/ipam", "kubelet", "registry/_default"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -148,7 +168,8 @@ class RealNode:
         self.containerd_root().mkdir(parents=True, exist_ok=True)
         # No pull ever leaves the machine: every registry resolves to a closed local port.
         (d / "registry" / "_default" / "hosts.toml").write_text(
-            'server = "http://127.0.0.1:9"\n\n[host."http://127.0.0.1:9"]\n  capabilities = ["pull", "resolve"]\n')
+            'server = "http://127.0.0.1:9"\n\n[host."http://127.0.0.1:9"]\n  capabilities = ["pull", "resolve"]\n'
+        )
         # containerd finds its shim by name on PATH; the cache names binaries <name>-<version>.
         shim = d / "bin" / "containerd-shim-runc-v2"
         shim.unlink(missing_ok=True)
@@ -160,18 +181,29 @@ class RealNode:
             "kube-proxy": d / "kube-proxy.yaml",
             "coredns": d / "Corefile",
         }
-        files["containerd"].write_text(containerd_config(d, self.containerd_root(), runc=_first(RUNC) or "runc",
-                                                         cni_dir=_cni_dir() or ""))
+        files["containerd"].write_text(
+            containerd_config(d, self.containerd_root(), runc=_first(RUNC) or "runc", cni_dir=_cni_dir() or "")
+        )
         files["cni"].write_text(json.dumps(cni_config(d / "cni" / "ipam"), indent=2) + "\n")
-        files["kubelet"].write_text(yaml.safe_dump(kubelet_config(
-            ca=ca, serving=serving, ports=ports, sock=self.containerd_sock)))
+        files["kubelet"].write_text(
+            yaml.safe_dump(kubelet_config(ca=ca, serving=serving, ports=ports, sock=self.containerd_sock))
+        )
         files["kube-proxy"].write_text(yaml.safe_dump(kube_proxy_config(admin_kubeconfig, ports)))
         files["coredns"].write_text(corefile(admin_kubeconfig, ports))
         return files
 
     # --- processes -------------------------------------------------------------
-    def start(self, bins: Binaries, spawn: Spawn, wait: Wait, files: dict[str, Path], ports: Ports,
-              kubelet_kubeconfig: Path, admin_kubeconfig: Path, timeout: Callable[[], float]) -> None:
+    def start(
+        self,
+        bins: Binaries,
+        spawn: Spawn,
+        wait: Wait,
+        files: dict[str, Path],
+        ports: Ports,
+        kubelet_kubeconfig: Path,
+        admin_kubeconfig: Path,
+        timeout: Callable[[], float],
+    ) -> None:
         d = self.dir
         path_env = {"PATH": f"{d / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         spawn("containerd", [str(bins.path("containerd")), f"--config={files['containerd']}"], path_env)
@@ -179,11 +211,20 @@ class RealNode:
         self.import_images(bins)
         spawn("coredns", [str(bins.path("coredns")), "-conf", str(files["coredns"])], None)
         spawn("kube-proxy", [str(bins.path("kube-proxy")), f"--config={files['kube-proxy']}"], None)
-        spawn("kubelet", [
-            str(bins.path("kubelet")), f"--config={files['kubelet']}", f"--kubeconfig={kubelet_kubeconfig}",
-            f"--root-dir={d / 'kubelet'}", f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
-            f"--node-labels={'='.join(NODE_LABEL)}", "--v=1",
-        ], path_env)
+        spawn(
+            "kubelet",
+            [
+                str(bins.path("kubelet")),
+                f"--config={files['kubelet']}",
+                f"--kubeconfig={kubelet_kubeconfig}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                f"--node-labels={'='.join(NODE_LABEL)}",
+                "--v=1",
+            ],
+            path_env,
+        )
         wait("coredns", lambda: waits.http_ok("127.0.0.1", ports.coredns_health, "/health"), timeout(), None)
         wait("kube-proxy", lambda: waits.http_ok("127.0.0.1", ports.proxy_healthz, "/healthz"), timeout(), None)
         wait("kubelet", lambda: waits.http_ok("127.0.0.1", ports.kubelet_healthz, "/healthz"), timeout(), None)
@@ -208,13 +249,24 @@ class RealNode:
             _run(["podman", "save", "--quiet", "--format", "docker-archive", "-o", str(archive), ref], env=env)
             try:
                 self._ctr(bins, "images", "import", "--no-unpack=false", "--snapshotter=overlayfs", str(archive))
-                self._ctr(bins, "images", "label", ref, f"io.jobgen.podman-id={podman_id}",
-                          "io.cri-containerd.pinned=pinned")
+                self._ctr(
+                    bins, "images", "label", ref, f"io.jobgen.podman-id={podman_id}", "io.cri-containerd.pinned=pinned"
+                )
             finally:
                 archive.unlink(missing_ok=True)
             done.append(name)
             self.log(f"  image {ref} imported into containerd ({time.monotonic() - t:.1f}s)")
         return done
+
+    def require_images(self, bins: Binaries, refs: Iterable[str]) -> None:
+        """Fail in one line naming the images the node does not have (nothing is ever pulled)."""
+        have = self.containerd_images(bins)
+        missing = [r for r in refs if r not in have]
+        if missing:
+            raise ClusterError(
+                f"image(s) {', '.join(missing)} not on the real node (no pull ever leaves this "
+                "machine): run `make images-local`, then `python -m jobgen.localcluster import-images`"
+            )
 
     def containerd_images(self, bins: Binaries) -> dict[str, str]:
         """ref -> the podman image id it was imported from (label io.jobgen.podman-id)."""
@@ -333,13 +385,13 @@ def containerd_config(d: Path, root: Path, *, runc: str, cni_dir: str) -> str:
     """containerd 2.x (config version 3): nothing in /etc, /var/lib or /run/containerd."""
     return f"""version = 3
 root = "{root}"
-state = "{RUN_DIR / 'state'}"
+state = "{RUN_DIR / "state"}"
 
 [grpc]
-  address = "{RUN_DIR / 'containerd.sock'}"
+  address = "{RUN_DIR / "containerd.sock"}"
 
 [ttrpc]
-  address = "{RUN_DIR / 'containerd.ttrpc.sock'}"
+  address = "{RUN_DIR / "containerd.ttrpc.sock"}"
 
 [debug]
   level = "info"
@@ -348,7 +400,7 @@ state = "{RUN_DIR / 'state'}"
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".registry]
     # hosts.toml sending every registry to a closed local port: no pull leaves the machine.
-    config_path = "{d / 'registry'}"
+    config_path = "{d / "registry"}"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     # The pods' sandbox image: built locally (hack/pause), since no registry is reachable.
     sandbox = "{PAUSE_IMAGE}"
@@ -370,7 +422,7 @@ state = "{RUN_DIR / 'state'}"
         SystemdCgroup = false
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{cni_dir}"]
-    conf_dir = "{d / 'cni' / 'net.d'}"
+    conf_dir = "{d / "cni" / "net.d"}"
     max_conf_num = 1
 
 [plugins."io.containerd.grpc.v1.cri"]
@@ -422,8 +474,11 @@ def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: 
         "healthzPort": ports.kubelet_healthz,
         "tlsCertFile": str(serving[0]),
         "tlsPrivateKeyFile": str(serving[1]),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(ca)}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(ca)},
+        },
         "authorization": {"mode": "Webhook"},
         "clusterDNS": [NODE_IP],
         "clusterDomain": CLUSTER_DOMAIN,
@@ -532,8 +587,13 @@ def _podman_image_exists(ref: str) -> bool:
 
 
 def _podman_image_id(ref: str) -> str | None:
-    proc = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], env=_podman_env(),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", ref],
+        env=_podman_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 

@@ -35,8 +35,14 @@ def unavailable(reason: str) -> None:
 
 
 def podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}, check=False)
+    proc = subprocess.run(
+        ["podman", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {' '.join(args[:3])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return proc
@@ -57,8 +63,13 @@ def local_images() -> dict[str, str]:
     if reason:
         unavailable(reason)
     t0 = time.monotonic()
-    proc = subprocess.run([str(REPO / "hack/images-local.sh"), "--timings", str(TIMINGS)], capture_output=True,
-                          text=True, timeout=3600, check=False)
+    proc = subprocess.run(
+        [str(REPO / "hack/images-local.sh"), "--timings", str(TIMINGS)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     if proc.returncode != 0:
         pytest.fail(f"hack/images-local.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}", pytrace=False)
     print(f"images ready in {time.monotonic() - t0:.0f}s")
@@ -66,8 +77,9 @@ def local_images() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def real_cluster(local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[LocalClusterHandle]:
+def real_cluster(
+    local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalClusterHandle]:
     """A local cluster with the real node, in a temporary state dir; down at the end, which must
     leave no process, mount, network namespace or bridge behind (checked: an error at teardown)."""
     if shutil.which("go") is None and binaries().missing(("kubelet", "containerd", "coredns")):
@@ -79,8 +91,12 @@ def real_cluster(local_images: dict[str, str], tmp_path_factory: pytest.TempPath
         cluster.down()
         pytest.fail(f"the real node failed to start: {e}", pytrace=False)
     handle = LocalClusterHandle(
-        cluster=cluster, kubeconfig=info.kubeconfig, context=info.context, server=info.server,
-        bin_dir=info.bin_dir, kubectl_path=str(binaries().path("kubectl")),
+        cluster=cluster,
+        kubeconfig=info.kubeconfig,
+        context=info.context,
+        server=info.server,
+        bin_dir=info.bin_dir,
+        kubectl_path=str(binaries().path("kubectl")),
     )
     node = cluster.node
     try:

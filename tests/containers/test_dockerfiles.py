@@ -94,6 +94,7 @@ def test_dockerignore_files_send_the_locks():
 
 def test_locks_are_current():
     """hack/lock-images.sh --check re-resolves against the package index and compares."""
-    proc = subprocess.run([str(REPO / "hack/lock-images.sh"), "--check"], capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [str(REPO / "hack/lock-images.sh"), "--check"], capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stderr
