@@ -8,8 +8,8 @@
 #   localhost/jobgen/watcher:local   images/watcher/Dockerfile      } --build-arg BASE_IMAGE=<the base>
 # Usage: hack/images-local.sh [--timings FILE] [base|pause|trainer|tf-trainer|watcher ...]  (default: all)
 # Layers are cached (buildah --layers): a warm run with no change takes seconds, a source edit rebuilds
-# only the package layer. pip inside a build reads and fills the machine's pip cache (bind mount) and
-# trusts the machine's CA bundle (read-only bind mount, never copied into an image).
+# only the package layer. pip inside a build trusts the machine's CA bundle (read-only bind mount,
+# never copied into an image); its cache is the Dockerfile's build cache mount.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source-path=SCRIPTDIR source=images/lib.sh
@@ -25,8 +25,6 @@ mkdir -p "$images_cache"
 exec 8>"$images_cache/.lock"
 flock 8   # one image build at a time on this machine (they share podman's storage and the pip cache)
 
-pip_cache="${PIP_CACHE_HOST:-$(python3 -m pip cache dir 2>/dev/null || echo "$HOME/.cache/pip")}"
-mkdir -p "$pip_cache"
 ca=/etc/ssl/certs/ca-certificates.crt
 [[ -f "$ca" ]] || die "$ca not found: pip inside the build needs the machine's CA bundle"
 
@@ -90,7 +88,7 @@ build_image() { # build_image NAME
     --ignorefile "$ignore" -f "$root/$dockerfile" \
     --build-arg BASE_IMAGE="$(image_ref base)" "${args[@]}" \
     --build-arg IMAGE_REF="$(image_ref "$name")" \
-    -v "$ca:$ca:ro" -v "$pip_cache:/root/.cache/pip" \
+    -v "$ca:$ca:ro" \
     -t "$(image_ref "$name")" "$root/$context" >/dev/null \
     || die "building $(image_ref "$name") from $dockerfile failed (see above)"
   record "$name" $(( $(date +%s) - t0 ))

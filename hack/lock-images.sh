@@ -39,4 +39,4 @@ for variant in cuda cpu; do
   lock "$out" images/tf-trainer/pyproject.toml images/tf-trainer/requirements-image.in "images/tf-trainer/requirements-$variant.in" \
     --no-emit-package jobgen-trainer --no-emit-package jobgen-tf-trainer
 done
-lock images/watcher/requirements.lock pyproject.toml --extra watcher --no-emit-package jobgen
+lock images/watcher/requirements.lock pyproject.toml images/watcher/requirements-image.in --extra watcher --no-emit-package jobgen

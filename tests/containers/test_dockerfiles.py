@@ -37,15 +37,10 @@ def instructions(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
-def test_the_base_is_a_build_argument_of_every_stage(name):
+def test_one_stage_on_the_base_build_argument(name):
     ins = instructions(DOCKERFILES[name])
     assert any(re.fullmatch(r"ARG BASE_IMAGE=\S+", i) for i in ins), "no ARG BASE_IMAGE with a GKE default"
-    froms = [i for i in ins if i.startswith("FROM ")]
-    first = froms[0]
-    assert first.startswith("FROM ${BASE_IMAGE} AS "), first
-    stages = {f.split()[-1] for f in froms if " AS " in f}
-    for f in froms[1:]:
-        assert f.split()[1] in stages, f"{f}: every later stage builds on the first (the base argument)"
+    assert [i for i in ins if i.startswith("FROM ")] == ["FROM ${BASE_IMAGE}"]
 
 
 @pytest.mark.parametrize("name", ["trainer", "tf-trainer"])
@@ -64,9 +59,8 @@ def test_locked_dependencies_come_before_the_source(name):
     source = next(n for n, i in enumerate(ins) if i.startswith("COPY") and re.search(r"\bsrc\b|\bjobgen\b", i))
     assert lock < install < source, (lock, install, source)
     assert "--no-deps" in ins[install], "the lock is complete: nothing unpinned may be resolved"
-    final = max(n for n, i in enumerate(ins) if i.startswith("FROM "))
-    copies = [i for i in ins[final:] if i.startswith("COPY --from=")]
-    assert len(copies) == 2, f"the final stage copies the dependency venv, then the package: {copies}"
+    package = next(n for n, i in enumerate(ins) if i.startswith("RUN") and n > source and "pip install" in i)
+    assert "--no-deps" in ins[package] and "--no-build-isolation" in ins[package], "the package layer downloads"
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
