@@ -14,15 +14,31 @@ import pytest
 
 from .conftest import REPO, podman
 
-LOCKED_RUN = ("run", "--rm", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-              "--network", "none")
+LOCKED_RUN = (
+    "run",
+    "--rm",
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--network",
+    "none",
+)
 
 
 def test_the_trainer_image_trains_imports_and_has_no_pip_at_run_time(local_images):
-    out = podman(*LOCKED_RUN, "--user", "10001:10001", local_images["trainer"], "python", "-c",
-                 "import json, torch, trainer.train, trainer.registry, kfp.dsl.executor_main, google.cloud.storage;"
-                 " import getpass, os; print(json.dumps({'torch': torch.__version__, 'user': getpass.getuser(),"
-                 " 'home': os.path.expanduser('~')}))")
+    out = podman(
+        *LOCKED_RUN,
+        "--user",
+        "10001:10001",
+        local_images["trainer"],
+        "python",
+        "-c",
+        "import json, torch, trainer.train, trainer.registry, kfp.dsl.executor_main, google.cloud.storage;"
+        " import getpass, os; print(json.dumps({'torch': torch.__version__, 'user': getpass.getuser(),"
+        " 'home': os.path.expanduser('~')}))",
+    )
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["torch"].startswith("2.15.0")
     assert info["user"] == "trainer" and info["home"] == "/home/trainer"
@@ -39,19 +55,26 @@ def test_a_kfp_lightweight_component_runs_on_the_trainer_image_offline(local_ima
     comp = dsl.component(add, base_image=local_images["trainer"], install_kfp_package=False)
     container = comp.component_spec.implementation.container
     assert "pip install" not in " ".join(container.command)
-    executor_input = {"inputs": {"parameterValues": {"a": 2, "b": 40}},
-                      "outputs": {"parameters": {"Output": {"outputFile": "/out/Output"}},
-                                  "outputFile": "/out/output_metadata.json"}}
+    executor_input = {
+        "inputs": {"parameterValues": {"a": 2, "b": 40}},
+        "outputs": {"parameters": {"Output": {"outputFile": "/out/Output"}}, "outputFile": "/out/output_metadata.json"},
+    }
     args = [a.replace("{{$}}", json.dumps(executor_input)) for a in container.args]
     tmp_path.chmod(0o777)
-    podman(*LOCKED_RUN, "--user", "10001:10001", "-v", f"{tmp_path}:/out", container.image,
-           *container.command, *args)
+    podman(*LOCKED_RUN, "--user", "10001:10001", "-v", f"{tmp_path}:/out", container.image, *container.command, *args)
     assert (tmp_path / "Output").read_text().strip() == "42"
 
 
 def test_the_tf_trainer_image_imports(local_images):
-    out = podman(*LOCKED_RUN, "--user", "10001:10001", local_images["tf-trainer"], "python", "-c",
-                 "import tensorflow as tf, tf_trainer.train, trainer.registry; print(tf.__version__)")
+    out = podman(
+        *LOCKED_RUN,
+        "--user",
+        "10001:10001",
+        local_images["tf-trainer"],
+        "python",
+        "-c",
+        "import tensorflow as tf, tf_trainer.train, trainer.registry; print(tf.__version__)",
+    )
     assert out.stdout.strip().splitlines()[-1] == "2.21.0"
 
 
@@ -67,8 +90,13 @@ def layers(ref: str) -> list[str]:
 def test_a_source_edit_rebuilds_only_the_package_layer(local_images, tmp_path):
     """Edit jobgen (the watcher's package): every layer below the package layer is reused from the cache."""
     ctx = tmp_path / "ctx"
-    for rel in ("pyproject.toml", "README.md", "images/watcher/requirements.lock", "images/watcher/Dockerfile",
-                "images/watcher/Dockerfile.dockerignore"):
+    for rel in (
+        "pyproject.toml",
+        "README.md",
+        "images/watcher/requirements.lock",
+        "images/watcher/Dockerfile",
+        "images/watcher/Dockerfile.dockerignore",
+    ):
         (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, ctx / rel)
     shutil.copytree(REPO / "jobgen", ctx / "jobgen", ignore=shutil.ignore_patterns("__pycache__"))
@@ -77,11 +105,32 @@ def test_a_source_edit_rebuilds_only_the_package_layer(local_images, tmp_path):
     ref = "localhost/jobgen/watcher:layer-test"
     env = {**os.environ, "CONTAINERS_CONF": str(REPO / "hack/images/containers.conf")}
     t = time.monotonic()
-    proc = subprocess.run(["buildah", "bud", "--isolation", "chroot", "--network", "none", "--layers", "--quiet",
-                           "--ignorefile", str(ctx / "images/watcher/Dockerfile.dockerignore"),
-                           "-f", str(ctx / "images/watcher/Dockerfile"),
-                           "--build-arg", "BASE_IMAGE=localhost/jobgen/base:bookworm", "-t", ref, str(ctx)],
-                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    proc = subprocess.run(
+        [
+            "buildah",
+            "bud",
+            "--isolation",
+            "chroot",
+            "--network",
+            "none",
+            "--layers",
+            "--quiet",
+            "--ignorefile",
+            str(ctx / "images/watcher/Dockerfile.dockerignore"),
+            "-f",
+            str(ctx / "images/watcher/Dockerfile"),
+            "--build-arg",
+            "BASE_IMAGE=localhost/jobgen/base:bookworm",
+            "-t",
+            ref,
+            str(ctx),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
     seconds = time.monotonic() - t
     try:
         assert proc.returncode == 0, proc.stderr[-3000:]

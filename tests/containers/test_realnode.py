@@ -20,26 +20,40 @@ from jobgen.localcluster.bins import binaries, read_versions
 from jobgen.localcluster.realnode import IMAGES, NODE_IP, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
 
-RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                  "seccompProfile": {"type": "RuntimeDefault"}}
-RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True}
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
 
 
 def pod(name: str, image: str, command: list[str], *, restricted: bool = True) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "main", "image": image, "command": command,
-                                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": image,
+        "command": command,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    }
     spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "terminationGracePeriodSeconds": 2}
     if restricted:
         spec["securityContext"] = RESTRICTED_POD
         container["securityContext"] = RESTRICTED_CONTAINER
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": TRAINING_NAMESPACE},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": TRAINING_NAMESPACE},
+        "spec": spec,
+    }
 
 
 def phase(cluster: LocalClusterHandle, name: str) -> str:
-    out = cluster.kubectl("get", "pod", name, "-n", TRAINING_NAMESPACE, "-o", "jsonpath={.status.phase}",
-                          check=False)
+    out = cluster.kubectl("get", "pod", name, "-n", TRAINING_NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
     return out.stdout.strip()
 
 
@@ -101,12 +115,16 @@ def test_a_missing_image_fails_with_a_clear_error_and_no_pull_leaves_the_machine
     name = f"nope-{uuid.uuid4().hex[:6]}"
     real_cluster.apply(pod(name, "localhost/jobgen/nope:local", ["true"]))
     try:
-        reason = wait_for(lambda: (r := waiting_reason(real_cluster, name)) and "Err" in r and r or "",
-                          120, f"pod {name} to fail pulling")
+        reason = wait_for(
+            lambda: (r := waiting_reason(real_cluster, name)) and "Err" in r and r or "",
+            120,
+            f"pod {name} to fail pulling",
+        )
         assert reason.startswith(("ErrImagePull", "ImagePullBackOff")), reason
         # every registry is sent to a closed local port (hosts.toml): the pull cannot leave the machine
-        events = real_cluster.kubectl("get", "events", "-n", TRAINING_NAMESPACE,
-                                      f"--field-selector=involvedObject.name={name}", "-o", "json").stdout
+        events = real_cluster.kubectl(
+            "get", "events", "-n", TRAINING_NAMESPACE, f"--field-selector=involvedObject.name={name}", "-o", "json"
+        ).stdout
         assert "127.0.0.1:9" in events, events[-2000:]
     finally:
         real_cluster.kubectl("delete", "pod", name, "-n", TRAINING_NAMESPACE, "--wait=false", check=False)
@@ -152,12 +170,16 @@ print(json.dumps({{"ip": ip, "version": version}}))
 
 def test_kubectl_logs_and_exec_go_through_the_kubelet(real_cluster):
     name = f"exec-{uuid.uuid4().hex[:6]}"
-    real_cluster.apply(pod(name, IMAGES["watcher"], ["python", "-c", "import time; print('up', flush=True); "
-                                                                       "time.sleep(600)"]))
+    real_cluster.apply(
+        pod(name, IMAGES["watcher"], ["python", "-c", "import time; print('up', flush=True); time.sleep(600)"])
+    )
     try:
         wait_for(lambda: phase(real_cluster, name) == "Running", 120, f"pod {name} Running")
-        wait_for(lambda: "up" in real_cluster.kubectl("logs", name, "-n", TRAINING_NAMESPACE, check=False).stdout,
-                 30, "its log")
+        wait_for(
+            lambda: "up" in real_cluster.kubectl("logs", name, "-n", TRAINING_NAMESPACE, check=False).stdout,
+            30,
+            "its log",
+        )
         out = real_cluster.kubectl("exec", name, "-n", TRAINING_NAMESPACE, "--", "id", "-u")
         assert out.stdout.strip() == "65532"
         t = time.monotonic()
@@ -170,7 +192,20 @@ def test_kubectl_logs_and_exec_go_through_the_kubelet(real_cluster):
 def test_the_watcher_image_runs_read_only_as_non_root_under_podman(local_images):
     from .conftest import podman
 
-    out = podman("run", "--rm", "--read-only", "--user", "65532:65532", "--cap-drop", "ALL",
-                 "--security-opt", "no-new-privileges", "--network", "none", local_images["watcher"], "--help")
+    out = podman(
+        "run",
+        "--rm",
+        "--read-only",
+        "--user",
+        "65532:65532",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--network",
+        "none",
+        local_images["watcher"],
+        "--help",
+    )
     assert "watch" in out.stdout
     assert subprocess.run(["true"], check=False).returncode == 0
