@@ -8,9 +8,8 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
-import pytest
+from kfp import dsl
 
 from .conftest import REPO, podman
 
@@ -47,7 +46,6 @@ def test_the_trainer_image_trains_imports_and_has_no_pip_at_run_time(local_image
 def test_a_kfp_lightweight_component_runs_on_the_trainer_image_offline(local_images, tmp_path):
     """The component's own container command (compiled by kfp) runs in the image with no network:
     kfp's executor is already installed, nothing is pip-installed at start-up."""
-    from kfp import dsl
 
     def add(a: int, b: int) -> int:
         return a + b

@@ -20,6 +20,8 @@ from jobgen.localcluster.bins import binaries, read_versions
 from jobgen.localcluster.realnode import IMAGES, NODE_IP, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
 
+from .conftest import podman
+
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
@@ -116,7 +118,7 @@ def test_a_missing_image_fails_with_a_clear_error_and_no_pull_leaves_the_machine
     real_cluster.apply(pod(name, "localhost/jobgen/nope:local", ["true"]))
     try:
         reason = wait_for(
-            lambda: (r := waiting_reason(real_cluster, name)) and "Err" in r and r or "",
+            lambda: waiting_reason(real_cluster, name) if "Err" in waiting_reason(real_cluster, name) else "",
             120,
             f"pod {name} to fail pulling",
         )
@@ -190,8 +192,6 @@ def test_kubectl_logs_and_exec_go_through_the_kubelet(real_cluster):
 
 
 def test_the_watcher_image_runs_read_only_as_non_root_under_podman(local_images):
-    from .conftest import podman
-
     out = podman(
         "run",
         "--rm",

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from jobgen.emulators import Emulators
+from jobgen.loader import load_spec
 from jobgen.localcluster.containers_demo import BUCKETS, PREFIX, RELEASE, ContainersLoop, job_spec
 from jobgen.localcluster.realnode import IMAGES, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
+from jobgen.render import render as render_spec
 
 NS = TRAINING_NAMESPACE
 WATCHER = f"{RELEASE}-retrain-watcher"
@@ -42,9 +45,6 @@ def pods(cluster: LocalClusterHandle, selector: str) -> list[dict[str, Any]]:
 
 def render(doc: dict[str, Any], tmp_path: Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest jobgen renders for a spec (its own validation included)."""
-    from jobgen.render import render as render_spec
-    from jobgen.loader import load_spec
-
     path = tmp_path / f"{doc['name']}.yaml"
     path.write_text(yaml.safe_dump({**doc, "namespace": NS, "serviceAccount": "jobgen-trainer"}))
     return render_spec(load_spec(path), params)
@@ -109,8 +109,6 @@ def test_a_gcs_upload_creates_one_ddp_job_that_trains_in_containers(loop, real_c
 
 
 def _model(loop: ContainersLoop, output_prefix: str, version: str) -> dict[str, Any]:
-    import torch
-
     blob = loop.storage_client().bucket(BUCKETS["models"]).blob(f"{output_prefix}/{version}/model.pt")
     state: dict[str, Any] = torch.load(io.BytesIO(blob.download_as_bytes()), weights_only=True)
     return state
@@ -156,8 +154,6 @@ def test_deleting_a_worker_pod_restarts_it_and_resumes_exactly(loop, real_cluste
     assert restarted, f"no restart was recorded: {job['status']}"
     master_log = real_cluster.kubectl("logs", f"{name}-master-0", "-n", NS).stdout
     assert "resum" in master_log.lower(), master_log[-3000:]
-
-    import torch
 
     a = _model(loop, "resume-straight", "v-test")
     b = _model(loop, "resume-preempted", "v-test")
