@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +19,6 @@ from jobgen.localcluster.bins import binaries, read_versions
 from jobgen.localcluster.realnode import IMAGES, NODE_IP, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
 
-from .conftest import podman
 
 RESTRICTED_POD = {
     "runAsNonRoot": True,
@@ -189,23 +187,3 @@ def test_kubectl_logs_and_exec_go_through_the_kubelet(real_cluster):
         assert time.monotonic() - t < 60
     finally:
         real_cluster.kubectl("delete", "pod", name, "-n", TRAINING_NAMESPACE, "--wait=false", check=False)
-
-
-def test_the_watcher_image_runs_read_only_as_non_root_under_podman(local_images):
-    out = podman(
-        "run",
-        "--rm",
-        "--read-only",
-        "--user",
-        "65532:65532",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--network",
-        "none",
-        local_images["watcher"],
-        "--help",
-    )
-    assert "watch" in out.stdout
-    assert subprocess.run(["true"], check=False).returncode == 0
