@@ -19,7 +19,6 @@ from jobgen.localcluster.bins import binaries, read_versions
 from jobgen.localcluster.realnode import IMAGES, NODE_IP, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
 
-
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
