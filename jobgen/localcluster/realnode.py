@@ -407,8 +407,8 @@ state = "{RUN_DIR / "state"}"
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
-  # The host's own oom_score_adj is negative (-999 for this process tree): without this, containers
-  # are started with a lower score than their parent may set and runc refuses.
+  # Here even root may not lower an oom_score_adj (no CAP_SYS_RESOURCE): keep containers at
+  # containerd's own score or above instead of the -998/-997 the kubelet asks for.
   restrict_oom_score_adj = true
   # Network namespaces as bind mounts under our state dir, not /var/run/netns: teardown finds them all.
   netns_mounts_under_state_dir = true
@@ -492,6 +492,8 @@ def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: 
         "imageGCLowThresholdPercent": 99,
         # No swap accounting and no kernel tuning on a host we share.
         "failSwapOn": False,
+        # lowering oom_score_adj is refused on this machine (see containerd's restrict_oom_score_adj)
+        "oomScoreAdj": 0,
         "protectKernelDefaults": False,
         "makeIPTablesUtilChains": False,
         "serializeImagePulls": False,
@@ -514,6 +516,7 @@ def kube_proxy_config(kubeconfig: Path, ports: Ports) -> dict[str, Any]:
         "clientConnection": {"kubeconfig": str(kubeconfig)},
         "hostnameOverride": NODE_NAME,
         "mode": "iptables",
+        "oomScoreAdj": 0,
         "clusterCIDR": POD_CIDR,
         "bindAddress": NODE_IP,
         "healthzBindAddress": f"127.0.0.1:{ports.proxy_healthz}",
