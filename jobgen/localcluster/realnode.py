@@ -162,7 +162,7 @@ class RealNode:
         ports: Ports,
     ) -> dict[str, Path]:
         d = self.dir
-        for sub in ("bin", "cni/net.d", "cni/ipam", "kubelet", "registry/_default"):
+        for sub in ("bin", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "registry/_default"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         self.containerd_root().mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,9 @@ class RealNode:
         )
         files["cni"].write_text(json.dumps(cni_config(d / "cni" / "ipam"), indent=2) + "\n")
         files["kubelet"].write_text(
-            yaml.safe_dump(kubelet_config(ca=ca, serving=serving, ports=ports, sock=self.containerd_sock))
+            yaml.safe_dump(
+                kubelet_config(ca=ca, serving=serving, ports=ports, sock=self.containerd_sock, logs=d / "pod-logs")
+            )
         )
         files["kube-proxy"].write_text(yaml.safe_dump(kube_proxy_config(admin_kubeconfig, ports)))
         files["coredns"].write_text(corefile(admin_kubeconfig, ports))
@@ -343,6 +345,7 @@ class RealNode:
         if host.get("bridge") and _link_exists(host["bridge"]):
             subprocess.run(["ip", "link", "del", host["bridge"]], capture_output=True, check=False)
             done.append(f"bridge {host['bridge']}")
+        done += _remove_cgroups()
         for key, value in (host.get("sysctls") or {}).items():
             if value is not None:
                 _write_sysctl(key, value)
@@ -458,7 +461,7 @@ def cni_config(ipam_dir: Path) -> dict[str, Any]:
     }
 
 
-def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: Path) -> dict[str, Any]:
+def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: Path, logs: Path) -> dict[str, Any]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -467,6 +470,8 @@ def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: 
         # No systemd: cgroupfs, as containerd (SystemdCgroup = false).
         "cgroupDriver": "cgroupfs",
         "containerRuntimeEndpoint": f"unix://{sock}",
+        # container logs under the state dir, not /var/log/pods
+        "podLogsDir": str(logs),
         "address": NODE_IP,
         "port": ports.kubelet,
         "readOnlyPort": 0,
@@ -615,6 +620,20 @@ def _mounts_under(root: Path) -> list[str]:
             if point == prefix or point.startswith(prefix + "/"):
                 points.append(point)
     return sorted(set(points), key=len, reverse=True)
+
+
+def _remove_cgroups() -> list[str]:
+    """The kubelet's cgroup tree (cgroupfs driver: /sys/fs/cgroup/<controller>/kubepods...), once empty."""
+    removed = []
+    for top in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                Path(dirpath).rmdir()
+            except OSError:
+                continue
+        if not top.exists():
+            removed.append(f"cgroup {top}")
+    return removed
 
 
 def _read(path: Path) -> str:
