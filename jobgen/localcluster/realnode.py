@@ -246,16 +246,42 @@ class RealNode:
             if have.get(ref) == podman_id:
                 continue
             t = time.monotonic()
-            archive = self.dir / f"{name}.oci.tar"
-            env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-            _run(["podman", "save", "--quiet", "--format", "docker-archive", "-o", str(archive), ref], env=env)
+            # podman save | ctr import: streamed, no archive on disk (the trainer is GBs); the layer
+            # blobs are dropped once unpacked, so containerd keeps one copy (the snapshot).
+            save = subprocess.Popen(
+                ["podman", "save", "--format", "docker-archive", ref],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_podman_env(),
+            )
             try:
-                self._ctr(bins, "images", "import", "--no-unpack=false", "--snapshotter=overlayfs", str(archive))
-                self._ctr(
-                    bins, "images", "label", ref, f"io.jobgen.podman-id={podman_id}", "io.cri-containerd.pinned=pinned"
+                imp = subprocess.run(
+                    [
+                        str(bins.path("ctr")),
+                        f"--address={self.containerd_sock}",
+                        f"--namespace={K8S_NAMESPACE}",
+                        "images",
+                        "import",
+                        "--discard-unpacked-layers",
+                        "--snapshotter=overlayfs",
+                        f"--label=io.jobgen.podman-id={podman_id}",
+                        "--label=io.cri-containerd.pinned=pinned",
+                        "-",
+                    ],
+                    stdin=save.stdout,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=1800,
                 )
             finally:
-                archive.unlink(missing_ok=True)
+                if save.stdout is not None:
+                    save.stdout.close()
+                save_err = save.communicate(timeout=600)[1].decode(errors="replace")
+            if save.returncode != 0 or imp.returncode != 0:
+                raise ClusterError(
+                    f"importing {ref} into containerd failed: {(save_err or imp.stderr or imp.stdout).strip()[:400]}"
+                )
             done.append(name)
             self.log(f"  image {ref} imported into containerd ({time.monotonic() - t:.1f}s)")
         return done
@@ -427,6 +453,10 @@ state = "{RUN_DIR / "state"}"
     bin_dirs = ["{cni_dir}"]
     conf_dir = "{d / "cni" / "net.d"}"
     max_conf_num = 1
+
+[plugins."io.containerd.nri.v1.nri"]
+  # NRI would open /var/run/nri/nri.sock: nothing outside our directories.
+  disable = true
 
 [plugins."io.containerd.grpc.v1.cri"]
   # kubectl logs/exec/port-forward: the streaming server on the node address only.
