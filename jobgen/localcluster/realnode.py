@@ -262,6 +262,7 @@ class RealNode:
                         f"--namespace={K8S_NAMESPACE}",
                         "images",
                         "import",
+                        "--local",
                         "--discard-unpacked-layers",
                         "--snapshotter=overlayfs",
                         f"--label=io.jobgen.podman-id={podman_id}",
