@@ -84,12 +84,16 @@ def real_cluster(
     leave no process, mount, network namespace or bridge behind (checked: an error at teardown)."""
     if shutil.which("go") is None and binaries().missing(("kubelet", "containerd", "coredns")):
         unavailable("go not found: the node binaries are built with Go (hack/build-bins.sh node containerd coredns)")
-    cluster = LocalCluster(tmp_path_factory.mktemp("realnode"), context="jobgen-real")
+    reuse = os.environ.get("JOBGEN_REALNODE_DIR")  # a running `up --real-node --state-dir DIR`: kept running
+    cluster = LocalCluster(Path(reuse) if reuse else tmp_path_factory.mktemp("realnode"), context="jobgen-real")
     try:
-        info = cluster.up(timeout=900, real_node=True)
+        info = cluster.info() if reuse else cluster.up(timeout=900, real_node=True)
     except ClusterError as e:
         cluster.down()
         pytest.fail(f"the real node failed to start: {e}", pytrace=False)
+    if info is None or not info.real_node:
+        unavailable(f"JOBGEN_REALNODE_DIR={reuse} is not a running cluster with a real node")
+    assert info is not None
     handle = LocalClusterHandle(
         cluster=cluster,
         kubeconfig=info.kubeconfig,
@@ -99,6 +103,9 @@ def real_cluster(
         kubectl_path=str(binaries().path("kubectl")),
     )
     node = cluster.node
+    if reuse:
+        yield handle
+        return
     try:
         yield handle
     finally:
