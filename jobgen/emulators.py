@@ -186,7 +186,10 @@ class Emulators:
         pubsub_port, gcs_port = procs.free_port(taken), procs.free_port(taken)
         pubsub_host = f"{host}:{pubsub_port}"
         try:
-            procs.start(PUBSUB, [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={pubsub_host}",
+            # The emulator's REST adapter forwards to its own gRPC server on localhost: off loopback it has
+            # to listen on every address (clients still use `host`).
+            listen = pubsub_host if host == "127.0.0.1" else f"0.0.0.0:{pubsub_port}"  # noqa: S104
+            procs.start(PUBSUB, [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={listen}",
                                  f"--project={project}", f"--data-dir={self.state_dir / 'pubsub-data'}",
                                  "--quiet"], self.state_dir)
             self._wait(f"Pub/Sub emulator on {pubsub_host}", lambda: _get(f"http://{pubsub_host}/"), timeout, PUBSUB)

@@ -268,9 +268,15 @@ class LocalCluster:
         # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
         self._apply_install(bins, rendering, left())
         self._write_webhook_certs()
+        init_container: tuple[str, ...] = ()
+        if real_node:
+            template = sd / "pytorch-init-container.yaml"
+            template.write_text(realnode.PYTORCH_INIT_CONTAINER)
+            init_container = (f"--pytorch-init-container-template-file={template}",
+                              f"--pytorch-init-container-image={realnode.BASE_IMAGE}")
         self._spawn("training-operator", [
             str(bins.path("training-operator")),
-            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob",
+            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob", *init_container,
             f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
             f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
             f"--webhook-server-port={ports['operator-webhook']}",
