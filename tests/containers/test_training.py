@@ -92,7 +92,7 @@ def test_a_gcs_upload_creates_one_ddp_job_that_trains_in_containers(loop, real_c
         assert p["status"]["phase"] == "Succeeded"
         env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
         assert env["MASTER_ADDR"] == f"{name}-master-0"  # the operator's headless Service, via CoreDNS
-        assert env["DATA_URI"] == data_uri
+        assert env["DATA_URI"].rstrip("/") == data_uri
     worker_log = real_cluster.kubectl("logs", f"{name}-worker-0", "-n", NS).stdout
     assert "world" in worker_log.lower() or "rank" in worker_log.lower(), worker_log[-2000:]
     latest = loop.latest()
