@@ -44,8 +44,9 @@ def test_cuda_base_argument_non_root_and_no_build_tools(dockerfile):
     st = stages(dockerfile)
     assert len(st) == 1 and st[0].startswith("${BASE_IMAGE}")
     assert re.search(r"(?m)^ARG BASE_IMAGE=nvidia/cuda:\$\{CUDA_VERSION\}-base-", text)
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     for tool in ("build-essential", "gcc", "g++", "make ", "python3-dev", "python3-pip", "-dev "):
-        assert tool not in text, f"{tool!r} in {dockerfile}"
+        assert tool not in code, f"{tool!r} in {dockerfile}"
     users = re.findall(r"(?m)^USER (\S+)", text)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert re.search(r"(?m)^ARG CUDA_VERSION=\d+\.\d+\.\d+$", text)
