@@ -553,7 +553,13 @@ def kubelet_config(*, ca: Path, serving: tuple[Path, Path], ports: Ports, sock: 
         "registerNode": True,
         # The node is one of several users of a shared machine: evict only when really short, and never
         # garbage-collect the locally built images (they cannot be pulled back).
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": "512Mi",
+            "imagefs.available": "512Mi",
+            "nodefs.inodesFree": "1%",
+            "imagefs.inodesFree": "1%",
+        },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         # No swap accounting and no kernel tuning on a host we share.
