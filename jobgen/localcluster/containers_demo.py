@@ -286,7 +286,7 @@ def _loop(loop: ContainersLoop, epochs: int, timeout: float) -> None:
     loop.install_watcher(epochs)
     _say("[4/4] data version v1 lands: the watcher creates one PyTorchJob, trained in containers")
     t = time.monotonic()
-    loop.land("v1")
+    loop.land("v1", examples=1500)
     name = loop.wait_created("v1", 120)
     _say(f"  PyTorchJob {name} created {time.monotonic() - t:.1f}s after the marker")
     state = loop.wait_state("pytorchjob", name, ("Succeeded", "Failed"), timeout)
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds the training job may take")
     parser.add_argument("--keep", action="store_true", help="leave the cluster and emulators running")
     args = parser.parse_args(argv)
