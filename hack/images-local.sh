@@ -64,7 +64,7 @@ build_pause() {
   if podman image exists "$ref"; then return 0; fi
   t0=$(date +%s)
   work="$(mktemp -d)"
-  (cd "$root/hack/pause" && CGO_ENABLED=0 GOFLAGS= go build -trimpath -ldflags='-s -w' -o "$work/pause" pause.go)
+  (cd "$root/hack/pause" && CGO_ENABLED=0 GOFLAGS='' go build -trimpath -ldflags='-s -w' -o "$work/pause" pause.go)
   ctr="$(buildah from scratch)"
   buildah copy "$ctr" "$work/pause" /pause >/dev/null
   buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"

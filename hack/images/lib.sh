@@ -1,5 +1,6 @@
-# Shared by hack/images-local.sh and jobgen.localcluster (which reads the same names through
-# `hack/images/lib.sh refs`): image names, the base's Debian suite and packages, the cache.
+# Sourced by hack/images-local.sh: image names, the base's Debian suite and packages, the cache.
+# shellcheck disable=SC2034 # the variables are used by the scripts that source this file
+# The same image references are in jobgen/localcluster/realnode.py (IMAGES); keep them in step.
 # shellcheck shell=bash
 BASE_SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,ca-certificates
