@@ -92,3 +92,16 @@ def test_locks_are_current():
         [str(REPO / "hack/lock-images.sh"), "--check"], capture_output=True, text=True, timeout=600, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_build_script_and_the_node_name_the_same_images():
+    from jobgen.localcluster.realnode import IMAGES
+
+    for name, ref in IMAGES.items():
+        out = subprocess.run(
+            ["bash", "-c", f'source "{REPO}/hack/images/lib.sh" && image_ref {name}'],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == ref, name
