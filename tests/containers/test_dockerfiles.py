@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from jobgen.localcluster.realnode import IMAGES
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = {
     "trainer": REPO / "images/trainer/Dockerfile",
@@ -95,8 +97,6 @@ def test_locks_are_current():
 
 
 def test_the_build_script_and_the_node_name_the_same_images():
-    from jobgen.localcluster.realnode import IMAGES
-
     for name, ref in IMAGES.items():
         out = subprocess.run(
             ["bash", "-c", f'source "{REPO}/hack/images/lib.sh" && image_ref {name}'],
