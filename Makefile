@@ -18,12 +18,21 @@ help: ## Show this help.
 	  /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: venv bins ## The retraining loop locally: data lands in GCS → watcher → PyTorchJob → DDP training → registry (no cloud, no Docker).
+demo: venv bins ## The retraining loop locally: data lands in GCS → watcher → PyTorchJob → DDP training → registry (no cloud, no Docker). DEMO_CLUSTER=containers: real containers on the real node.
+ifeq ($(DEMO_CLUSTER),containers)
+	hack/images-local.sh
+	$(PY) -m jobgen.localcluster.containers_demo $(DEMO_ARGS)
+else
 	$(PY) -m jobgen.demo $(DEMO_ARGS)
+endif
 
 .PHONY: demo-down
 demo-down: venv ## Stop what make demo left running (local cluster, emulators).
+ifeq ($(DEMO_CLUSTER),containers)
+	$(PY) -m jobgen.localcluster.containers_demo down
+else
 	$(PY) -m jobgen.demo down
+endif
 
 .PHONY: test
 test: venv bins tf-provider ## Run all tests (unit, integration against the local control plane, e2e if kind is present).
@@ -67,6 +76,14 @@ bins: ## Build the pinned control-plane binaries into the version-keyed cache (c
 .PHONY: local-cluster
 local-cluster: venv bins ## Start kube-apiserver, etcd, scheduler, controller-manager, kwok GPU nodes and the training-operator.
 	$(PY) -m jobgen.localcluster up
+
+.PHONY: local-cluster-real
+local-cluster-real: venv bins images-local ## local-cluster plus one real node (containerd, kubelet, kube-proxy, CoreDNS) running containers (root; docs/local-cluster.md).
+	$(PY) -m jobgen.localcluster up --real-node
+
+.PHONY: images-local
+images-local: ## Build the trainer, tf-trainer and watcher images from their Dockerfiles with buildah (no Docker engine; base images from debootstrap).
+	hack/images-local.sh
 
 .PHONY: local-cluster-down
 local-cluster-down: venv ## Stop everything local-cluster started.

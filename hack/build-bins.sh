@@ -6,6 +6,8 @@
 # Usage: hack/build-bins.sh [--print-dir] [group...]
 #   groups: kubernetes etcd kwok training-operator helm   (default: these five)
 #           kind                                          (only on request: hack/kind/kind.sh)
+#           node: kubelet kube-proxy (same throwaway module as kubernetes), containerd
+#           (containerd, containerd-shim-runc-v2, ctr), coredns  (the real node: docs/local-cluster.md)
 # A group whose binaries are all cached is skipped, so a warm run takes < 1 s.
 # Concurrent runs (two test sessions, say) are serialized with flock.
 set -euo pipefail
@@ -42,6 +44,10 @@ fi
 k8s_minor="${KUBERNETES_VERSION#v1.}"          # 36.3
 staging_version="v0.${k8s_minor}"              # v0.36.3
 k8s_bins=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
+# The real node's binaries, built in the same throwaway module (a separate group so that a cache
+# holding the control plane stays valid; the go build cache makes the second build incremental).
+k8s_node_bins=(kubelet kube-proxy)
+containerd_bins=(containerd containerd-shim-runc-v2 ctr)
 
 have_all() { # have_all version name...
   local v="$1"; shift
@@ -58,8 +64,12 @@ put() { # put src name version
   mv -f "$bindir/.$2-$3.tmp" "$bindir/$2-$3"
 }
 
-build_kubernetes() {
-  have_all "$KUBERNETES_VERSION" "${k8s_bins[@]}" && return 0
+build_kubernetes() { build_k8s_module "${k8s_bins[@]}"; }
+build_kubernetes_node() { build_k8s_module "${k8s_node_bins[@]}"; }
+
+build_k8s_module() { # build_k8s_module binary...
+  local bins=("$@")
+  have_all "$KUBERNETES_VERSION" "${bins[@]}" && return 0
   local t0 work gomod out
   t0=$(stamp)
   work="$workroot/kubernetes-$KUBERNETES_VERSION"
@@ -97,13 +107,13 @@ build_kubernetes() {
   done
   out="$work/out"
   rm -rf "$out"; mkdir -p "$out"
-  echo "build-bins: building ${k8s_bins[*]} $ver (one go build; cold takes a while)"
+  echo "build-bins: building ${bins[*]} $ver (one go build; cold takes a while)"
   local pkgs=()
-  for pkg in "${k8s_bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$pkg"); done
+  for pkg in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$pkg"); done
   (cd "$work" && go build -trimpath -ldflags="$ldflags" -o "$out/" "${pkgs[@]}")
-  for pkg in "${k8s_bins[@]}"; do put "$out/$pkg" "$pkg" "$ver"; done
+  for pkg in "${bins[@]}"; do put "$out/$pkg" "$pkg" "$ver"; done
   rm -rf "$out"
-  report kubernetes "$t0"
+  report "${bins[*]}" "$t0"
 }
 
 build_etcd() {
@@ -148,14 +158,35 @@ build_helm() {
 build_kind() {
   go_install kind "$KIND_VERSION" sigs.k8s.io/kind
 }
+build_containerd() {
+  have_all "$CONTAINERD_VERSION" "${containerd_bins[@]}" && return 0
+  local t0 gobin mod=github.com/containerd/containerd/v2 pkgs=() n
+  t0=$(stamp)
+  gobin="$workroot/gobin-containerd-$CONTAINERD_VERSION"
+  rm -rf "$gobin"; mkdir -p "$gobin"
+  for n in "${containerd_bins[@]}"; do pkgs+=("$mod/cmd/$n@$CONTAINERD_VERSION"); done
+  echo "build-bins: building ${containerd_bins[*]} $CONTAINERD_VERSION"
+  # CGO_ENABLED=0: static binaries without the btrfs snapshotter (overlayfs is used).
+  GOBIN="$gobin" GOFLAGS='' go install -trimpath \
+    -ldflags="-s -w -X $mod/version.Version=$CONTAINERD_VERSION -X $mod/version.Revision=$CONTAINERD_VERSION" "${pkgs[@]}"
+  for n in "${containerd_bins[@]}"; do put "$gobin/$n" "$n" "$CONTAINERD_VERSION"; done
+  rm -rf "$gobin"
+  report containerd "$t0"
+}
+build_coredns() {
+  go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+}
 
 groups=("$@")
 [[ ${#groups[@]} -gt 0 ]] || groups=(kubernetes etcd kwok training-operator helm)
 # Say up front what a cold build costs (measured: docs/benchmarks.md).
 declare -A group_bins=([kubernetes]="$KUBERNETES_VERSION ${k8s_bins[*]}" [etcd]="$ETCD_VERSION etcd"
   [kwok]="$KWOK_VERSION kwok" [training-operator]="$TRAINING_OPERATOR_VERSION training-operator"
-  [helm]="$HELM_VERSION helm" [kind]="${KIND_VERSION:-} kind")
-declare -A group_minutes=([kubernetes]=5 [etcd]=1 [kwok]=1 [training-operator]=2 [helm]=2 [kind]=1)
+  [helm]="$HELM_VERSION helm" [kind]="${KIND_VERSION:-} kind"
+  [node]="$KUBERNETES_VERSION ${k8s_node_bins[*]}" [containerd]="$CONTAINERD_VERSION ${containerd_bins[*]}"
+  [coredns]="$COREDNS_VERSION coredns")
+declare -A group_minutes=([kubernetes]=5 [etcd]=1 [kwok]=1 [training-operator]=2 [helm]=2 [kind]=1
+  [node]=3 [containerd]=3 [coredns]=3)
 todo=() minutes=0
 for g in "${groups[@]}"; do
   # shellcheck disable=SC2086 # the version and binary names are meant to split
@@ -176,7 +207,10 @@ for g in "${groups[@]}"; do
     training-operator) build_training_operator ;;
     helm) build_helm ;;
     kind) build_kind ;;
-    *) die "unknown group '$g' (kubernetes etcd kwok training-operator helm kind)" ;;
+    node) build_kubernetes_node ;;
+    containerd) build_containerd ;;
+    coredns) build_coredns ;;
+    *) die "unknown group '$g' (kubernetes etcd kwok training-operator helm kind node containerd coredns)" ;;
   esac
 done
 echo "build-bins: binaries ready in $bindir ($(( $(stamp) - t_all ))s)"

@@ -87,7 +87,7 @@ def gcloud_binary() -> str:
 
 def _get(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a loopback http:// URL we built
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -131,12 +131,16 @@ class Emulators:
         timeout: float = 90.0,
         gcs_bind: str = "127.0.0.1",
         gcs_advertise: str | None = None,
+        host: str = "127.0.0.1",
     ) -> EmulatorInfo:
         """Start both emulators (or return the running ones), create the topic and buckets.
 
         ``gcs_bind``/``gcs_advertise``: where fake-gcs-server listens and the address it hands out in
         upload URLs; only the kind demo, whose pods reach the host through Docker's bridge, changes
-        them."""
+        them. ``host``: the address both emulators listen on and are reached at, by this machine's clients
+        too (the local real node's bridge address, where its pods reach them; docs/local-cluster.md)."""
+        if host != "127.0.0.1":
+            gcs_bind, gcs_advertise = host, host
         info = self.info()
         if info is not None and self.is_up() and info.project == project and info.topic == topic:
             self._create_buckets(info, buckets)
@@ -147,8 +151,11 @@ class Emulators:
         (self.state_dir / "pubsub-data").mkdir(parents=True, exist_ok=True)
         taken: set[int] = set()
         pubsub_port, gcs_port = procs.free_port(taken), procs.free_port(taken)
-        pubsub_host = f"127.0.0.1:{pubsub_port}"
+        pubsub_host = f"{host}:{pubsub_port}"
         try:
+            # The emulator's REST adapter forwards to its own gRPC server on localhost: off loopback it has
+            # to listen on every address (clients still use `host`).
+            listen = pubsub_host if host == "127.0.0.1" else f"0.0.0.0:{pubsub_port}"
             procs.start(
                 PUBSUB,
                 [
@@ -157,7 +164,7 @@ class Emulators:
                     "emulators",
                     "pubsub",
                     "start",
-                    f"--host-port={pubsub_host}",
+                    f"--host-port={listen}",
                     f"--project={project}",
                     f"--data-dir={self.state_dir / 'pubsub-data'}",
                     "--quiet",
@@ -166,8 +173,8 @@ class Emulators:
             )
             self._wait(f"Pub/Sub emulator on {pubsub_host}", lambda: _get(f"http://{pubsub_host}/"), timeout, PUBSUB)
             _ensure_topic(pubsub_host, project, topic)
-            storage_host = f"http://127.0.0.1:{gcs_port}"
-            public = f"{gcs_advertise or '127.0.0.1'}:{gcs_port}"
+            storage_host = f"http://{host}:{gcs_port}"
+            public = f"{gcs_advertise or host}:{gcs_port}"
             procs.start(
                 GCS,
                 [

@@ -1,6 +1,8 @@
-"""python -m jobgen.localcluster up|down|status|env|kubeconfig|bins [--state-dir DIR]
+"""python -m jobgen.localcluster up|down|status|env|kubeconfig|bins|import-images [--state-dir DIR]
 
   up          build missing binaries, start the cluster, print the kubeconfig path
+              (--real-node: also a real node running containers; docs/local-cluster.md)
+  import-images  copy rebuilt images (make images-local) into the real node's containerd
   down        stop exactly the processes `up` started
   status      each process and the apiserver's readiness (exit 1 when down)
   env         print `export KUBECONFIG=...` (eval "$(python -m jobgen.localcluster env)")
@@ -25,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m jobgen.localcluster",
         description="Local Kubernetes control plane with the Kubeflow training-operator and kwok GPU nodes.",
     )
-    parser.add_argument("command", choices=["up", "down", "status", "env", "kubeconfig", "bins"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "kubeconfig", "bins", "import-images"])
+    parser.add_argument("--real-node", action="store_true",
+                        help="up: beside the kwok GPU pools, run one real node (containerd, kubelet, kube-proxy, "
+                             "CoreDNS) that runs pods as containers from the images of make images-local")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where pidfiles, logs, certs and kubeconfig live "
                              "(default: $JOBGEN_LOCALCLUSTER_DIR or <cache>/localcluster/default)")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds `up` may take (default 180)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds `up` may take (default 180; 600 with --real-node: importing the images)")
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state_dir or default_state_dir())
     try:
@@ -39,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 print(bins.path(name))
         elif args.command == "up":
-            info = cluster.up(timeout=args.timeout)
+            info = cluster.up(timeout=args.timeout or (600.0 if args.real_node else 180.0), real_node=args.real_node)
             print(info.kubeconfig)
+        elif args.command == "import-images":
+            running = cluster.info()
+            if running is None or not running.real_node:
+                print("localcluster: no real node is running; run: python -m jobgen.localcluster up --real-node",
+                      file=sys.stderr)
+                return 1
+            done = cluster.node.import_images(ensure_binaries(()))
+            print(f"imported: {', '.join(done)}" if done else "all images up to date")
         elif args.command == "down":
             stopped = cluster.down()
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")

@@ -25,9 +25,17 @@ BINARIES: dict[str, str] = {
     "training-operator": "TRAINING_OPERATOR_VERSION",
     "helm": "HELM_VERSION",
     "kind": "KIND_VERSION",
+    # the real node (up --real-node)
+    "kubelet": "KUBERNETES_VERSION",
+    "kube-proxy": "KUBERNETES_VERSION",
+    "containerd": "CONTAINERD_VERSION",
+    "containerd-shim-runc-v2": "CONTAINERD_VERSION",
+    "ctr": "CONTAINERD_VERSION",
+    "coredns": "COREDNS_VERSION",
 }
+NODE_BINARIES = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "coredns")
 # What `up` needs; helm is built by `make bins` for the chart tests, kind by hack/kind/kind.sh.
-CLUSTER_BINARIES = tuple(n for n in BINARIES if n not in ("helm", "kind"))
+CLUSTER_BINARIES = tuple(n for n in BINARIES if n not in ("helm", "kind", *NODE_BINARIES))
 
 
 def cache_dir() -> Path:
@@ -90,8 +98,12 @@ def ensure_binaries(names: tuple[str, ...] = CLUSTER_BINARIES) -> Binaries:
 
 
 def _group(name: str) -> str:
+    if name in ("kubelet", "kube-proxy"):
+        return "node"
     key = BINARIES[name]
     return {
+        "CONTAINERD_VERSION": "containerd",
+        "COREDNS_VERSION": "coredns",
         "KUBERNETES_VERSION": "kubernetes",
         "ETCD_VERSION": "etcd",
         "KWOK_VERSION": "kwok",

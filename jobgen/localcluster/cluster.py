@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from . import nodes, pki, procs, waits
-from .bins import REPO_ROOT, Binaries, cache_dir, ensure_binaries
+from . import nodes, pki, procs, realnode, waits
+from .bins import CLUSTER_BINARIES, NODE_BINARIES, REPO_ROOT, Binaries, cache_dir, ensure_binaries
 from .errors import ClusterError
 
 OPERATOR_NAMESPACE = "kubeflow"
@@ -58,6 +58,7 @@ class ClusterInfo:
     ports: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     startup_seconds: float = 0.0
+    real_node: bool = False
 
 
 class LocalCluster:
@@ -93,41 +94,75 @@ class LocalCluster:
             out[pf.name] = entry is not None and procs.running(*entry)
         return out
 
+    @property
+    def node(self) -> realnode.RealNode:
+        return realnode.RealNode(self.state_dir, self.log)
+
     def is_up(self) -> bool:
         info = self.info()
         ps = self.processes()
         if info is None or not ps or not all(ps.values()):
             return False
         return waits.http_ok(
-            "127.0.0.1", info.ports["apiserver"], "/readyz", tls=True, ca=self.pki.ca_cert,
+            _api_host(info.real_node), info.ports["apiserver"], "/readyz", tls=True, ca=self.pki.ca_cert,
             cert=(self.pki.cert(pki.ADMIN.name), self.pki.key(pki.ADMIN.name)),
         )
 
     # --- down --------------------------------------------------------------
     def down(self) -> list[str]:
-        """Stop every process this state dir started (newest first). Returns their names."""
+        """Stop every process this state dir started (newest first). Returns their names.
+
+        With a real node: first its pods are deleted through the kubelet (which removes their
+        sandboxes properly), then leftover containers through containerd, and after the processes
+        stop, leftover shims, mounts, network namespaces, iptables rules and the bridge."""
         stopped = []
+        node = self.node
+        bins = None
+        if node.exists():
+            try:
+                bins = ensure_binaries(())
+            except ClusterError:
+                bins = None
+            self._stop_real_node(node, bins)
         for pf in reversed(procs.pidfiles(self.state_dir)):
             if procs.stop(pf):
                 stopped.append(pf.name)
+        if node.exists():
+            node.teardown(bins)
         shutil.rmtree(self.state_dir / "etcd-data", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         return stopped
 
+    def _stop_real_node(self, node: realnode.RealNode, bins: Binaries | None) -> None:
+        """While the apiserver, kubelet and containerd still run: drain, then remove what is left."""
+        procs_up = self.processes()
+        if procs_up.get("kube-apiserver") and procs_up.get("kubelet") and self.kubeconfig.exists():
+            node.drain(lambda *a, check=True: self.kubectl(bins, *a, check=check))
+        for name in ("kubelet", "kube-proxy", "coredns"):
+            pf = procs.Pidfile(self.state_dir / "pids" / f"{name}.pid")
+            procs.stop(pf)
+        if bins is not None and procs_up.get("containerd"):
+            node.remove_containers(bins)
+
     # --- up ----------------------------------------------------------------
-    def up(self, timeout: float = 180.0) -> ClusterInfo:
+    def up(self, timeout: float = 180.0, real_node: bool = False) -> ClusterInfo:
         if self.is_up():
             info = self.info()
             assert info is not None
+            if info.real_node != real_node:
+                raise ClusterError(f"the local cluster in {self.state_dir} is running "
+                                   f"{'with' if info.real_node else 'without'} a real node: run down first")
             self.log(f"local cluster already running (kubeconfig {info.kubeconfig})")
             return info
-        if procs.pidfiles(self.state_dir):
+        if procs.pidfiles(self.state_dir) or self.node.exists():
             self.down()  # leftovers of a half-started or crashed cluster
         t0 = time.monotonic()
-        bins = ensure_binaries()
+        bins = ensure_binaries(CLUSTER_BINARIES + (NODE_BINARIES if real_node else ()))
+        if real_node:
+            self.node.preflight(bins)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
-            info = self._start(bins, t0, timeout)
+            info = self._start(bins, t0, timeout, real_node)
         except BaseException:
             self.down()
             raise
@@ -135,17 +170,24 @@ class LocalCluster:
         self.log(f"local cluster up in {info.startup_seconds:.1f}s; kubeconfig {info.kubeconfig}")
         return info
 
-    def _start(self, bins: Binaries, t0: float, timeout: float) -> ClusterInfo:
+    def _start(self, bins: Binaries, t0: float, timeout: float, real_node: bool = False) -> ClusterInfo:
         deadline = t0 + timeout
         sd = self.state_dir
         operator_ident = pki.service_account_identity(OPERATOR_NAMESPACE, OPERATOR_SA)
-        idents = (pki.ADMIN, pki.CONTROLLER_MANAGER, pki.SCHEDULER, pki.KWOK, operator_ident)
-        self.pki.ensure(idents)
-        names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler",
-                 "operator-webhook", "operator-metrics", "operator-probe", "kwok")
+        idents: tuple[pki.Identity, ...] = (pki.ADMIN, pki.CONTROLLER_MANAGER, pki.SCHEDULER, pki.KWOK, operator_ident)
+        if real_node:
+            idents += (KUBELET,)
+        self.pki.ensure(idents, extra_ips=(realnode.NODE_IP,) if real_node else ())
+        names: tuple[str, ...] = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler",
+                                  "operator-webhook", "operator-metrics", "operator-probe", "kwok")
+        if real_node:
+            names += ("kubelet", "kubelet-healthz", "proxy-healthz", "proxy-metrics", "coredns-health")
         taken: set[int] = set()
         ports = {n: procs.free_port(taken) for n in names}
-        server = f"https://127.0.0.1:{ports['apiserver']}"
+        # With a real node the apiserver listens on the node address (the bridge), where pods reach it
+        # through the kubernetes Service; host clients use the same address.
+        api_host = _api_host(real_node)
+        server = f"https://{api_host}:{ports['apiserver']}"
         kc = {
             ident.name: self.pki.kubeconfig(sd / f"{ident.name}.kubeconfig", server, ident, self.context)
             for ident in idents
@@ -156,6 +198,9 @@ class LocalCluster:
             return max(deadline - time.monotonic(), 1.0)
 
         rendering = self._render_install(bins)
+
+        if real_node:
+            self.node.setup_host()
 
         # etcd
         data = sd / "etcd-data"
@@ -175,19 +220,27 @@ class LocalCluster:
         self._spawn("kube-apiserver", [
             str(bins.path("kube-apiserver")),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={ports['apiserver']}", "--advertise-address=127.0.0.1",
+            f"--bind-address={api_host}", f"--secure-port={ports['apiserver']}", f"--advertise-address={api_host}",
             f"--tls-cert-file={p.cert('apiserver')}", f"--tls-private-key-file={p.key('apiserver')}",
             f"--client-ca-file={p.ca_cert}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
             "--authorization-mode=Node,RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true", "--endpoint-reconciler-type=none", "--profiling=false",
+            "--allow-privileged=true", "--profiling=false",
             f"--cert-dir={sd / 'apiserver-certs'}",
+            # kwok nodes: no kubernetes Service endpoints (nothing in a pod could use them).
+            # A real node: the kubernetes Service points at the node address, as pods need.
+            *(("--endpoint-reconciler-type=lease",
+               f"--kubelet-client-certificate={p.cert(pki.ADMIN.name)}",
+               f"--kubelet-client-key={p.key(pki.ADMIN.name)}",
+               f"--kubelet-certificate-authority={p.ca_cert}",
+               "--kubelet-preferred-address-types=InternalIP")
+              if real_node else ("--endpoint-reconciler-type=none",)),
         ])
         admin_cert = (p.cert(pki.ADMIN.name), p.key(pki.ADMIN.name))
         self._wait("kube-apiserver", lambda: waits.http_ok(
-            "127.0.0.1", ports["apiserver"], "/readyz", tls=True, ca=p.ca_cert, cert=admin_cert), left())
+            api_host, ports["apiserver"], "/readyz", tls=True, ca=p.ca_cert, cert=admin_cert), left())
 
         # controllers and scheduler
         cm_kc = kc[pki.CONTROLLER_MANAGER.name]
@@ -198,8 +251,11 @@ class LocalCluster:
             "--use-service-account-credentials=true", f"--service-account-private-key-file={p.sa_key}",
             f"--root-ca-file={p.ca_cert}", f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cluster-name={self.context}", "--profiling=false",
-            # Pod IPs are loopback addresses (kwok --cidr below), which Endpoints/EndpointSlices reject.
-            "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+            # kwok pod IPs are loopback addresses (kwok --cidr below), which Endpoints/EndpointSlices reject.
+            # A real node's pods have bridge addresses, and CoreDNS answers headless Services (the
+            # operator's MASTER_ADDR) from EndpointSlices: keep those controllers there.
+            *(() if real_node else
+              ("--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",)),
         ])
         sch_kc = kc[pki.SCHEDULER.name]
         self._spawn("kube-scheduler", [
@@ -212,9 +268,15 @@ class LocalCluster:
         # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
         self._apply_install(bins, rendering, left())
         self._write_webhook_certs()
+        init_container: tuple[str, ...] = ()
+        if real_node:
+            template = sd / "pytorch-init-container.yaml"
+            template.write_text(realnode.PYTORCH_INIT_CONTAINER)
+            init_container = (f"--pytorch-init-container-template-file={template}",
+                              f"--pytorch-init-container-image={realnode.BASE_IMAGE}")
         self._spawn("training-operator", [
             str(bins.path("training-operator")),
-            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob",
+            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob", *init_container,
             f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
             f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
             f"--webhook-server-port={ports['operator-webhook']}",
@@ -232,8 +294,12 @@ class LocalCluster:
             f"--server-address=127.0.0.1:{ports['kwok']}", "--cidr=127.64.0.0/16", "--node-ip=127.0.0.1",
             "--node-lease-duration-seconds=40",
         ])
+        # With a real node, CPU pods run there: the kwok CPU pool is left out (GPU pools stay).
+        pools = tuple(pl for pl in nodes.POOLS if pl.gpus) if real_node else nodes.POOLS
         self.kubectl(bins, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
-                     input=yaml.safe_dump_all(nodes.node_objects()))
+                     input=yaml.safe_dump_all(nodes.node_objects(pools)))
+        if real_node:
+            self._start_real_node(bins, ports, server, left)
 
         self._wait("kube-scheduler", lambda: waits.http_ok(
             "127.0.0.1", ports["scheduler"], "/healthz", tls=True), left())
@@ -241,7 +307,10 @@ class LocalCluster:
             "127.0.0.1", ports["controller-manager"], "/healthz", tls=True), left())
         self._wait("training-operator", lambda: waits.http_ok(
             "127.0.0.1", ports["operator-probe"], "/readyz"), left())
-        self._wait("kwok nodes", lambda: self._nodes_ready(bins), left(), proc="kwok")
+        self._wait("kwok nodes", lambda: self._nodes_ready(bins, pools), left(), proc="kwok")
+        if real_node:
+            self._wait(f"node {realnode.NODE_NAME} Ready", lambda: self._node_ready(bins, realnode.NODE_NAME),
+                       left(), proc="kubelet")
         self._wait("default ServiceAccount", lambda: self.kubectl(
             bins, "get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False
         ).returncode == 0, left(), proc="kube-controller-manager")
@@ -249,7 +318,28 @@ class LocalCluster:
         return ClusterInfo(
             kubeconfig=str(self.kubeconfig), context=self.context, server=server, bin_dir=str(bins.dir),
             state_dir=str(sd), ports=ports, started_at=time.time(), startup_seconds=time.monotonic() - t0,
+            real_node=real_node,
         )
+
+    def _start_real_node(self, bins: Binaries, ports: dict[str, int], server: str,
+                         left: Callable[[], float]) -> None:
+        node = self.node
+        p = self.pki
+        p.ensure_serving("kubelet-serving", realnode.NODE_NAME, (realnode.NODE_IP,), (realnode.NODE_NAME,))
+        kubelet_kc = p.kubeconfig(self.state_dir / "kubelet.kubeconfig", server, KUBELET, self.context)
+        nports = realnode.Ports(kubelet=ports["kubelet"], kubelet_healthz=ports["kubelet-healthz"],
+                                proxy_healthz=ports["proxy-healthz"], proxy_metrics=ports["proxy-metrics"],
+                                coredns_health=ports["coredns-health"])
+        files = node.write_configs(bins, server=server, ca=p.ca_cert, admin_kubeconfig=self.kubeconfig,
+                                   kubelet_kubeconfig=kubelet_kc,
+                                   serving=(p.cert("kubelet-serving"), p.key("kubelet-serving")), ports=nports)
+        node.start(bins, lambda n, argv, env: self._spawn(n, argv, env),
+                   lambda what, check, t, proc: self._wait(what, check, t, proc=proc),
+                   files, nports, kubelet_kc, self.kubeconfig, left)
+        # PodSecurity admission: the training namespace enforces the restricted profile.
+        self.kubectl(bins, "label", "--overwrite", "namespace", realnode.TRAINING_NAMESPACE,
+                     *(f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "audit", "warn")),
+                     f"pod-security.kubernetes.io/enforce-version=v{bins.versions['KUBERNETES_VERSION'][1:5]}")
 
     # --- helpers -----------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -342,11 +432,16 @@ class LocalCluster:
             tmp.write_bytes(data)
             tmp.replace(WEBHOOK_CERT_DIR / fname)
 
-    def _nodes_ready(self, bins: Binaries) -> bool:
+    def _nodes_ready(self, bins: Binaries, pools: tuple[nodes.Pool, ...] = nodes.POOLS) -> bool:
         out = self.kubectl(bins, "get", "nodes", "-l", "=".join(nodes.KWOK_LABEL), "-o",
                            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
                            check=False).stdout.split()
-        return len(out) == len(nodes.node_objects()) and all(s == "True" for s in out)
+        return len(out) == len(nodes.node_objects(pools)) and all(s == "True" for s in out)
+
+    def _node_ready(self, bins: Binaries, name: str) -> bool:
+        out = self.kubectl(bins, "get", "node", name, "-o",
+                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+        return out.stdout.strip() == "True"
 
     # --- test hooks ----------------------------------------------------------
     @staticmethod
@@ -366,6 +461,13 @@ class LocalCluster:
         patch: dict[str, Any] = {"metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code),
                                                                RUN_FOR_ANNOTATION: after}}}
         self.kubectl(None, "patch", "pod", pod, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+
+KUBELET = pki.Identity("kubelet", f"system:node:{realnode.NODE_NAME}", ("system:nodes",))
+
+
+def _api_host(real_node: bool) -> str:
+    return realnode.NODE_IP if real_node else "127.0.0.1"
 
 
 def _yaml_docs(text: str) -> list[str]:

@@ -117,7 +117,9 @@ class PKI:
     def key(self, stem: str) -> Path:
         return self.dir / f"{stem}.key"
 
-    def ensure(self, identities: tuple[Identity, ...]) -> None:
+    def ensure(self, identities: tuple[Identity, ...], extra_ips: tuple[str, ...] = ()) -> None:
+        """CA, SA keys, the apiserver's serving cert (also valid for `extra_ips`) and one client
+        cert per identity; existing files are kept."""
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         if not (self.ca_cert.exists() and self.ca_key.exists()):
@@ -135,11 +137,20 @@ class PKI:
             sans += [
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address(SERVICE_CLUSTER_IP)),
+                *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
             ]
             self._issue("apiserver", _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
         for ident in identities:
             if not self.cert(ident.name).exists():
                 self._issue(ident.name, _name(ident.user, ident.groups), ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def ensure_serving(self, stem: str, common_name: str, ips: tuple[str, ...], dns: tuple[str, ...] = ()) -> None:
+        """A server certificate signed by the CA (e.g. the kubelet's, for the apiserver to verify)."""
+        if self.cert(stem).exists():
+            return
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        self._issue(stem, _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
     def _make_ca(self) -> None:
         key = _key()

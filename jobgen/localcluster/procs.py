@@ -68,6 +68,11 @@ def _state_of(pid: int) -> str | None:
         return None
 
 
+def state_of(pid: int) -> str | None:
+    """The process state letter (R, S, Z, ...) of `pid`, None if there is no such process."""
+    return _state_of(pid)
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
