@@ -32,6 +32,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jobgen"}
+# PodSecurity `restricted` (enforced on the training namespace): non-root, RuntimeDefault seccomp,
+# no privilege escalation, no capabilities. The images run as a fixed non-root user.
+POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_CONTEXT = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 SPOT_GRACE_SECONDS = 60  # default terminationGracePeriodSeconds of spot roles (docs/trainer.md, "Preemption")
 HYPERPARAMETERS_ENV = "JOBGEN_HYPERPARAMETERS"
 ENV_FOR_STORAGE = {"data": "DATA_URI", "output": "OUTPUT_URI", "checkpoints": "CHECKPOINT_URI"}
@@ -227,7 +231,19 @@ def build_context(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         job["nproc_per_node"] = spec.distribution.nproc_per_node
         if spec.distribution.elastic is not None:
             job["elastic_policy"] = spec.distribution.elastic.model_dump(by_alias=True, exclude_none=True)
-    return {"job": job, "roles": roles, "spec": spec, "kind": KINDS[spec.kind]}
+    return {
+        "job": job,
+        "roles": roles,
+        "spec": spec,
+        "kind": KINDS[spec.kind],
+        "pod_security_context": POD_SECURITY_CONTEXT,
+        "container_security_context": CONTAINER_SECURITY_CONTEXT,
+    }
+
+
+def grace_period(place: Placement) -> int | None:
+    """terminationGracePeriodSeconds of a pod placed by ``place``: set on spot pods (default 60)."""
+    return (place.termination_grace_period_seconds or SPOT_GRACE_SECONDS) if place.spot else None
 
 
 def pod_placement(place: Placement, res: Resources) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -270,9 +286,7 @@ def _role(
         "name": name,
         "replicas": rep.replicas,
         "restart_policy": rep.restart_policy or spec.restart_policy,
-        "termination_grace_period_seconds": (place.termination_grace_period_seconds or SPOT_GRACE_SECONDS)
-        if place.spot
-        else None,
+        "termination_grace_period_seconds": grace_period(place),
         "pod_labels": dict(pod_labels),
         "pod_annotations": dict(pod_annotations),
         "service_account": spec.service_account,

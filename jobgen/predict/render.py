@@ -14,7 +14,16 @@ from typing import Any
 from jobgen.names import DNS1035_MAX
 from jobgen.predict.labels import ANN_INPUT, ANN_KEY, ANN_MODEL, ANN_OUTPUT, CONTAINER, LABEL_PREDICTION
 from jobgen.predict.spec import PredictionSpec
-from jobgen.render import MANAGED_BY, QUEUE_LABEL, container_resources, pod_placement
+from jobgen.kubeflow import JOB_KIND_ENV, JOB_NAME_ENV
+from jobgen.render import (
+    CONTAINER_SECURITY_CONTEXT,
+    MANAGED_BY,
+    POD_SECURITY_CONTEXT,
+    QUEUE_LABEL,
+    container_resources,
+    grace_period,
+    pod_placement,
+)
 
 DIGEST_LEN = 10
 EXIT_PERMANENT = 2  # the predictor's exit code for errors a retry cannot fix (podFailurePolicy: FailIndex)
@@ -89,19 +98,27 @@ def render(
         **(extra_annotations or {}),
     }
     node_selector, tolerations = pod_placement(spec.placement, spec.resources)
-    env = [{"name": "JOB_NAME", "value": name}, {"name": "JOB_KIND", "value": "Job"}]
-    env += [{"name": k, "value": _env_value(v)} for k, v in spec.env.items() if k not in ("JOB_NAME", "JOB_KIND")]
+    env = [{"name": JOB_NAME_ENV, "value": name}, {"name": JOB_KIND_ENV, "value": "Job"}]
+    env += [{"name": k, "value": _env_value(v)} for k, v in spec.env.items() if k not in (JOB_NAME_ENV, JOB_KIND_ENV)]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
         "command": list(spec.command),
         "args": predictor_args(spec, name),
         "env": env,
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
     }
     resources = container_resources(spec.resources)
     if resources:
         container["resources"] = resources
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": dict(POD_SECURITY_CONTEXT),
+        "containers": [container],
+    }
+    grace = grace_period(spec.placement)
+    if grace is not None:
+        pod_spec["terminationGracePeriodSeconds"] = grace
     if spec.service_account:
         pod_spec["serviceAccountName"] = spec.service_account
     if spec.placement.priority_class:

@@ -32,6 +32,7 @@ def test_every_prediction_field_is_documented():
         "value",
         "effect",
         "tolerationSeconds",
+        "terminationGracePeriodSeconds",
     }
     missing = sorted(_fields(PredictionSpec, set()) - documented - inherited)
     assert missing == []
