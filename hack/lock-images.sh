@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lock the images' Python dependencies (with hashes) so that an image build is reproducible and its
 # big dependency layer is cached until a lock changes:
-#   images/trainer/requirements.lock        trainer pyproject (+ torch extra) + kfp (requirements-image.in)
+#   images/trainer/requirements.lock        trainer pyproject (+ torch, vision extras) + kfp (requirements-image.in)
 #   images/tf-trainer/requirements.lock     tf-trainer + trainer deps + tensorflow[and-cuda]  (GKE)
 #   images/tf-trainer/requirements-cpu.lock tf-trainer + trainer deps + tensorflow-cpu        (local)
 #   images/watcher/requirements.lock        jobgen[watcher]
@@ -33,7 +33,7 @@ lock() { # lock OUT INPUT... [-- uv args]
 }
 
 lock images/trainer/requirements.lock images/trainer/pyproject.toml images/trainer/requirements-image.in \
-  --extra torch --no-emit-package jobgen-trainer
+  --extra torch --extra vision --no-emit-package jobgen-trainer
 for variant in cuda cpu; do
   out=images/tf-trainer/requirements.lock; [[ $variant == cpu ]] && out=images/tf-trainer/requirements-cpu.lock
   lock "$out" images/tf-trainer/pyproject.toml images/tf-trainer/requirements-image.in "images/tf-trainer/requirements-$variant.in" \
