@@ -3,6 +3,7 @@ and the watcher run as a real process (`python -m jobgen.cli watch`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobgen.localcluster.testing import wait_for  # noqa: F401 - re-exported to the watcher tests
-
+from jobgen.localcluster.testing import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,19 +28,23 @@ REPO = Path(__file__).resolve().parents[2]
 class WatcherProc:
     """One `jobgen watch` process; its JSON log goes to a file."""
 
-    def __init__(self, case: "Case", config: Path, kubeconfig: str, tag: str) -> None:
+    def __init__(self, case: Case, config: Path, kubeconfig: str, tag: str) -> None:
         self.case = case
         self.port_file = case.dir / f"port-{tag}"
         self.port_file.unlink(missing_ok=True)
         self.log_path = case.dir / f"watcher-{tag}.log"
         env = {**os.environ, **case.env.info.env(), "JOBGEN_WATCH_PORT_FILE": str(self.port_file)}
         self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "jobgen.cli", "watch", "--config", str(config),
-                                      "--kubeconfig", kubeconfig], stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobgen.cli", "watch", "--config", str(config), "--kubeconfig", kubeconfig],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
         self.port = 0
 
-    def wait_ready(self, timeout: float = 60) -> "WatcherProc":
+    def wait_ready(self, timeout: float = 60) -> WatcherProc:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"watcher exited {self.proc.returncode}:\n{self.log_text()[-3000:]}")
@@ -53,7 +57,7 @@ class WatcherProc:
 
     def http(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -141,10 +145,8 @@ class TcpGate:
                 self.listener.close()
                 self.listener = None
             for c in self.conns:
-                try:
+                with contextlib.suppress(OSError):
                     c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 c.close()
             self.conns.clear()
 
@@ -177,10 +179,8 @@ class TcpGate:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class Env:
@@ -198,13 +198,16 @@ class Env:
         self.subscriber = pubsub_v1.SubscriberClient()
         self.topic = f"projects/{info.project}/topics/{info.topic}"
 
-    def subscription(self, name: str, topic: str | None = None, dead_letter_topic: str | None = None,
-                     max_attempts: int = 5) -> str:
+    def subscription(
+        self, name: str, topic: str | None = None, dead_letter_topic: str | None = None, max_attempts: int = 5
+    ) -> str:
         path = self.subscriber.subscription_path(self.info.project, name)
         request: dict[str, Any] = {"name": path, "topic": topic or self.topic, "ack_deadline_seconds": 10}
         if dead_letter_topic:
-            request["dead_letter_policy"] = {"dead_letter_topic": dead_letter_topic,
-                                             "max_delivery_attempts": max_attempts}
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": dead_letter_topic,
+                "max_delivery_attempts": max_attempts,
+            }
         self.subscriber.create_subscription(request=request)
         return path
 
@@ -213,7 +216,7 @@ class Env:
         self.publisher.create_topic(name=path)
         return path
 
-    def case(self, **trigger: Any) -> "Case":
+    def case(self, **trigger: Any) -> Case:
         return Case(self, **trigger)
 
 
@@ -228,8 +231,16 @@ def cpu_spec(namespace: str) -> dict[str, Any]:
 class Case:
     """One scenario: its own namespace, data bucket, state bucket, subscriptions and config file."""
 
-    def __init__(self, env: Env, requests: bool = False, dead_letter: bool = True, sources: dict | None = None,
-                 pubsub: dict | None = None, sub_dead_letter: bool = False, **trigger: Any) -> None:
+    def __init__(
+        self,
+        env: Env,
+        requests: bool = False,
+        dead_letter: bool = True,
+        sources: dict | None = None,
+        pubsub: dict | None = None,
+        sub_dead_letter: bool = False,
+        **trigger: Any,
+    ) -> None:
         self.env = env
         uid = uuid.uuid4().hex[:8]
         self.dir = env.tmp / f"case-{uid}"
@@ -246,15 +257,32 @@ class Case:
         self.sub = env.subscription(f"notes-{uid}", dead_letter_topic=self.sub_dl_topic)
         self.tap = env.subscription(f"tap-{uid}")  # what the test itself sees of the notifications
         (self.dir / "job.yaml").write_text(yaml.safe_dump(cpu_spec(self.ns)))
-        trig = {"name": "data", "job": "train", "bucket": self.bucket, "prefix": "mnist/",
-                "concurrency": "Allow", **trigger}
-        srcs = sources if sources is not None else {"pubsub": {"subscription": self.sub, "maxMessages": 100,
-                                                                  "leaseExtensionSeconds": 10, **(pubsub or {})}}
-        cfg: dict[str, Any] = {"namespace": self.ns, "state": {"bucket": self.state_bucket},
-                               "jobs": {"train": {"file": "job.yaml"}}, "triggers": [trig],
-                               "sources": dict(srcs), "server": {"host": "127.0.0.1", "port": 0},
-                               "retry": {"initialSeconds": 0.2, "maxSeconds": 2}, "pendingCheckSeconds": 1,
-                               "queueCheckSeconds": 1}
+        trig = {
+            "name": "data",
+            "job": "train",
+            "bucket": self.bucket,
+            "prefix": "mnist/",
+            "concurrency": "Allow",
+            **trigger,
+        }
+        srcs = (
+            sources
+            if sources is not None
+            else {
+                "pubsub": {"subscription": self.sub, "maxMessages": 100, "leaseExtensionSeconds": 10, **(pubsub or {})}
+            }
+        )
+        cfg: dict[str, Any] = {
+            "namespace": self.ns,
+            "state": {"bucket": self.state_bucket},
+            "jobs": {"train": {"file": "job.yaml"}},
+            "triggers": [trig],
+            "sources": dict(srcs),
+            "server": {"host": "127.0.0.1", "port": 0},
+            "retry": {"initialSeconds": 0.2, "maxSeconds": 2},
+            "pendingCheckSeconds": 1,
+            "queueCheckSeconds": 1,
+        }
         if requests:
             self.req_topic = env.new_topic(f"req-{uid}")
             self.req_sub = env.subscription(f"req-{uid}", self.req_topic)
@@ -298,8 +326,9 @@ class Case:
         while len(got) < want and time.monotonic() < deadline:
             resp = self.env.subscriber.pull(subscription=subscription, max_messages=100, timeout=5)
             if resp.received_messages:
-                self.env.subscriber.acknowledge(subscription=subscription,
-                                                ack_ids=[m.ack_id for m in resp.received_messages])
+                self.env.subscriber.acknowledge(
+                    subscription=subscription, ack_ids=[m.ack_id for m in resp.received_messages]
+                )
             got.extend(m.message for m in resp.received_messages)
         return got
 
@@ -320,17 +349,14 @@ class Case:
                 p.terminate()
         # Subscriptions left on the shared notification topic would keep collecting every later
         # test's notifications and slow the emulator down.
-        for sub in (self.sub, self.tap, getattr(self, "req_sub", None), getattr(self, "dl_sub", None),
-                    self.sub_dl_sub):
+        for sub in (self.sub, self.tap, getattr(self, "req_sub", None), getattr(self, "dl_sub", None), self.sub_dl_sub):
             if sub:
-                try:
+                with contextlib.suppress(Exception):  # best effort
                     self.env.subscriber.delete_subscription(subscription=sub)
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
 
 
 @pytest.fixture(scope="session")
-def wenv(emulators, local_cluster, tmp_path_factory):  # noqa: F811
+def wenv(emulators, local_cluster, tmp_path_factory):
     return Env(emulators, local_cluster, tmp_path_factory.mktemp("watcher"))
 
 

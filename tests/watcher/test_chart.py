@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,9 +22,16 @@ from tests.watcher.conftest import REPO, Case, WatcherProc, cpu_spec, wait_for
 pytest.importorskip("prometheus_client", reason="prometheus-client is missing: pip install -e '.[watcher]'")
 
 CHART = REPO / "charts" / "retrain-watcher"
-BASE = {"gcp": {"project": "my-project", "subscription": "projects/my-project/subscriptions/retrain-gcs",
-                "dataBucket": "my-data", "dataPrefix": "mnist/", "stateBucket": "my-project-watcher-state"},
-        "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "w@my-project.iam.gserviceaccount.com"}}}
+BASE = {
+    "gcp": {
+        "project": "my-project",
+        "subscription": "projects/my-project/subscriptions/retrain-gcs",
+        "dataBucket": "my-data",
+        "dataPrefix": "mnist/",
+        "stateBucket": "my-project-watcher-state",
+    },
+    "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "w@my-project.iam.gserviceaccount.com"}},
+}
 
 
 def helm_bin() -> str:
@@ -38,7 +45,7 @@ def helm_bin() -> str:
 
 def helm(*args: str, check: bool = True, kubeconfig: str | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [helm_bin(), *args] + ([f"--kubeconfig={kubeconfig}"] if kubeconfig else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args[:2])} failed: {proc.stderr}")
     return proc
@@ -67,14 +74,38 @@ MATRIX = {
     "schedule": {"schedule": {"enabled": True, "cron": "@daily", "params": {"lr": 0.01}}},
     "poll-only": {"gcp": {"subscription": ""}, "poll": {"enabled": True, "intervalSeconds": 30}},
     "replace": {"triggers": [{"name": "data", "job": "train", "concurrency": "Replace"}]},
-    "requests+dead-letter": {"gcp": {"requestsSubscription": "projects/my-project/subscriptions/retrain-req",
-                                     "deadLetterTopic": "projects/my-project/topics/retrain-dead"}},
-    "replicas+extra": {"replicaCount": 3, "watcher": {"extraConfig": {"limits": {"dedupeCache": 500}}},
-                       "serviceAccount": {"create": False, "name": "existing-ksa"}},
-    "debounce+tfjob": {"jobs": {"tf": {"kind": "TFJob", "name": "tf-train", "image": "img:1",
-                                       "replicas": {"Chief": {"replicas": 1}, "Worker": {"replicas": 2}}}},
-                       "triggers": [{"name": "tf-data", "job": "tf", "bucket": "other-bucket", "prefix": "tf/",
-                                     "completion": "debounce", "quietSeconds": 120, "glob": "tf/**/*.tfrecord"}]},
+    "requests+dead-letter": {
+        "gcp": {
+            "requestsSubscription": "projects/my-project/subscriptions/retrain-req",
+            "deadLetterTopic": "projects/my-project/topics/retrain-dead",
+        }
+    },
+    "replicas+extra": {
+        "replicaCount": 3,
+        "watcher": {"extraConfig": {"limits": {"dedupeCache": 500}}},
+        "serviceAccount": {"create": False, "name": "existing-ksa"},
+    },
+    "debounce+tfjob": {
+        "jobs": {
+            "tf": {
+                "kind": "TFJob",
+                "name": "tf-train",
+                "image": "img:1",
+                "replicas": {"Chief": {"replicas": 1}, "Worker": {"replicas": 2}},
+            }
+        },
+        "triggers": [
+            {
+                "name": "tf-data",
+                "job": "tf",
+                "bucket": "other-bucket",
+                "prefix": "tf/",
+                "completion": "debounce",
+                "quietSeconds": 120,
+                "glob": "tf/**/*.tfrecord",
+            }
+        ],
+    },
 }
 
 
@@ -123,24 +154,37 @@ def test_template_matrix(tmp_path, name):
         assert "jobgen submit /etc/retrain/job-train.yaml" in args and "--param 'lr=0.01'" in args
 
 
-@pytest.mark.parametrize("bad,message", [
-    ({"gcp": {"subscription": "not-a-path"}}, "/gcp/subscription"),
-    ({"replicaCount": 0}, "/replicaCount"),
-    ({"securityContext": {"readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False,
-                          "capabilities": {"drop": ["ALL"]}}}, "/securityContext/readOnlyRootFilesystem"),
-    ({"podSecurityContext": {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}},
-     "/podSecurityContext/runAsNonRoot"),
-    ({"triggers": [{"name": "Bad Name", "job": "train"}]}, "/triggers/0/name"),
-    ({"triggers": [{"name": "t", "job": "train", "concurrency": "Sometimes"}]}, "/triggers/0/concurrency"),
-    ({"triggers": [{"name": "t", "job": "train", "unknown": 1}]}, "/triggers/0"),
-    ({"jobs": {"x": {"kind": "MPIJob", "name": "x", "image": "i", "replicas": {"Worker": {}}}}}, "/jobs/x/kind"),
-    ({"schedule": {"enabled": True, "cron": "every day"}}, "/schedule/cron"),
-    ({"bogus": 1}, "bogus"),
-    ({"triggers": [{"name": "t", "job": "missing"}]}, "refers to job \"missing\""),
-    ({"gcp": {"subscription": ""}}, "the watcher needs a source"),
-    ({"gcp": {"stateBucket": ""}}, "set gcp.stateBucket"),
-    ({"gcp": {"stateBucket": "Not_A/Bucket"}}, "/gcp/stateBucket"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"gcp": {"subscription": "not-a-path"}}, "/gcp/subscription"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        (
+            {
+                "securityContext": {
+                    "readOnlyRootFilesystem": False,
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                }
+            },
+            "/securityContext/readOnlyRootFilesystem",
+        ),
+        (
+            {"podSecurityContext": {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}},
+            "/podSecurityContext/runAsNonRoot",
+        ),
+        ({"triggers": [{"name": "Bad Name", "job": "train"}]}, "/triggers/0/name"),
+        ({"triggers": [{"name": "t", "job": "train", "concurrency": "Sometimes"}]}, "/triggers/0/concurrency"),
+        ({"triggers": [{"name": "t", "job": "train", "unknown": 1}]}, "/triggers/0"),
+        ({"jobs": {"x": {"kind": "MPIJob", "name": "x", "image": "i", "replicas": {"Worker": {}}}}}, "/jobs/x/kind"),
+        ({"schedule": {"enabled": True, "cron": "every day"}}, "/schedule/cron"),
+        ({"bogus": 1}, "bogus"),
+        ({"triggers": [{"name": "t", "job": "missing"}]}, 'refers to job "missing"'),
+        ({"gcp": {"subscription": ""}}, "the watcher needs a source"),
+        ({"gcp": {"stateBucket": ""}}, "set gcp.stateBucket"),
+        ({"gcp": {"stateBucket": "Not_A/Bucket"}}, "/gcp/stateBucket"),
+    ],
+)
 def test_schema_rejects_bad_values(tmp_path, bad, message):
     vf = tmp_path / "v.yaml"
     vf.write_text(yaml.safe_dump(deep_merge(BASE, bad)))
@@ -152,23 +196,45 @@ def test_schema_rejects_bad_values(tmp_path, bad, message):
 def install_values(case: Case, subscription: str, **extra: Any) -> dict[str, Any]:
     spec = cpu_spec(case.ns)
     spec.pop("serviceAccount", None)
-    return deep_merge({
-        "gcp": {"project": "local-project", "subscription": subscription, "dataBucket": case.bucket,
-                "dataPrefix": "mnist/", "stateBucket": case.state_bucket},
-        "trainer": {"namespace": case.ns, "serviceAccount": "default"},
-        "jobs": {"train": spec},
-        "triggers": [{"name": "data", "job": "train", "concurrency": "Allow"}],
-        "watcher": {"pubsub": {"leaseExtensionSeconds": 10},
-                    "extraConfig": {"server": {"host": "127.0.0.1", "port": 0},
-                                    "retry": {"initialSeconds": 0.2, "maxSeconds": 2}}},
-    }, extra)
+    return deep_merge(
+        {
+            "gcp": {
+                "project": "local-project",
+                "subscription": subscription,
+                "dataBucket": case.bucket,
+                "dataPrefix": "mnist/",
+                "stateBucket": case.state_bucket,
+            },
+            "trainer": {"namespace": case.ns, "serviceAccount": "default"},
+            "jobs": {"train": spec},
+            "triggers": [{"name": "data", "job": "train", "concurrency": "Allow"}],
+            "watcher": {
+                "pubsub": {"leaseExtensionSeconds": 10},
+                "extraConfig": {
+                    "server": {"host": "127.0.0.1", "port": 0},
+                    "retry": {"initialSeconds": 0.2, "maxSeconds": 2},
+                },
+            },
+        },
+        extra,
+    )
 
 
 def upgrade(case: Case, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     vf = case.dir / f"values-{uuid.uuid4().hex[:6]}.yaml"
     vf.write_text(yaml.safe_dump(values))
-    return helm("upgrade", "--install", "retrain", str(CHART), "-n", case.ns, "-f", str(vf), "--wait=false",
-                kubeconfig=case.env.cluster.kubeconfig)
+    return helm(
+        "upgrade",
+        "--install",
+        "retrain",
+        str(CHART),
+        "-n",
+        case.ns,
+        "-f",
+        str(vf),
+        "--wait=false",
+        kubeconfig=case.env.cluster.kubeconfig,
+    )
 
 
 def start_from_cluster(case: Case, kubeconfig: str, tag: str) -> WatcherProc:
@@ -191,8 +257,9 @@ def test_install_twice_rbac_and_upgrade_under_load(case_factory, wenv, tmp_path)
     values = install_values(case, case.sub)
     upgrade(case, values)
     assert upgrade(case, values).returncode == 0  # twice: an upgrade to revision 2
-    status = json.loads(helm("status", "retrain", "-n", case.ns, "-o", "json",
-                             kubeconfig=wenv.cluster.kubeconfig).stdout)
+    status = json.loads(
+        helm("status", "retrain", "-n", case.ns, "-o", "json", kubeconfig=wenv.cluster.kubeconfig).stdout
+    )
     assert status["version"] == 2 and status["info"]["status"] == "deployed"
     dep = wenv.cluster.get("deployment", "retrain-retrain-watcher", namespace=case.ns)
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "retrain-watcher"
@@ -206,7 +273,6 @@ def test_install_twice_rbac_and_upgrade_under_load(case_factory, wenv, tmp_path)
     assert any(e["reason"] == "RetrainTriggered" for e in events)
     # ... and can do nothing outside its Role; the real apiserver says so.
     k = wenv.cluster.kubectl
-    job = case.jobs()[0]["metadata"]["name"]
     forbidden = [
         ("get", "secrets", "-n", case.ns),
         ("get", "pods", "-n", case.ns),
@@ -219,10 +285,14 @@ def test_install_twice_rbac_and_upgrade_under_load(case_factory, wenv, tmp_path)
     for args in forbidden:
         proc = k(*args, kubeconfig=token_kc, check=False)
         assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), (args, proc.stderr)
-    assert k("auth", "can-i", "update", "configmap/other", "-n", case.ns, kubeconfig=token_kc,
-             check=False).stdout.strip() == "no"
-    assert k("auth", "can-i", "delete", "pytorchjobs", "-n", "default", kubeconfig=token_kc,
-             check=False).stdout.strip() == "no"
+    assert (
+        k("auth", "can-i", "update", "configmap/other", "-n", case.ns, kubeconfig=token_kc, check=False).stdout.strip()
+        == "no"
+    )
+    assert (
+        k("auth", "can-i", "delete", "pytorchjobs", "-n", "default", kubeconfig=token_kc, check=False).stdout.strip()
+        == "no"
+    )
 
     # An upgrade while events keep arriving: the new config rolls out as a new pod would (start the
     # new watcher, then SIGTERM the old one, like a RollingUpdate with maxUnavailable 0).
@@ -259,8 +329,9 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
     import os
 
     case = case_factory(dead_letter=False)
-    values = install_values(case, case.sub, schedule={"enabled": True, "cron": "*/5 * * * *", "job": "train",
-                                                      "params": {"lr": 0.02}})
+    values = install_values(
+        case, case.sub, schedule={"enabled": True, "cron": "*/5 * * * *", "job": "train", "params": {"lr": 0.02}}
+    )
     upgrade(case, values)
     cron = wenv.cluster.get("cronjob", "retrain-retrain-watcher-scheduled", namespace=case.ns)
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -273,8 +344,14 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
         (etc / fname).write_text(text)
     token_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-retrain-watcher-scheduler", tmp_path / "cron.kc")
     env = {**os.environ, "KUBECONFIG": token_kc, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(["/bin/sh", "-c", script.replace("/etc/retrain", str(etc))], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script.replace("/etc/retrain", str(etc))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     (job,) = case.jobs()
     assert re.fullmatch(r"cpu-ddp-\d{12}", job["metadata"]["name"])
@@ -282,5 +359,9 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
     assert "--lr=0.02" in args
     # The watcher's own ServiceAccount may not patch (server-side apply) jobs; the scheduler's may.
     sa_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-watcher", tmp_path / "w.kc")
-    assert wenv.cluster.kubectl("auth", "can-i", "patch", "pytorchjobs", "-n", case.ns, kubeconfig=sa_kc,
-                                check=False).stdout.strip() == "no"
+    assert (
+        wenv.cluster.kubectl(
+            "auth", "can-i", "patch", "pytorchjobs", "-n", case.ns, kubeconfig=sa_kc, check=False
+        ).stdout.strip()
+        == "no"
+    )

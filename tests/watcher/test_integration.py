@@ -4,9 +4,9 @@ emulator, the local control plane (kube-apiserver, training-operator), `jobgen w
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,12 +85,19 @@ def test_hostile_input_dead_letter(case_factory):
     case = case_factory(requests=True)
     w = case.start()
     good = json.dumps({"bucket": case.bucket, "name": "mnist/v1/_SUCCESS", "generation": "5"}).encode()
-    base = {"eventType": "OBJECT_FINALIZE", "bucketId": case.bucket, "objectId": "mnist/v1/_SUCCESS",
-            "objectGeneration": "5", "payloadFormat": "JSON_API_V1"}
+    base = {
+        "eventType": "OBJECT_FINALIZE",
+        "bucketId": case.bucket,
+        "objectId": "mnist/v1/_SUCCESS",
+        "objectGeneration": "5",
+        "payloadFormat": "JSON_API_V1",
+    }
 
     def named(name: str) -> tuple[bytes, dict[str, str]]:
-        return (json.dumps({"bucket": case.bucket, "name": name, "generation": "5"}).encode(),
-                {**base, "objectId": name})
+        return (
+            json.dumps({"bucket": case.bucket, "name": name, "generation": "5"}).encode(),
+            {**base, "objectId": name},
+        )
 
     hostile = [
         (b"\x00\xffnot json", base),
@@ -124,8 +131,9 @@ def test_hostile_input_dead_letter(case_factory):
     assert len(rejected_logs) == want
     assert case.jobs() == [] and w.http("/healthz")[0] == 200 and w.proc.poll() is None
     # ... and a good request still works.
-    case.publish(json.dumps({"job": "train", "params": {"lr": 0.01, "epochs": 4}, "id": "r-1"}).encode(),
-                 topic=case.req_topic)
+    case.publish(
+        json.dumps({"job": "train", "params": {"lr": 0.01, "epochs": 4}, "id": "r-1"}).encode(), topic=case.req_topic
+    )
     (job,) = wait_for(lambda: case.jobs(), 30, "the requested job")
     args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
     assert "--lr=0.01" in args and "--epochs=4" in args
@@ -157,8 +165,12 @@ def _check_exactly_once(case, gens: dict[str, int], timeout: float) -> None:
     ks = keys(jobs)
     assert len(jobs) == len(gens), f"{len(jobs)} jobs for {len(gens)} versions"
     assert len(set(ks)) == len(ks), "duplicate keys"
-    got = {j["metadata"]["annotations"]["retrain.jobgen.io/object"].split("/", 3)[3]:
-           int(j["metadata"]["labels"]["retrain.jobgen.io/generation"]) for j in jobs}
+    got = {
+        j["metadata"]["annotations"]["retrain.jobgen.io/object"].split("/", 3)[3]: int(
+            j["metadata"]["labels"]["retrain.jobgen.io/generation"]
+        )
+        for j in jobs
+    }
     assert got == gens
     assert len(case.claims()) == len(gens)
     assert all(not j["metadata"].get("finalizers") for j in jobs), "a finalizer was left on a job"
@@ -174,8 +186,8 @@ def test_apiserver_restart_mid_run(case_factory, wenv):
     w = case.start()
     cluster = wenv.cluster.cluster
     pidfile = next(p for p in procs.pidfiles(cluster.state_dir) if p.name == "kube-apiserver")
-    pid, exe = pidfile.read()
-    argv = open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").split(b"\0")
+    pid, _exe = pidfile.read()
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     gens: dict[str, int] = {}
     uploader = threading.Thread(target=lambda: gens.update(_upload_versions(case, 60, 0, pause=0.05)))
     uploader.start()
@@ -248,11 +260,23 @@ def test_forbid_queues_newest_version(case_factory, wenv):
     assert len(case.jobs()) == 1
     # The first job finishes (the suspended job is marked Succeeded by hand, as the operator would).
     name = first["metadata"]["name"]
-    status = {"status": {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Test",
-                                         "message": "done", "lastUpdateTime": "2026-01-01T00:00:00Z",
-                                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    wenv.cluster.kubectl("patch", "pytorchjob", name, "-n", case.ns, "--subresource=status", "--type=merge",
-                         "-p", json.dumps(status))
+    status = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Test",
+                    "message": "done",
+                    "lastUpdateTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        }
+    }
+    wenv.cluster.kubectl(
+        "patch", "pytorchjob", name, "-n", case.ns, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )
     jobs = wait_for(n_jobs(case, 2), 30, "the queued job")
     gens = {j["metadata"]["labels"]["retrain.jobgen.io/generation"] for j in jobs}
     assert str(g3) in gens and str(g2) not in gens  # coalesced to the newest
@@ -313,8 +337,10 @@ def test_poll_cost_abandoned_folder_and_1000_versions(case_factory, wenv):
     costs.append((poller.calls, poller.items))
     jobs = case.jobs()
     assert len(jobs) == n + 3 and len(set(keys(jobs))) == n + 3
-    print(f"\npoll figures: {n} versions + 1 abandoned folder (50 objects): first poll {first[0]} list calls, "
-          f"{first[1]} names, {first[2]:.1f}s; steady-state polls (list calls, names): {costs}")
+    print(
+        f"\npoll figures: {n} versions + 1 abandoned folder (50 objects): first poll {first[0]} list calls, "
+        f"{first[1]} names, {first[2]:.1f}s; steady-state polls (list calls, names): {costs}"
+    )
     # fake-gcs-server ignores matchGlob and returns every object; GCS returns only markers (1 call per 1,000).
     assert max(c for c, _ in costs) <= (n + 3 + 50) // 1000 + 2
     assert all(c == costs[0][0] for c, _ in costs), "list calls per poll grew"

@@ -24,11 +24,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 def _finish(wenv, case, name: str) -> None:
     """Mark a (suspended) job Succeeded, as the operator would when it completes."""
-    status = {"status": {"conditions": [{"type": "Succeeded", "status": "True", "reason": "Test", "message": "done",
-                                         "lastUpdateTime": "2026-01-01T00:00:00Z",
-                                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    wenv.cluster.kubectl("patch", "pytorchjob", name, "-n", case.ns, "--subresource=status", "--type=merge",
-                         "-p", json.dumps(status))
+    status = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Test",
+                    "message": "done",
+                    "lastUpdateTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        }
+    }
+    wenv.cluster.kubectl(
+        "patch", "pytorchjob", name, "-n", case.ns, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )
 
 
 def test_outage_longer_than_the_dead_letter_budget_loses_nothing(case_factory, wenv):
@@ -56,9 +68,11 @@ def test_outage_longer_than_the_dead_letter_budget_loses_nothing(case_factory, w
     assert w.metric("retrain_outage", backend="kubernetes") == 0
     pubsub_dead = case.subscription_dead_letters()
     received = w.metric("retrain_events_received_total")
-    print(f"\noutage figures: apiserver unreachable {down_for:.0f}s (budget: 5 attempts x 10 s); "
-          f"versions 25; jobs {len(case.jobs())}; dead-lettered by Pub/Sub {len(pubsub_dead)}, by the watcher "
-          f"{w.metric('retrain_dead_lettered_total'):.0f}; messages received {received:.0f}")
+    print(
+        f"\noutage figures: apiserver unreachable {down_for:.0f}s (budget: 5 attempts x 10 s); "
+        f"versions 25; jobs {len(case.jobs())}; dead-lettered by Pub/Sub {len(pubsub_dead)}, by the watcher "
+        f"{w.metric('retrain_dead_lettered_total'):.0f}; messages received {received:.0f}"
+    )
     assert pubsub_dead == [] and w.metric("retrain_dead_lettered_total") == 0
     assert w.metric("retrain_errors_total", stage="kubernetes") >= 1
 
@@ -104,20 +118,28 @@ def test_two_replicas_ttl_of_seconds_no_duplicates(case_factory, wenv):
     for _ in range(2):
         for m in notes:
             case.publish(m.data, **dict(m.attributes))
-    wait_for(lambda: a.metric("retrain_events_deduped_total") + b.metric("retrain_events_deduped_total") >= 2 * n,
-             120, "the redeliveries")
+    wait_for(
+        lambda: a.metric("retrain_events_deduped_total") + b.metric("retrain_events_deduped_total") >= 2 * n,
+        120,
+        "the redeliveries",
+    )
     assert b.terminate() == 0
     c = case.start()  # a fresh process: nothing in memory
     for m in notes:
         case.publish(m.data, **dict(m.attributes))
     before = a.metric("retrain_events_received_total")
-    wait_for(lambda: c.metric("retrain_events_received_total") + a.metric("retrain_events_received_total")
-             >= before + n, 120, "the third round")
+    wait_for(
+        lambda: c.metric("retrain_events_received_total") + a.metric("retrain_events_received_total") >= before + n,
+        120,
+        "the third round",
+    )
     time.sleep(2)
     created = a.metric("retrain_jobs_created_total") + c.metric("retrain_jobs_created_total")
-    print(f"\nreplica figures: {n} versions, TTL 2 s, 2 replicas + 1 restart, {3 * n} redeliveries after "
-          f"the TTL: jobs existing now {len(case.jobs())}, claims {len(case.claims())}, jobs created after the TTL "
-          f"{created:.0f}")
+    print(
+        f"\nreplica figures: {n} versions, TTL 2 s, 2 replicas + 1 restart, {3 * n} redeliveries after "
+        f"the TTL: jobs existing now {len(case.jobs())}, claims {len(case.claims())}, jobs created after the TTL "
+        f"{created:.0f}"
+    )
     assert case.jobs() == [] and len(case.claims()) == n and created == 0
 
 
@@ -136,8 +158,14 @@ def test_replace_late_older_version_never_displaces_the_newer(case_factory, wenv
     # A late notification of an older version (v0, generation before v1), and v1 again.
     name = "mnist/v0/_SUCCESS"
     data = json.dumps({"bucket": case.bucket, "name": name, "generation": str(g1 - 1)}).encode()
-    case.publish(data, eventType="OBJECT_FINALIZE", bucketId=case.bucket, objectId=name,
-                 objectGeneration=str(g1 - 1), payloadFormat="JSON_API_V1")
+    case.publish(
+        data,
+        eventType="OBJECT_FINALIZE",
+        bucketId=case.bucket,
+        objectId=name,
+        objectGeneration=str(g1 - 1),
+        payloadFormat="JSON_API_V1",
+    )
     note = next(m for m in case.tap_messages(2) if m.attributes["objectId"] == "mnist/v1/_SUCCESS")
     case.publish(note.data, **dict(note.attributes))
     wait_for(lambda: w.metric("retrain_events_skipped_total", reason="superseded") >= 1, 30, "v0 superseded")
@@ -167,8 +195,15 @@ def test_debounced_version_of_10000_objects_fires_once_after_its_last(case_facto
     watcher_thread.start()
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
-        gens = list(pool.map(lambda i: (bucket.blob(f"mnist/v1/part-{i:05d}.csv").upload_from_string(b"x"),
-                                        bucket.blob(f"mnist/v1/part-{i:05d}.csv"))[1].generation, range(n)))
+        gens = list(
+            pool.map(
+                lambda i: (
+                    bucket.blob(f"mnist/v1/part-{i:05d}.csv").upload_from_string(b"x"),
+                    bucket.blob(f"mnist/v1/part-{i:05d}.csv"),
+                )[1].generation,
+                range(n),
+            )
+        )
     last_upload = time.time()
     upload_s = time.monotonic() - t0
     stop.set()
@@ -181,9 +216,11 @@ def test_debounced_version_of_10000_objects_fires_once_after_its_last(case_facto
     created_at = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
     wait_for(lambda: w.metric("retrain_events_received_total") >= n, 300, "every notification")
     time.sleep(10)
-    print(f"\ndebounce figures: {n} objects uploaded in {upload_s:.0f}s; jobs {len(case.jobs())}; job created "
-          f"{created_at - last_upload:.1f}s after the last upload (quiet 8 s); messages received "
-          f"{w.metric('retrain_events_received_total'):.0f}; peak pending versions 1")
+    print(
+        f"\ndebounce figures: {n} objects uploaded in {upload_s:.0f}s; jobs {len(case.jobs())}; job created "
+        f"{created_at - last_upload:.1f}s after the last upload (quiet 8 s); messages received "
+        f"{w.metric('retrain_events_received_total'):.0f}; peak pending versions 1"
+    )
     assert len(case.jobs()) == 1 and w.metric("retrain_jobs_created_total") == 1
     assert created_at >= last_upload - 1  # seconds resolution
     assert int(job["metadata"]["labels"]["retrain.jobgen.io/generation"]) == max(int(g or 0) for g in gens)
@@ -224,6 +261,8 @@ def test_kill9_at_20_random_points(case_factory):
     uploader.join()
     w.wait_ready()
     _check_exactly_once(case, gens, 600)
-    print(f"\nkill -9 figures: seed {seed}, {kills} kills, {n} versions: {len(case.jobs())} jobs, "
-          f"{len(set(keys(case.jobs())))} distinct keys, {len(case.claims())} claims")
+    print(
+        f"\nkill -9 figures: seed {seed}, {kills} kills, {n} versions: {len(case.jobs())} jobs, "
+        f"{len(set(keys(case.jobs())))} distinct keys, {len(case.claims())} claims"
+    )
     assert len(case.procs) == kills + 1, f"seed {seed}"

@@ -659,3 +659,56 @@ def test_claims_serialize_one_key(app):
     [t.start() for t in ts]
     [t.join() for t in ts]
     assert sorted(results).count("created") == 1 and len(app.api.created) == 1 and len(app.api.events) == 1
+
+
+def test_pipeline_runs_are_created_once_across_replicas(tmp_path):
+    """Two replicas' pipeline targets over one state bucket, eight threads on one version: one run.
+    A claim left 'creating' by a dead replica is taken over after the lease."""
+    from types import SimpleNamespace
+
+    from jobgen.watcher.config import PipelineTarget
+    from jobgen.watcher.obs import Metrics
+    from jobgen.watcher.retrying import Outages, RetryPolicy
+    from jobgen.watcher.state import Claim, ClaimStore, MemBlobs, _dump
+    from jobgen.watcher.targets.pipeline import PipelineRunTarget
+
+    runs: list[str] = []
+    lock = threading.Lock()
+
+    def create_run(host, package, params, *, data_uri, generation, experiment, namespace):
+        with lock:  # a KFP server: find by name, else create (not atomic across callers by itself)
+            name = f"run-{data_uri}-{generation}"
+            if name in runs:
+                return SimpleNamespace(name=name, run_id=str(runs.index(name)), created=False)
+            threading.Event().wait(0.01)
+            runs.append(name)
+            return SimpleNamespace(name=name, run_id=str(len(runs) - 1), created=True)
+
+    blobs = MemBlobs()
+    targets = [
+        PipelineRunTarget(
+            ClaimStore(blobs),
+            {"j": PipelineTarget(host="h", package="p.yaml")},
+            {"j": tmp_path / "p.yaml"},
+            {},
+            lease_seconds=60,
+            create_run=create_run,
+        )
+        for _ in range(2)
+    ]
+    retry = RetryPolicy(0.001, 0.01, threading.Event(), Outages(Metrics()))
+    req = JobRequest(key=data_key("b", "v1/", 0), trigger="t", job="j", params={}, data_uri="gs://b/v1/", generation=5)
+    results: list[str] = []
+    ts = [
+        threading.Thread(target=lambda i=i: results.append(retry.call(lambda: targets[i % 2].fire(req)).result))
+        for i in range(8)
+    ]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert len(runs) == 1 and results.count("created") == 1
+    # A replica died after claiming v2 and before creating its run: the claim is taken over.
+    req2 = JobRequest(key=data_key("b", "v2/", 0), trigger="t", job="j", params={}, data_uri="gs://b/v2/", generation=6)
+    stale = Claim("t", req2.key, "creating", kind="PipelineRun", at="2020-01-01T00:00:00Z")
+    blobs.create(ClaimStore(blobs).path("t", req2.key), _dump(stale.content()))
+    assert targets[0].fire(req2).result == "created" and len(runs) == 2
+    assert targets[1].fire(req2).result == "deduped" and len(runs) == 2
