@@ -80,6 +80,7 @@ def test_missing_pipeline_package_is_a_config_error(tmp_path):
     (tmp_path / "w.yaml").write_text(
         yaml.safe_dump(
             {
+                "state": {"bucket": "my-state"},
                 "jobs": {
                     "train": {"file": "job.yaml", "pipeline": {"host": "http://127.0.0.1:9", "package": "nope.yaml"}}
                 },
