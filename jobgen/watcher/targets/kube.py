@@ -31,6 +31,10 @@ class AlreadyExists(Exception):
     pass
 
 
+class Conflict(Transient):
+    """409 Conflict (a resourceVersion precondition failed): re-read and try again."""
+
+
 class Refused(Exception):
     """The apiserver rejected the request for good (invalid object, forbidden field...)."""
 
@@ -121,39 +125,42 @@ class KubeAdapter:
         plural = kube.PLURALS[kind]
         for _ in range(10):
             job = self.get_job(kind, name)
-            finalizers = ((job or {}).get("metadata") or {}).get("finalizers") or []
+            meta = (job or {}).get("metadata") or {}
+            finalizers = meta.get("finalizers") or []
             if job is None or finalizer not in finalizers:
                 return
-            i = finalizers.index(finalizer)
-            patch = [
-                {"op": "test", "path": f"/metadata/finalizers/{i}", "value": finalizer},
-                {"op": "remove", "path": f"/metadata/finalizers/{i}"},
-            ]
+            # A merge patch replaces the list; resourceVersion makes it conditional (409 on a race).
+            body = {
+                "metadata": {
+                    "finalizers": [f for f in finalizers if f != finalizer],
+                    "resourceVersion": meta.get("resourceVersion"),
+                }
+            }
 
-            def send(patch: list[dict[str, Any]] = patch) -> Any:
+            def send(body: dict[str, Any] = body) -> None:
                 resp = self.cluster.custom().patch_namespaced_custom_object(
                     kube.GROUP,
                     kube.VERSION,
                     self.namespace,
                     plural,
                     name,
-                    patch,
+                    body,
                     field_manager=COMPONENT,
-                    _content_type="application/json-patch+json",
                     _preload_content=False,
                 )
                 resp.release_conn()
 
             try:
                 self._do(send)
+            except Conflict:
+                continue
             except Refused as exc:
                 if exc.status == 404:
                     return
-                if exc.status not in (409, 422):  # 422: the test op failed (the list changed): re-read
-                    raise
+                raise
             else:
                 return
-        raise Transient(BACKEND, f"could not remove finalizer of {kind} {name}: it keeps changing")
+        raise Transient(BACKEND, f"could not remove the finalizer of {kind} {name}: it keeps changing")
 
     def emit_event(self, job: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         meta = job["metadata"]
@@ -203,6 +210,8 @@ def _translate(exc: Exception, cluster: kube.Cluster) -> Exception:
     if status is not None:
         if status == 409 and reason == "AlreadyExists":
             return AlreadyExists(message)
+        if status == 409:
+            return Conflict(BACKEND, f"409 {reason}: {message[:200]}")
         if status in TRANSIENT_STATUS or status >= 500 or (status == 409 and reason != "AlreadyExists"):
             return Transient(BACKEND, f"{status} {reason}: {message[:200]}")
         return Refused(status, reason, message[:500])
