@@ -67,7 +67,7 @@ class FakeCluster:
             else:
                 del self.jobs[name]
 
-    def remove_finalizer(self, kind: str, name: str, finalizer: str) -> None:
+    def remove_finalizer(self, kind: str, name: str, finalizer: str, known: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._tick()
             job = self.jobs.get(name)

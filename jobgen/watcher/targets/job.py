@@ -89,7 +89,7 @@ class TrainingJobTarget:
                 self.api.delete_job(kind, name)
             self.release(stored)
             return Fired("deduped", stored.name, stored.kind, "claimed by another job")
-        self.release(stored)
+        self.release(stored, job)
         if ours:
             what = (
                 f"from {req.source_object} generation {req.generation}"
@@ -102,10 +102,10 @@ class TrainingJobTarget:
                 LOG.warning("could not record an Event", extra={"job": name, "error": str(exc)[:200]})
         return Fired("created" if ours else "deduped", name, kind)
 
-    def release(self, claim: Claim) -> None:
+    def release(self, claim: Claim, job: dict[str, Any] | None = None) -> None:
         """The finalizer is removed only once the claim exists; the claim remembers that it was."""
         if claim.state == "created" and not claim.released and claim.kind:
-            self.api.remove_finalizer(claim.kind, claim.name, FINALIZER)
+            self.api.remove_finalizer(claim.kind, claim.name, FINALIZER, job)
             self.claims.mark_released(claim)
 
     def running(self, trigger: str) -> list[dict[str, Any]]:

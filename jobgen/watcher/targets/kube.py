@@ -65,8 +65,9 @@ class ClusterApi(Protocol):
     def delete_job(self, kind: str, name: str) -> None:
         """Delete; an absent job is fine."""
 
-    def remove_finalizer(self, kind: str, name: str, finalizer: str) -> None:
-        """Remove ``finalizer`` from the job if it is there; an absent job is fine."""
+    def remove_finalizer(self, kind: str, name: str, finalizer: str, known: dict[str, Any] | None = None) -> None:
+        """Remove ``finalizer`` from the job if it is there; an absent job is fine. ``known``: the
+        job as last read (saves a read when it is current)."""
 
     def emit_event(self, job: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None: ...
 
@@ -121,10 +122,10 @@ class KubeAdapter:
             if exc.status != 404:
                 raise
 
-    def remove_finalizer(self, kind: str, name: str, finalizer: str) -> None:
+    def remove_finalizer(self, kind: str, name: str, finalizer: str, known: dict[str, Any] | None = None) -> None:
         plural = kube.PLURALS[kind]
         for _ in range(10):
-            job = self.get_job(kind, name)
+            job, known = known or self.get_job(kind, name), None
             meta = (job or {}).get("metadata") or {}
             finalizers = meta.get("finalizers") or []
             if job is None or finalizer not in finalizers:
