@@ -65,6 +65,9 @@ class Debounce:
                 seen.newest_generation, seen.source_object = p.generation, p.source_object
             stale = now - seen.written >= self.lag(p.trigger) or overwrite > seen.overwrite_generation
             seen.overwrite_generation = max(seen.overwrite_generation, overwrite)
+            previous = seen.written
+            if stale:
+                seen.written = now  # this thread writes; concurrent events of the version do not
             rec = PendingVersion(
                 p.trigger,
                 p.bucket,
@@ -75,9 +78,12 @@ class Debounce:
                 seen.overwrite_generation,
             )
         if stale:
-            stored = self.store.merge(rec)
-            with self._lock:
-                seen.written = max(seen.written, stored.last_seen)
+            try:
+                self.store.merge(rec)
+            except BaseException:
+                with self._lock:
+                    seen.written = previous  # not written: the next event (or the retry) writes it
+                raise
 
     def refresh(self) -> int:
         """Merge the durable records (other replicas', or a previous process's) into memory."""
