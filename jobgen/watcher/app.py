@@ -70,7 +70,7 @@ class App:
         """The state bucket and the apiserver answer (retried with the one policy until they do)."""
 
         def probe() -> None:
-            self.stores.blobs.get(f"{self.config.state.prefix}probe")
+            self.stores.blobs.check()
             self.api.list_jobs("retrain.jobgen.io/probe=1")
 
         self.retry.call(probe, None, what="start-up")

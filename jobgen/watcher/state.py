@@ -61,6 +61,9 @@ class Blobs(Protocol):
 
     def list(self, prefix: str) -> Iterator[Listed]: ...
 
+    def check(self) -> None:
+        """Raise Transient unless the store is reachable and usable."""
+
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -414,6 +417,17 @@ class GcsBlobs:
         with contextlib.suppress(_Missing, _Precondition):
             self._do(lambda: blob.delete(if_generation_match=generation, retry=None, timeout=GCS_TIMEOUT))
 
+    def check(self) -> None:
+        """The bucket exists and its objects can be listed (raises Transient otherwise)."""
+        try:
+            self._do(
+                lambda: list(
+                    self.bucket.client.list_blobs(self.bucket_name, max_results=1, retry=None, timeout=GCS_TIMEOUT)
+                )
+            )
+        except _Missing:
+            raise Transient("gcs", f"state bucket gs://{self.bucket_name} does not exist") from None
+
     def list(self, prefix: str) -> Iterator[Listed]:
         it = self._do(
             lambda: self.bucket.client.list_blobs(self.bucket_name, prefix=prefix, retry=None, timeout=GCS_TIMEOUT)
@@ -455,6 +469,10 @@ def _translate(exc: Exception, where: str) -> Exception:
 
 class MemBlobs:
     """:class:`Blobs` in memory, with the same compare-and-swap semantics (unit tests)."""
+
+    def check(self) -> None:
+        with self._lock:
+            self._tick()
 
     def __init__(self) -> None:
         self.objects: dict[str, Stored] = {}

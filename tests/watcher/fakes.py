@@ -123,3 +123,6 @@ class ScriptedBlobs:
 
     def list(self, prefix: str) -> Any:
         return self.inner.list(prefix)
+
+    def check(self) -> None:
+        self.inner.check()
