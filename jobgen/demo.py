@@ -44,12 +44,12 @@ REPO = Path(__file__).resolve().parent.parent
 PROJECT = "demo-project"
 TOPIC = "gcs-notifications"
 SUBSCRIPTION = "retrain-gcs"
-BUCKETS = {"data": "demo-data", "models": "demo-models", "checkpoints": "demo-checkpoints"}
+BUCKETS = {"data": "demo-data", "models": "demo-models", "checkpoints": "demo-checkpoints",
+           "state": "demo-watcher-state"}  # state: the watcher's claims (terraform's <prefix>-watcher-state)
 PREFIX = "mnist"
 NAMESPACE = "training"
 TRIGGER = "mnist-data"
 METRIC = "val_accuracy"
-STATE_CONFIGMAP = "demo-watcher-state"
 KIND_IMAGE = "local/trainer:dev"
 
 
@@ -113,7 +113,7 @@ def spec_doc(fast: bool) -> dict[str, Any]:
 def watcher_config(spec_file: Path, subscription: str, port: int) -> dict[str, Any]:
     return {
         "namespace": NAMESPACE,
-        "stateConfigMap": STATE_CONFIGMAP,
+        "state": {"bucket": BUCKETS["state"]},
         "jobs": {"mnist": {"file": str(spec_file)}},
         "triggers": [{"name": TRIGGER, "job": "mnist", "bucket": BUCKETS["data"], "prefix": f"{PREFIX}/",
                       "versionDepth": 1, "completion": "marker", "markers": ["_SUCCESS"],
@@ -186,16 +186,6 @@ class Demo:
             self.cluster = kube.connect(None, str(info.kubeconfig))
         for job in kube.list_jobs(self.cluster, NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
             kube.delete_job(self.cluster, job["kind"], job["metadata"]["name"], NAMESPACE)
-        from kubernetes import client
-
-        core = self.cluster.core()
-        try:  # the watcher keeps its state here (the chart creates it); a rerun starts empty
-            core.delete_namespaced_config_map(STATE_CONFIGMAP, NAMESPACE)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-        core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(metadata=client.V1ObjectMeta(
-            name=STATE_CONFIGMAP, labels={"app.kubernetes.io/managed-by": "jobgen-demo"})))
 
     def start_watcher(self) -> None:
         from jobgen.localcluster.procs import free_port
