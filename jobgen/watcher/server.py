@@ -2,8 +2,8 @@
 
 /healthz (the process and its loops are alive), /readyz (state bucket and apiserver answered at
 start, sources subscribed, no backend outage, not shutting down), /metrics (Prometheus). JSON logs
-on stderr. SIGTERM/SIGINT: retries end, new deliveries are nacked, in-flight ones finish or nack
-while the streams still run; then the streams stop; exit 0.
+on stderr. SIGTERM/SIGINT: retries end, each stream stops pulling, in-flight callbacks finish or
+nack, and the client sends those nacks before its dispatcher stops; exit 0.
 """
 
 from __future__ import annotations
@@ -142,10 +142,8 @@ class WatcherProcess:
             return
         self._shut = True
         LOG.info("stopping: no new messages; finishing in-flight work")
-        self.stop.set()  # retries end; their messages are nacked while the streams still run
+        self.stop.set()  # retries end: their callbacks nack
         self.metrics.ready.set(0)
-        for p in self.pullers:
-            p.drain()
         for p in self.pullers:
             p.stop()
         LOG.info("stopped")

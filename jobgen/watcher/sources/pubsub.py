@@ -7,9 +7,12 @@ a message whose work waits for an unreachable backend stays leased and costs no 
 the sensor nacks it only when its lease budget is spent (docs/watcher.md has the arithmetic against
 the subscription's dead-letter policy).
 
-Shutdown (:meth:`PubSubPuller.drain`, then :meth:`PubSubPuller.stop`): new callbacks nack at once,
-in-flight retries end (the shared stop event) and nack, all while the stream and its dispatcher
-still run, so every nack reaches Pub/Sub; only then is the stream cancelled.
+Shutdown (:meth:`PubSubPuller.stop`, after the shared stop event is set so in-flight retries end):
+the stream stops pulling first (a nack sent while it still pulled would come straight back to this
+subscriber), then the client waits for the callbacks (``await_callbacks_on_shutdown``), whose
+nacks its dispatcher sends as unary requests before it stops. The old shutdown nacked messages
+held by the debouncer after the client had stopped, when nothing sent them any more; nothing is
+held now.
 """
 
 from __future__ import annotations
@@ -94,12 +97,8 @@ class PubSubPuller:
         return self.future is not None and not self.future.done()
 
     def drain(self, timeout: float = 30.0) -> None:
-        """Nack new deliveries and wait for in-flight ones (whose retries the stop event ends)."""
-        self.draining = True
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._inflight and time.monotonic() < deadline:
-                self._cond.wait(0.1)
+        """Stop taking work and wait for in-flight callbacks (used by :meth:`stop`)."""
+        self.stop(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.future is None:
