@@ -250,6 +250,7 @@ def test_pending_version_survives_kill9(case_factory):
     assert job["metadata"]["annotations"]["retrain.jobgen.io/data-uri"].endswith("/mnist/v1/")
 
 
+@pytest.mark.timeout(2100)
 def test_kill9_at_20_random_points(case_factory):
     """kill -9 the watcher at 20 random moments while versions arrive (restarting it each time, half
     of the time killing it again before it is even ready): 0 lost, 0 duplicates."""
@@ -269,7 +270,10 @@ def test_kill9_at_20_random_points(case_factory):
         w = case.start(ready=rng.random() < 0.5)
     uploader.join()
     w.wait_ready()
-    _check_exactly_once(case, gens, 600)
+    # gcloud's emulator hands a killed stream's leased messages back only in slow sweeps (minutes;
+    # measured with a bare subscriber too), so the wait is long; real Pub/Sub redelivers after one
+    # ack deadline.
+    _check_exactly_once(case, gens, 1500)
     print(
         f"\nkill -9 figures: seed {seed}, {kills} kills, {n} versions: {len(case.jobs())} jobs, "
         f"{len(set(keys(case.jobs())))} distinct keys, {len(case.claims())} claims"
