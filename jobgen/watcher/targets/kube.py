@@ -149,7 +149,10 @@ class KubeAdapter:
                     field_manager=COMPONENT,
                     _preload_content=False,
                 )
-                resp.release_conn()
+                try:
+                    _ = resp.data  # read the body: a connection returned unread corrupts the next request on it
+                finally:
+                    resp.release_conn()
 
             try:
                 self._do(send)
