@@ -357,11 +357,11 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
     assert re.fullmatch(r"cpu-ddp-\d{12}", job["metadata"]["name"])
     args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
     assert "--lr=0.02" in args
-    # The watcher's own ServiceAccount may not patch (server-side apply) jobs; the scheduler's may.
+    # The watcher's own ServiceAccount may patch jobs (to remove its finalizer) only in its namespace.
     sa_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-watcher", tmp_path / "w.kc")
     assert (
         wenv.cluster.kubectl(
-            "auth", "can-i", "patch", "pytorchjobs", "-n", case.ns, kubeconfig=sa_kc, check=False
+            "auth", "can-i", "patch", "pytorchjobs", "-n", "default", kubeconfig=sa_kc, check=False
         ).stdout.strip()
         == "no"
     )
