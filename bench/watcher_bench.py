@@ -55,8 +55,14 @@ class JobWatch:
         while not self.stop:
             w = watch.Watch()
             try:
-                for ev in w.stream(self.cluster.custom().list_namespaced_custom_object, "kubeflow.org", "v1",
-                                   self.ns, "pytorchjobs", timeout_seconds=60):
+                for ev in w.stream(
+                    self.cluster.custom().list_namespaced_custom_object,
+                    "kubeflow.org",
+                    "v1",
+                    self.ns,
+                    "pytorchjobs",
+                    timeout_seconds=60,
+                ):
                     if ev["type"] == "ADDED":
                         with self.cond:
                             self.added.setdefault(ev["object"]["metadata"]["name"], time.perf_counter())
@@ -92,6 +98,7 @@ def main() -> int:
     from jobgen.localcluster import LocalCluster
     from jobgen.render import render
     from jobgen.spec import JobSpec
+    from jobgen.watcher.targets.kube import KubeAdapter
 
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     emu = Emulators(work / "emulators")
@@ -108,8 +115,8 @@ def main() -> int:
         topic = f"projects/{info.project}/topics/{info.topic}"
         ns = "bench"
         lc.kubectl(None, "create", "namespace", ns)
-        lc.kubectl(None, "create", "configmap", "retrain-watcher-state", "-n", ns)
         cluster = kube.connect(None, cinfo.kubeconfig)
+        adapter = KubeAdapter(cluster, ns)
         jw = JobWatch(cluster, ns)
 
         def sub(name: str) -> str:
@@ -122,12 +129,25 @@ def main() -> int:
         (work / "job.yaml").write_text(yaml.safe_dump(spec_doc))
 
         def config(bucket: str, subscription: str) -> Path:
-            cfg = {"namespace": ns, "jobs": {"train": {"file": "job.yaml"}},
-                   "triggers": [{"name": "data", "job": "train", "bucket": bucket, "prefix": "mnist/",
-                                 "concurrency": "Allow"}],
-                   "sources": {"pubsub": {"subscription": subscription, "maxMessages": 500, "threads": 16,
-                                          "leaseExtensionSeconds": 30}},
-                   "server": {"host": "127.0.0.1", "port": 0}}
+            state = f"state-{bucket}"
+            gcs.create_bucket(state)
+            cfg = {
+                "namespace": ns,
+                "state": {"bucket": state},
+                "jobs": {"train": {"file": "job.yaml"}},
+                "triggers": [
+                    {"name": "data", "job": "train", "bucket": bucket, "prefix": "mnist/", "concurrency": "Allow"}
+                ],
+                "sources": {
+                    "pubsub": {
+                        "subscription": subscription,
+                        "maxMessages": 500,
+                        "threads": 16,
+                        "leaseExtensionSeconds": 30,
+                    }
+                },
+                "server": {"host": "127.0.0.1", "port": 0},
+            }
             path = work / f"watcher-{bucket}.yaml"
             path.write_text(yaml.safe_dump(cfg))
             return path
@@ -135,9 +155,13 @@ def main() -> int:
         def start_watcher(cfg: Path) -> tuple[subprocess.Popen, Path]:
             port_file = work / f"port-{uuid.uuid4().hex[:6]}"
             log = open(work / f"{cfg.stem}.log", "ab")  # noqa: SIM115
-            p = subprocess.Popen([sys.executable, "-m", "jobgen.cli", "watch", "--config", str(cfg), "--kubeconfig",
-                                  cinfo.kubeconfig], env={**os.environ, "JOBGEN_WATCH_PORT_FILE": str(port_file)},
-                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            p = subprocess.Popen(
+                [sys.executable, "-m", "jobgen.cli", "watch", "--config", str(cfg), "--kubeconfig", cinfo.kubeconfig],
+                env={**os.environ, "JOBGEN_WATCH_PORT_FILE": str(port_file)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
             procs.append(p)
             return p, port_file
 
@@ -189,8 +213,7 @@ def main() -> int:
             t1 = time.perf_counter()
             manifest = render(spec.model_copy(update={"name": f"floor-{i}"}), {})
             t2 = time.perf_counter()
-            kube._json_call(cluster, cluster.custom().create_namespaced_custom_object, "kubeflow.org", "v1",
-                            ns, "pytorchjobs", manifest)
+            adapter.create_job(manifest)
             t3 = time.perf_counter()
             floor.append((t1 - t0) + (t3 - t2))
             pull_t.append(t1 - t0)
@@ -228,15 +251,21 @@ def main() -> int:
             for i in range(lo, hi):
                 bucket.blob(f"mnist/v{i:05d}/_SUCCESS").upload_from_string(b"")
 
-        ths = [threading.Thread(target=upload, args=(k * args.versions // 4, (k + 1) * args.versions // 4))
-               for k in range(4)]
+        ths = [
+            threading.Thread(target=upload, args=(k * args.versions // 4, (k + 1) * args.versions // 4))
+            for k in range(4)
+        ]
         [x.start() for x in ths]
         [x.join() for x in ths]
         notes = []
         while len(notes) < args.versions:
             resp = subr.pull(subscription=tap, max_messages=1000, timeout=10)
-            notes += [m.message for m in resp.received_messages if m.message.attributes.get("bucketId") == bb
-                      and m.message.attributes.get("eventType") == "OBJECT_FINALIZE"]
+            notes += [
+                m.message
+                for m in resp.received_messages
+                if m.message.attributes.get("bucketId") == bb
+                and m.message.attributes.get("eventType") == "OBJECT_FINALIZE"
+            ]
             if resp.received_messages:
                 subr.acknowledge(subscription=tap, ack_ids=[m.ack_id for m in resp.received_messages])
         futures = [pub.publish(topic, m.data, **dict(m.attributes)) for m in notes for _ in range(args.copies - 1)]
@@ -253,8 +282,10 @@ def main() -> int:
         # Then until every queued message was handled: deduped + created reaches the count queued.
         deadline = time.monotonic() + 300
         m = metrics(wport)
-        while (m.get("retrain_events_deduped_total", 0) + m.get("retrain_jobs_created_total", 0) < total_msgs
-               and time.monotonic() < deadline):
+        while (
+            m.get("retrain_events_deduped_total", 0) + m.get("retrain_jobs_created_total", 0) < total_msgs
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
             m = metrics(wport)
         t_all = time.perf_counter() - t0
@@ -265,21 +296,27 @@ def main() -> int:
         w.terminate()
         w.wait(60)
         items = kube.list_jobs(cluster, ns, label_selector="retrain.jobgen.io/trigger=data")
-        burst_jobs = [j for j in items if j["metadata"]["annotations"]["retrain.jobgen.io/key"].startswith(
-            f'["gcs","{bb}"')]
+        burst_jobs = [
+            j for j in items if j["metadata"]["annotations"]["retrain.jobgen.io/key"].startswith(f'["gcs","{bb}"')
+        ]
         keys = [j["metadata"]["annotations"]["retrain.jobgen.io/key"] for j in burst_jobs]
         dups = len(keys) - len(set(keys))
 
         cpu = platform.processor() or platform.machine()
-        print(f"\nMachine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; jobs/versions: "
-              f"{args.versions} x {args.copies} notifications; latency samples: {args.latency}\n")
+        print(
+            f"\nMachine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; jobs/versions: "
+            f"{args.versions} x {args.copies} notifications; latency samples: {args.latency}\n"
+        )
         print("| measurement | p50 | p99 |")
         print("|---|---|---|")
         print(f"| watcher: upload → job ADDED | {pct(lat, 50) * 1000:.0f} ms | {pct(lat, 99) * 1000:.0f} ms |")
-        print(f"| floor: upload → 1 pull + 1 create | {pct(floor, 50) * 1000:.0f} ms | {pct(floor, 99) * 1000:.0f} ms |")
+        print(
+            f"| floor: upload → 1 pull + 1 create | {pct(floor, 50) * 1000:.0f} ms | {pct(floor, 99) * 1000:.0f} ms |"
+        )
         print(f"| floor part: notification pull | {pct(pull_t, 50) * 1000:.0f} ms | {pct(pull_t, 99) * 1000:.0f} ms |")
-        print(f"| floor part: apiserver create | {pct(create_t, 50) * 1000:.1f} ms | "
-              f"{pct(create_t, 99) * 1000:.1f} ms |")
+        print(
+            f"| floor part: apiserver create | {pct(create_t, 50) * 1000:.1f} ms | {pct(create_t, 99) * 1000:.1f} ms |"
+        )
         wh = hist.get("retrain_event_to_job_seconds_sum", 0) / max(hist.get("retrain_event_to_job_seconds_count", 1), 1)
         print(f"| watcher histogram (receipt → created), mean | {wh * 1000:.0f} ms | |")
         print()
@@ -288,13 +325,17 @@ def main() -> int:
         print(f"| messages queued | {total_msgs} ({args.versions} versions x {args.copies}) |")
         print(f"| jobs created | {len(burst_jobs)} (metric: {m.get('retrain_jobs_created_total', 0):.0f}) |")
         print(f"| duplicate jobs | {dups} |")
-        print(f"| messages received (metric; > queued = Pub/Sub redeliveries) | "
-              f"{m.get('retrain_events_received_total', 0):.0f} |")
+        print(
+            f"| messages received (metric; > queued = Pub/Sub redeliveries) | "
+            f"{m.get('retrain_events_received_total', 0):.0f} |"
+        )
         print(f"| deduped messages (metric) | {m.get('retrain_events_deduped_total', 0):.0f} |")
         print(f"| time to all {args.versions} jobs | {t_jobs:.1f} s ({args.versions / t_jobs:.0f} jobs/s) |")
         print(f"| time until created + deduped ≥ {total_msgs} | {t_all:.1f} s |")
-        print(f"| serial floor for {args.versions} versions (p50 pull+create x n) | "
-              f"{pct(floor, 50) * args.versions:.1f} s |")
+        print(
+            f"| serial floor for {args.versions} versions (p50 pull+create x n) | "
+            f"{pct(floor, 50) * args.versions:.1f} s |"
+        )
         print(f"| watcher peak RSS (VmHWM) | {rss} MiB |")
         if not ok or len(burst_jobs) != args.versions or dups:
             print("FAILED: jobs != versions or duplicates", file=sys.stderr)

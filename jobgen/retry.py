@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from tenacity import Retrying
+    from tenacity import RetryCallState, Retrying
 
 T = TypeVar("T")
 log = logging.getLogger("jobgen.retry")
@@ -33,8 +33,10 @@ def policy(
     what: str = "",
     sleep: Callable[[float], None] = time.sleep,
     stop_early: Callable[[], bool] | None = None,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
 ) -> Retrying:
-    """A tenacity ``Retrying`` for transient failures (``stop_early()`` true ends the retries)."""
+    """A tenacity ``Retrying`` for transient failures (``stop_early()`` true ends the retries;
+    ``before_sleep`` replaces the default log line before each wait)."""
     from tenacity import (
         Retrying,
         retry_if_exception,
@@ -48,18 +50,16 @@ def policy(
     if stop_early is not None:
         stops.append(lambda _state: stop_early())
 
-    def before_sleep(state: object) -> None:
-        outcome = getattr(state, "outcome", None)
-        exc = outcome.exception() if outcome is not None else None
-        wait = getattr(getattr(state, "next_action", None), "sleep", 0.0)
-        log.info("%s failed (%s: %s); retrying in %.2fs", what or "call", type(exc).__name__, exc, wait)
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.info("%s failed (%s: %s); retrying in %.2fs", what or "call", type(exc).__name__, exc, state.upcoming_sleep)
 
     return Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_any(*stops),
         wait=wait_random_exponential(multiplier=initial, max=maximum),
         sleep=sleep,
-        before_sleep=before_sleep,
+        before_sleep=before_sleep or log_retry,
         reraise=True,
     )
 

@@ -19,7 +19,6 @@ from jobgen.demo.settings import (
     NAMESPACE,
     PROJECT,
     REPO,
-    STATE_CONFIGMAP,
     SUBSCRIPTION,
     TOPIC,
     TRIGGER,
@@ -104,16 +103,6 @@ class World:
             self.cluster = kube.connect(None, str(info.kubeconfig))
         for job in self.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
             self.cluster.delete_job(job["kind"], job["metadata"]["name"], NAMESPACE)
-        # the watcher keeps its state here (the chart creates it); a rerun starts empty
-        self.cluster.delete("v1", "ConfigMap", STATE_CONFIGMAP, NAMESPACE)
-        labels = {"app.kubernetes.io/managed-by": "jobgen-demo"}
-        self.cluster.create(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": STATE_CONFIGMAP, "namespace": NAMESPACE, "labels": labels},
-            }
-        )
 
     def start_watcher(self) -> None:
         from jobgen.localcluster.procs import free_port

@@ -12,12 +12,16 @@ REPO = Path(__file__).resolve().parent.parent.parent
 PROJECT = "demo-project"
 TOPIC = "gcs-notifications"
 SUBSCRIPTION = "retrain-gcs"
-BUCKETS = {"data": "demo-data", "models": "demo-models", "checkpoints": "demo-checkpoints"}
+BUCKETS = {
+    "data": "demo-data",
+    "models": "demo-models",
+    "checkpoints": "demo-checkpoints",
+    "state": "demo-watcher-state",  # the watcher's claims (terraform's <prefix>-watcher-state)
+}
 PREFIX = "mnist"
 NAMESPACE = "training"
 TRIGGER = "mnist-data"
 METRIC = "val_accuracy"
-STATE_CONFIGMAP = "demo-watcher-state"
 KIND_IMAGE = "local/trainer:dev"
 
 
@@ -63,7 +67,7 @@ def spec_doc(fast: bool) -> dict[str, Any]:
 def watcher_config(spec_file: Path, subscription: str, port: int) -> dict[str, Any]:
     return {
         "namespace": NAMESPACE,
-        "stateConfigMap": STATE_CONFIGMAP,
+        "state": {"bucket": BUCKETS["state"]},
         "jobs": {"mnist": {"file": str(spec_file)}},
         "triggers": [
             {

@@ -1,13 +1,13 @@
 """python -m jobgen.localcluster up|down|status|env|kubeconfig|bins|import-images [--state-dir DIR]
 
-  up          build missing binaries, start the cluster, print the kubeconfig path
-              (--real-node: also a real node running containers; docs/local-cluster.md)
-  import-images  copy rebuilt images (make images-local) into the real node's containerd
-  down        stop exactly the processes `up` started
-  status      each process and the apiserver's readiness (exit 1 when down)
-  env         print `export KUBECONFIG=...` (eval "$(python -m jobgen.localcluster env)")
-  kubeconfig  print the kubeconfig path (exit 1 when not up)
-  bins        build all pinned binaries (also helm) and print their paths
+up          build missing binaries, start the cluster, print the kubeconfig path
+            (--real-node: also a real node running containers; docs/local-cluster.md)
+import-images  copy rebuilt images (make images-local) into the real node's containerd
+down        stop exactly the processes `up` started
+status      each process and the apiserver's readiness (exit 1 when down)
+env         print `export KUBECONFIG=...` (eval "$(python -m jobgen.localcluster env)")
+kubeconfig  print the kubeconfig path (exit 1 when not up)
+bins        build all pinned binaries (also helm) and print their paths
 """
 
 from __future__ import annotations
@@ -28,14 +28,25 @@ def main(argv: list[str] | None = None) -> int:
         description="Local Kubernetes control plane with the Kubeflow training-operator and kwok GPU nodes.",
     )
     parser.add_argument("command", choices=["up", "down", "status", "env", "kubeconfig", "bins", "import-images"])
-    parser.add_argument("--real-node", action="store_true",
-                        help="up: beside the kwok GPU pools, run one real node (containerd, kubelet, kube-proxy, "
-                             "CoreDNS) that runs pods as containers from the images of make images-local")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="where pidfiles, logs, certs and kubeconfig live "
-                             "(default: $JOBGEN_LOCALCLUSTER_DIR or <cache>/localcluster/default)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds `up` may take (default 180; 600 with --real-node: importing the images)")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: beside the kwok GPU pools, run one real node (containerd, kubelet, kube-proxy, "
+        "CoreDNS) that runs pods as containers from the images of make images-local",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where pidfiles, logs, certs and kubeconfig live "
+        "(default: $JOBGEN_LOCALCLUSTER_DIR or <cache>/localcluster/default)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds `up` may take (default 180; 600 with --real-node: importing the images)",
+    )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state_dir or default_state_dir())
     try:
@@ -50,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "import-images":
             running = cluster.info()
             if running is None or not running.real_node:
-                print("localcluster: no real node is running; run: python -m jobgen.localcluster up --real-node",
-                      file=sys.stderr)
+                print(
+                    "localcluster: no real node is running; run: python -m jobgen.localcluster up --real-node",
+                    file=sys.stderr,
+                )
                 return 1
             done = cluster.node.import_images(ensure_binaries(()))
             print(f"imported: {', '.join(done)}" if done else "all images up to date")
@@ -70,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if up else 1
         elif args.command in ("env", "kubeconfig"):
             if cluster.info() is None:
-                print("localcluster: the local cluster is not up; run: python -m jobgen.localcluster up",
-                      file=sys.stderr)
+                print(
+                    "localcluster: the local cluster is not up; run: python -m jobgen.localcluster up", file=sys.stderr
+                )
                 return 1
             if args.command == "env":
                 print(f"export KUBECONFIG={shlex.quote(str(cluster.kubeconfig))}")

@@ -104,7 +104,11 @@ class LocalCluster:
         if info is None or not ps or not all(ps.values()):
             return False
         return waits.http_ok(
-            _api_host(info.real_node), info.ports["apiserver"], "/readyz", tls=True, ca=self.pki.ca_cert,
+            _api_host(info.real_node),
+            info.ports["apiserver"],
+            "/readyz",
+            tls=True,
+            ca=self.pki.ca_cert,
             cert=(self.pki.cert(pki.ADMIN.name), self.pki.key(pki.ADMIN.name)),
         )
 
@@ -150,8 +154,10 @@ class LocalCluster:
             info = self.info()
             assert info is not None
             if info.real_node != real_node:
-                raise ClusterError(f"the local cluster in {self.state_dir} is running "
-                                   f"{'with' if info.real_node else 'without'} a real node: run down first")
+                raise ClusterError(
+                    f"the local cluster in {self.state_dir} is running "
+                    f"{'with' if info.real_node else 'without'} a real node: run down first"
+                )
             self.log(f"local cluster already running (kubeconfig {info.kubeconfig})")
             return info
         if procs.pidfiles(self.state_dir) or self.node.exists():
@@ -178,8 +184,17 @@ class LocalCluster:
         if real_node:
             idents += (KUBELET,)
         self.pki.ensure(idents, extra_ips=(realnode.NODE_IP,) if real_node else ())
-        names: tuple[str, ...] = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler",
-                                  "operator-webhook", "operator-metrics", "operator-probe", "kwok")
+        names: tuple[str, ...] = (
+            "etcd",
+            "etcd-peer",
+            "apiserver",
+            "controller-manager",
+            "scheduler",
+            "operator-webhook",
+            "operator-metrics",
+            "operator-probe",
+            "kwok",
+        )
         if real_node:
             names += ("kubelet", "kubelet-healthz", "proxy-healthz", "proxy-metrics", "coredns-health")
         taken: set[int] = set()
@@ -207,63 +222,110 @@ class LocalCluster:
         shutil.rmtree(data, ignore_errors=True)
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
         peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-        self._spawn("etcd", [
-            str(bins.path("etcd")), "--name=jobgen", f"--data-dir={data}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=jobgen={peer_url}", "--unsafe-no-fsync=true", "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(bins.path("etcd")),
+                "--name=jobgen",
+                f"--data-dir={data}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=jobgen={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
         self._wait("etcd", lambda: waits.http_ok("127.0.0.1", ports["etcd"], "/health"), left())
 
         # kube-apiserver
         p = self.pki
-        self._spawn("kube-apiserver", [
-            str(bins.path("kube-apiserver")),
-            f"--etcd-servers={etcd_url}",
-            f"--bind-address={api_host}", f"--secure-port={ports['apiserver']}", f"--advertise-address={api_host}",
-            f"--tls-cert-file={p.cert('apiserver')}", f"--tls-private-key-file={p.key('apiserver')}",
-            f"--client-ca-file={p.ca_cert}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true", "--profiling=false",
-            f"--cert-dir={sd / 'apiserver-certs'}",
-            # kwok nodes: no kubernetes Service endpoints (nothing in a pod could use them).
-            # A real node: the kubernetes Service points at the node address, as pods need.
-            *(("--endpoint-reconciler-type=lease",
-               f"--kubelet-client-certificate={p.cert(pki.ADMIN.name)}",
-               f"--kubelet-client-key={p.key(pki.ADMIN.name)}",
-               f"--kubelet-certificate-authority={p.ca_cert}",
-               "--kubelet-preferred-address-types=InternalIP")
-              if real_node else ("--endpoint-reconciler-type=none",)),
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins.path("kube-apiserver")),
+                f"--etcd-servers={etcd_url}",
+                f"--bind-address={api_host}",
+                f"--secure-port={ports['apiserver']}",
+                f"--advertise-address={api_host}",
+                f"--tls-cert-file={p.cert('apiserver')}",
+                f"--tls-private-key-file={p.key('apiserver')}",
+                f"--client-ca-file={p.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={p.sa_pub}",
+                f"--service-account-signing-key-file={p.sa_key}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                f"--cert-dir={sd / 'apiserver-certs'}",
+                # kwok nodes: no kubernetes Service endpoints (nothing in a pod could use them).
+                # A real node: the kubernetes Service points at the node address, as pods need.
+                *(
+                    (
+                        "--endpoint-reconciler-type=lease",
+                        f"--kubelet-client-certificate={p.cert(pki.ADMIN.name)}",
+                        f"--kubelet-client-key={p.key(pki.ADMIN.name)}",
+                        f"--kubelet-certificate-authority={p.ca_cert}",
+                        "--kubelet-preferred-address-types=InternalIP",
+                    )
+                    if real_node
+                    else ("--endpoint-reconciler-type=none",)
+                ),
+            ],
+        )
         admin_cert = (p.cert(pki.ADMIN.name), p.key(pki.ADMIN.name))
-        self._wait("kube-apiserver", lambda: waits.http_ok(
-            api_host, ports["apiserver"], "/readyz", tls=True, ca=p.ca_cert, cert=admin_cert), left())
+        self._wait(
+            "kube-apiserver",
+            lambda: waits.http_ok(api_host, ports["apiserver"], "/readyz", tls=True, ca=p.ca_cert, cert=admin_cert),
+            left(),
+        )
 
         # controllers and scheduler
         cm_kc = kc[pki.CONTROLLER_MANAGER.name]
-        self._spawn("kube-controller-manager", [
-            str(bins.path("kube-controller-manager")),
-            f"--kubeconfig={cm_kc}", f"--authentication-kubeconfig={cm_kc}", f"--authorization-kubeconfig={cm_kc}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['controller-manager']}",
-            "--use-service-account-credentials=true", f"--service-account-private-key-file={p.sa_key}",
-            f"--root-ca-file={p.ca_cert}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--cluster-name={self.context}", "--profiling=false",
-            # kwok pod IPs are loopback addresses (kwok --cidr below), which Endpoints/EndpointSlices reject.
-            # A real node's pods have bridge addresses, and CoreDNS answers headless Services (the
-            # operator's MASTER_ADDR) from EndpointSlices: keep those controllers there.
-            *(() if real_node else
-              ("--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",)),
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bins.path("kube-controller-manager")),
+                f"--kubeconfig={cm_kc}",
+                f"--authentication-kubeconfig={cm_kc}",
+                f"--authorization-kubeconfig={cm_kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['controller-manager']}",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={p.sa_key}",
+                f"--root-ca-file={p.ca_cert}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-name={self.context}",
+                "--profiling=false",
+                # kwok pod IPs are loopback addresses (kwok --cidr below), which Endpoints/EndpointSlices reject.
+                # A real node's pods have bridge addresses, and CoreDNS answers headless Services (the
+                # operator's MASTER_ADDR) from EndpointSlices: keep those controllers there.
+                *(
+                    ()
+                    if real_node
+                    else (
+                        "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
+                    )
+                ),
+            ],
+        )
         sch_kc = kc[pki.SCHEDULER.name]
-        self._spawn("kube-scheduler", [
-            str(bins.path("kube-scheduler")),
-            f"--kubeconfig={sch_kc}", f"--authentication-kubeconfig={sch_kc}", f"--authorization-kubeconfig={sch_kc}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
-            "--profiling=false",
-        ])
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins.path("kube-scheduler")),
+                f"--kubeconfig={sch_kc}",
+                f"--authentication-kubeconfig={sch_kc}",
+                f"--authorization-kubeconfig={sch_kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                "--profiling=false",
+            ],
+        )
 
         # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
         self._apply_install(bins, rendering, left())
@@ -272,74 +334,137 @@ class LocalCluster:
         if real_node:
             template = sd / "pytorch-init-container.yaml"
             template.write_text(realnode.PYTORCH_INIT_CONTAINER)
-            init_container = (f"--pytorch-init-container-template-file={template}",
-                              f"--pytorch-init-container-image={realnode.BASE_IMAGE}")
-        self._spawn("training-operator", [
-            str(bins.path("training-operator")),
-            "--enable-scheme=pytorchjob", "--enable-scheme=tfjob", *init_container,
-            f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
-            f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
-            f"--webhook-server-port={ports['operator-webhook']}",
-            "--leader-elect=false",
-        ], env={"KUBECONFIG": str(kc[operator_ident.name]), "MY_POD_NAMESPACE": OPERATOR_NAMESPACE})
+            init_container = (
+                f"--pytorch-init-container-template-file={template}",
+                f"--pytorch-init-container-image={realnode.BASE_IMAGE}",
+            )
+        self._spawn(
+            "training-operator",
+            [
+                str(bins.path("training-operator")),
+                "--enable-scheme=pytorchjob",
+                "--enable-scheme=tfjob",
+                *init_container,
+                f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
+                f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
+                f"--webhook-server-port={ports['operator-webhook']}",
+                "--leader-elect=false",
+            ],
+            env={"KUBECONFIG": str(kc[operator_ident.name]), "MY_POD_NAMESPACE": OPERATOR_NAMESPACE},
+        )
 
         # kwok and the fake GKE nodes. Node and pod IPs are loopback addresses, so that nothing
         # (apiserver proxy, kubectl logs/exec) can ever send traffic off this machine.
         stages = sd / "kwok-stages.yaml"
         stages.write_text(resources.files("jobgen.localcluster").joinpath("data/stages.yaml").read_text())
-        self._spawn("kwok", [
-            str(bins.path("kwok")),
-            f"--kubeconfig={kc[pki.KWOK.name]}", f"--config={stages}",
-            "--manage-all-nodes=false", f"--manage-nodes-with-label-selector={'='.join(nodes.KWOK_LABEL)}",
-            f"--server-address=127.0.0.1:{ports['kwok']}", "--cidr=127.64.0.0/16", "--node-ip=127.0.0.1",
-            "--node-lease-duration-seconds=40",
-        ])
+        self._spawn(
+            "kwok",
+            [
+                str(bins.path("kwok")),
+                f"--kubeconfig={kc[pki.KWOK.name]}",
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-label-selector={'='.join(nodes.KWOK_LABEL)}",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                "--cidr=127.64.0.0/16",
+                "--node-ip=127.0.0.1",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
         # With a real node, CPU pods run there: the kwok CPU pool is left out (GPU pools stay).
         pools = tuple(pl for pl in nodes.POOLS if pl.gpus) if real_node else nodes.POOLS
-        self.kubectl(bins, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
-                     input=yaml.safe_dump_all(nodes.node_objects(pools)))
+        self.kubectl(
+            bins,
+            "apply",
+            "--server-side",
+            f"--field-manager={FIELD_MANAGER}",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(nodes.node_objects(pools)),
+        )
         if real_node:
             self._start_real_node(bins, ports, server, left)
 
-        self._wait("kube-scheduler", lambda: waits.http_ok(
-            "127.0.0.1", ports["scheduler"], "/healthz", tls=True), left())
-        self._wait("kube-controller-manager", lambda: waits.http_ok(
-            "127.0.0.1", ports["controller-manager"], "/healthz", tls=True), left())
-        self._wait("training-operator", lambda: waits.http_ok(
-            "127.0.0.1", ports["operator-probe"], "/readyz"), left())
+        self._wait(
+            "kube-scheduler", lambda: waits.http_ok("127.0.0.1", ports["scheduler"], "/healthz", tls=True), left()
+        )
+        self._wait(
+            "kube-controller-manager",
+            lambda: waits.http_ok("127.0.0.1", ports["controller-manager"], "/healthz", tls=True),
+            left(),
+        )
+        self._wait("training-operator", lambda: waits.http_ok("127.0.0.1", ports["operator-probe"], "/readyz"), left())
         self._wait("kwok nodes", lambda: self._nodes_ready(bins, pools), left(), proc="kwok")
         if real_node:
-            self._wait(f"node {realnode.NODE_NAME} Ready", lambda: self._node_ready(bins, realnode.NODE_NAME),
-                       left(), proc="kubelet")
-        self._wait("default ServiceAccount", lambda: self.kubectl(
-            bins, "get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False
-        ).returncode == 0, left(), proc="kube-controller-manager")
+            self._wait(
+                f"node {realnode.NODE_NAME} Ready",
+                lambda: self._node_ready(bins, realnode.NODE_NAME),
+                left(),
+                proc="kubelet",
+            )
+        self._wait(
+            "default ServiceAccount",
+            lambda: self.kubectl(
+                bins, "get", "serviceaccount", "default", "-n", "default", "-o", "name", check=False
+            ).returncode
+            == 0,
+            left(),
+            proc="kube-controller-manager",
+        )
 
         return ClusterInfo(
-            kubeconfig=str(self.kubeconfig), context=self.context, server=server, bin_dir=str(bins.dir),
-            state_dir=str(sd), ports=ports, started_at=time.time(), startup_seconds=time.monotonic() - t0,
+            kubeconfig=str(self.kubeconfig),
+            context=self.context,
+            server=server,
+            bin_dir=str(bins.dir),
+            state_dir=str(sd),
+            ports=ports,
+            started_at=time.time(),
+            startup_seconds=time.monotonic() - t0,
             real_node=real_node,
         )
 
-    def _start_real_node(self, bins: Binaries, ports: dict[str, int], server: str,
-                         left: Callable[[], float]) -> None:
+    def _start_real_node(self, bins: Binaries, ports: dict[str, int], server: str, left: Callable[[], float]) -> None:
         node = self.node
         p = self.pki
         p.ensure_serving("kubelet-serving", realnode.NODE_NAME, (realnode.NODE_IP,), (realnode.NODE_NAME,))
         kubelet_kc = p.kubeconfig(self.state_dir / "kubelet.kubeconfig", server, KUBELET, self.context)
-        nports = realnode.Ports(kubelet=ports["kubelet"], kubelet_healthz=ports["kubelet-healthz"],
-                                proxy_healthz=ports["proxy-healthz"], proxy_metrics=ports["proxy-metrics"],
-                                coredns_health=ports["coredns-health"])
-        files = node.write_configs(bins, server=server, ca=p.ca_cert, admin_kubeconfig=self.kubeconfig,
-                                   kubelet_kubeconfig=kubelet_kc,
-                                   serving=(p.cert("kubelet-serving"), p.key("kubelet-serving")), ports=nports)
-        node.start(bins, lambda n, argv, env: self._spawn(n, argv, env),
-                   lambda what, check, t, proc: self._wait(what, check, t, proc=proc),
-                   files, nports, kubelet_kc, self.kubeconfig, left)
+        nports = realnode.Ports(
+            kubelet=ports["kubelet"],
+            kubelet_healthz=ports["kubelet-healthz"],
+            proxy_healthz=ports["proxy-healthz"],
+            proxy_metrics=ports["proxy-metrics"],
+            coredns_health=ports["coredns-health"],
+        )
+        files = node.write_configs(
+            bins,
+            server=server,
+            ca=p.ca_cert,
+            admin_kubeconfig=self.kubeconfig,
+            kubelet_kubeconfig=kubelet_kc,
+            serving=(p.cert("kubelet-serving"), p.key("kubelet-serving")),
+            ports=nports,
+        )
+        node.start(
+            bins,
+            lambda n, argv, env: self._spawn(n, argv, env),
+            lambda what, check, t, proc: self._wait(what, check, t, proc=proc),
+            files,
+            nports,
+            kubelet_kc,
+            self.kubeconfig,
+            left,
+        )
         # PodSecurity admission: the training namespace enforces the restricted profile.
-        self.kubectl(bins, "label", "--overwrite", "namespace", realnode.TRAINING_NAMESPACE,
-                     *(f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "audit", "warn")),
-                     f"pod-security.kubernetes.io/enforce-version=v{bins.versions['KUBERNETES_VERSION'][1:5]}")
+        self.kubectl(
+            bins,
+            "label",
+            "--overwrite",
+            "namespace",
+            realnode.TRAINING_NAMESPACE,
+            *(f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "audit", "warn")),
+            f"pod-security.kubernetes.io/enforce-version=v{bins.versions['KUBERNETES_VERSION'][1:5]}",
+        )
 
     # --- helpers -----------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -354,7 +479,9 @@ class LocalCluster:
             for pf in procs.pidfiles(self.state_dir):
                 entry = pf.read()
                 if entry and not procs.running(*entry):
-                    return f"{pf.name} exited during startup: {self._last_log_line(pf.name)} (log: {self._log(pf.name)})"
+                    return (
+                        f"{pf.name} exited during startup: {self._last_log_line(pf.name)} (log: {self._log(pf.name)})"
+                    )
             return None
 
         try:
@@ -374,12 +501,21 @@ class LocalCluster:
         line = (errors or lines or ["(empty log)"])[-1]
         return line if len(line) <= 300 else line[:297] + "..."
 
-    def kubectl(self, bins: Binaries | None, *args: str, input: str | None = None, check: bool = True,
-                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        bins: Binaries | None,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         exe = (bins or ensure_binaries()).path("kubectl")
         proc = subprocess.run(
             [str(exe), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and proc.returncode != 0:
             msg = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
@@ -388,8 +524,12 @@ class LocalCluster:
 
     def _render_install(self, bins: Binaries) -> subprocess.Popen[str]:
         """`kubectl kustomize` of the operator install, started early to overlap with etcd/apiserver startup."""
-        return subprocess.Popen([str(bins.path("kubectl")), "kustomize", str(OPERATOR_MANIFESTS)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(bins.path("kubectl")), "kustomize", str(OPERATOR_MANIFESTS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def _apply_install(self, bins: Binaries, rendering: subprocess.Popen[str], timeout: float) -> None:
         t = time.monotonic()
@@ -414,8 +554,9 @@ class LocalCluster:
         self.kubectl(bins, *apply, input="\n---\n".join(rest))
         # kubectl's default field manager, as `make operator` uses, so re-applying by hand just works
         self.kubectl(bins, "apply", "--server-side", "--force-conflicts", "-k", str(TRAINING_MANIFESTS))
-        self.kubectl(bins, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
-                     *(f"crd/{n}" for n in crd_names))
+        self.kubectl(
+            bins, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *(f"crd/{n}" for n in crd_names)
+        )
         self.log(f"  CRDs, operator RBAC and manifests/training applied ({time.monotonic() - t:.1f}s)")
 
     def _write_webhook_certs(self) -> None:
@@ -433,14 +574,22 @@ class LocalCluster:
             tmp.replace(WEBHOOK_CERT_DIR / fname)
 
     def _nodes_ready(self, bins: Binaries, pools: tuple[nodes.Pool, ...] = nodes.POOLS) -> bool:
-        out = self.kubectl(bins, "get", "nodes", "-l", "=".join(nodes.KWOK_LABEL), "-o",
-                           "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
-                           check=False).stdout.split()
+        out = self.kubectl(
+            bins,
+            "get",
+            "nodes",
+            "-l",
+            "=".join(nodes.KWOK_LABEL),
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+            check=False,
+        ).stdout.split()
         return len(out) == len(nodes.node_objects(pools)) and all(s == "True" for s in out)
 
     def _node_ready(self, bins: Binaries, name: str) -> bool:
-        out = self.kubectl(bins, "get", "node", name, "-o",
-                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+        out = self.kubectl(
+            bins, "get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False
+        )
         return out.stdout.strip() == "True"
 
     # --- test hooks ----------------------------------------------------------
@@ -458,8 +607,9 @@ class LocalCluster:
         """Make one live pod's containers exit with `exit_code` (0 succeeds) `after` from now.
 
         Only this pod attempt is affected: a pod the operator recreates runs normally."""
-        patch: dict[str, Any] = {"metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code),
-                                                               RUN_FOR_ANNOTATION: after}}}
+        patch: dict[str, Any] = {
+            "metadata": {"annotations": {EXIT_CODE_ANNOTATION: str(exit_code), RUN_FOR_ANNOTATION: after}}
+        }
         self.kubectl(None, "patch", "pod", pod, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
 
 

@@ -52,7 +52,12 @@ def node_objects(pools: tuple[Pool, ...] = POOLS) -> list[dict[str, Any]]:
                 **pool.extra_labels,
             }
             taints: list[dict[str, str]] = []
-            capacity = {"cpu": str(pool.cpu), "memory": f"{pool.memory_gi}Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+            capacity = {
+                "cpu": str(pool.cpu),
+                "memory": f"{pool.memory_gi}Gi",
+                "pods": "110",
+                "ephemeral-storage": "100Gi",
+            }
             if pool.accelerator:
                 labels["cloud.google.com/gke-accelerator"] = pool.accelerator
                 capacity["nvidia.com/gpu"] = str(pool.gpus)

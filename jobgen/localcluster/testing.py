@@ -38,16 +38,26 @@ class LocalClusterHandle:
         return str(binaries().path(name))
 
     # --- kubectl -----------------------------------------------------------
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                kubeconfig: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-                              input=input, capture_output=True, text=True, timeout=timeout)
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
-    def get(self, kind: str, name: str | None = None, namespace: str | None = None,
-            selector: str | None = None) -> Any:
+    def get(self, kind: str, name: str | None = None, namespace: str | None = None, selector: str | None = None) -> Any:
         args = ["get", kind, "-o", "json"]
         if name:
             args.insert(2, name)
@@ -57,26 +67,40 @@ class LocalClusterHandle:
             args += ["-l", selector]
         return json.loads(self.kubectl(*args).stdout)
 
-    def apply(self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str,
-              kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, obj: dict[str, Any] | list[dict[str, Any]], *extra: str, kubeconfig: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         docs = obj if isinstance(obj, list) else [obj]
-        return self.kubectl("apply", "--server-side", "--field-manager=jobgen-tests", *extra, "-f", "-",
-                            input=yaml.safe_dump_all(docs), kubeconfig=kubeconfig, check=check)
+        return self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=jobgen-tests",
+            *extra,
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(docs),
+            kubeconfig=kubeconfig,
+            check=check,
+        )
 
     def create_namespace(self, prefix: str = "t") -> str:
         """A fresh namespace whose default ServiceAccount exists (pods need it)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
         self.created_namespaces.append(name)
-        wait_for(lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-                 30, f"ServiceAccount default in {name}")
+        wait_for(
+            lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+            30,
+            f"ServiceAccount default in {name}",
+        )
         return name
 
     def delete_created_namespaces(self) -> None:
         """Delete (without waiting) the namespaces create_namespace made."""
         if self.created_namespaces:
-            self.kubectl("delete", "namespace", "--wait=false", "--ignore-not-found", *self.created_namespaces,
-                         check=False)
+            self.kubectl(
+                "delete", "namespace", "--wait=false", "--ignore-not-found", *self.created_namespaces, check=False
+            )
             self.created_namespaces.clear()
 
     # --- identities --------------------------------------------------------
@@ -130,8 +154,9 @@ def placement(accelerator: str | None = None, spot: bool = False, pool: str | No
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
     if spot:
         selector["cloud.google.com/gke-spot"] = "true"
-        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
-                            "effect": "NoSchedule"})
+        tolerations.append(
+            {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+        )
     if pool:
         selector["cloud.google.com/gke-nodepool"] = pool
     out: dict[str, Any] = {}
@@ -142,24 +167,43 @@ def placement(accelerator: str | None = None, spot: bool = False, pool: str | No
     return out
 
 
-def replica(cname: str, replicas: int, *, gpus: int = 0, restart: str = "OnFailure",
-            annotations: dict[str, str] | None = None, **place: Any) -> dict[str, Any]:
+def replica(
+    cname: str,
+    replicas: int,
+    *,
+    gpus: int = 0,
+    restart: str = "OnFailure",
+    annotations: dict[str, str] | None = None,
+    **place: Any,
+) -> dict[str, Any]:
     template: dict[str, Any] = {"spec": {"containers": [container(cname, gpus)], **placement(**place)}}
     if annotations:
         template["metadata"] = {"annotations": annotations}
     return {"replicas": replicas, "restartPolicy": restart, "template": template}
 
 
-def pytorchjob(name: str, namespace: str, workers: int = 1, *, gpus: int = 0, restart: str = "OnFailure",
-               worker_annotations: dict[str, str] | None = None, master_annotations: dict[str, str] | None = None,
-               backoff_limit: int | None = None, **place: Any) -> dict[str, Any]:
+def pytorchjob(
+    name: str,
+    namespace: str,
+    workers: int = 1,
+    *,
+    gpus: int = 0,
+    restart: str = "OnFailure",
+    worker_annotations: dict[str, str] | None = None,
+    master_annotations: dict[str, str] | None = None,
+    backoff_limit: int | None = None,
+    **place: Any,
+) -> dict[str, Any]:
     run_policy: dict[str, Any] = {"cleanPodPolicy": "None"}
     if backoff_limit is not None:
         run_policy["backoffLimit"] = backoff_limit
-    specs = {"Master": replica(PYTORCH.container, 1, gpus=gpus, restart=restart, annotations=master_annotations, **place)}
+    specs = {
+        "Master": replica(PYTORCH.container, 1, gpus=gpus, restart=restart, annotations=master_annotations, **place)
+    }
     if workers:
-        specs["Worker"] = replica(PYTORCH.container, workers, gpus=gpus, restart=restart,
-                                  annotations=worker_annotations, **place)
+        specs["Worker"] = replica(
+            PYTORCH.container, workers, gpus=gpus, restart=restart, annotations=worker_annotations, **place
+        )
     return {
         "apiVersion": API_VERSION,
         "kind": "PyTorchJob",

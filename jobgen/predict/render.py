@@ -7,14 +7,14 @@ Placement and resources come from :mod:`jobgen.render`, the code training jobs u
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
+from jobgen import names
+from jobgen.kubeflow import JOB_KIND_ENV, JOB_NAME_ENV
 from jobgen.names import DNS1035_MAX
 from jobgen.predict.labels import ANN_INPUT, ANN_KEY, ANN_MODEL, ANN_OUTPUT, CONTAINER, LABEL_PREDICTION
 from jobgen.predict.spec import PredictionSpec
-from jobgen.kubeflow import JOB_KIND_ENV, JOB_NAME_ENV
 from jobgen.render import (
     CONTAINER_SECURITY_CONTEXT,
     MANAGED_BY,
@@ -25,7 +25,6 @@ from jobgen.render import (
     pod_placement,
 )
 
-DIGEST_LEN = 10
 EXIT_PERMANENT = 2  # the predictor's exit code for errors a retry cannot fix (podFailurePolicy: FailIndex)
 
 
@@ -45,10 +44,11 @@ def max_name_len(indexes: int) -> int:
 
 
 def job_name(spec_name: str, key: str, indexes: int = 1) -> str:
-    """``<spec name>-<10 hex of sha256(key)>``, the name cut so that every pod hostname fits."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LEN]
-    prefix = spec_name[: max(max_name_len(indexes) - DIGEST_LEN - 1, 1)].rstrip("-") or "p"
-    return f"{prefix}-{digest}"
+    """:func:`jobgen.names.derived` of the spec name for ``key``: a pure function of (spec name, key)
+    whose pod hostnames ``<job>-<index>`` fit whatever the number of indexes (``indexes`` is checked)."""
+    name = names.derived(spec_name, key)
+    assert len(name) <= max_name_len(indexes), "names.DERIVED_MAX leaves room for any index"
+    return name
 
 
 def _env_value(value: Any) -> str:

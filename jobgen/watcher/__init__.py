@@ -1,11 +1,15 @@
-"""The retraining watcher: new data in GCS → exactly one PyTorchJob/TFJob per data version.
+"""The retraining watcher: new data in GCS → exactly one PyTorchJob/TFJob (or KFP run) per data version.
 
-    source (Pub/Sub notifications, polling, retrain requests)
-      → filter/batch (events.py parses, rules.py matches triggers and decides completion)
-      → trigger (trigger.py: deterministic job name, rendered through jobgen)
-      → sink (sink.py: create on the apiserver, AlreadyExists = done, Event, state ConfigMap)
+Split the way Argo Events separates its parts:
 
-``app.py`` wires the stages, ``server.py`` adds /healthz, /readyz, /metrics, JSON logs and SIGTERM.
+    sources/   Pub/Sub notifications, retrain requests (Pub/Sub), polling   → (data, attributes, Delivery)
+    sensor/    events (parse) → rules (triggers, completion) → debounce → sensor (dedupe, Forbid/Replace,
+               dead letters)                                                 → JobRequest
+    targets/   job (PyTorchJob/TFJob through targets/kube.py, the only cluster adapter), pipeline (KFP run)
+
+``state.py`` keeps the durable state shared by every replica in a GCS bucket (claims, pending
+versions, the Forbid queue, poll progress); ``retrying.py`` is the one retry policy (tenacity);
+``app.py`` only wires the parts; ``server.py`` adds /healthz, /readyz, /metrics, JSON logs and SIGTERM.
 Importing this package is light; the Google clients, kubernetes and prometheus-client are imported
 by the modules that use them.
 """

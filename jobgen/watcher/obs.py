@@ -49,23 +49,31 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.received = Counter("retrain_events_received", "Messages/objects received", ["source"], registry=r)
-        self.deduped = Counter("retrain_events_deduped", "Events whose job existed already", ["trigger"],
-                               registry=r)
+        self.deduped = Counter("retrain_events_deduped", "Events whose job existed already", ["trigger"], registry=r)
         self.skipped = Counter("retrain_events_skipped", "Events deliberately skipped", ["reason"], registry=r)
-        self.rejected = Counter("retrain_events_rejected", "Invalid messages sent to the dead-letter path",
-                                ["reason"], registry=r)
+        self.rejected = Counter(
+            "retrain_events_rejected", "Invalid messages sent to the dead-letter path", ["reason"], registry=r
+        )
         self.jobs_created = Counter("retrain_jobs_created", "Jobs created", ["trigger"], registry=r)
-        self.queued = Counter("retrain_versions_queued", "Versions queued by the Forbid policy", ["trigger"],
-                              registry=r)
+        self.queued = Counter(
+            "retrain_versions_queued", "Versions queued by the Forbid policy", ["trigger"], registry=r
+        )
         self.errors = Counter("retrain_errors", "Failures that will be retried", ["stage"], registry=r)
-        self.latency = Histogram("retrain_event_to_job_seconds", "From receiving the completing event to the job "
-                                 "being created", buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300),
-                                 registry=r)
+        self.latency = Histogram(
+            "retrain_event_to_job_seconds",
+            "From receiving the completing event to the job being created",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
         self.inflight = Gauge("retrain_inflight", "Events being processed", registry=r)
         self.pending_versions = Gauge("retrain_pending_versions", "Debounce versions waiting for quiet", registry=r)
         self.ready = Gauge("retrain_ready", "1 when the watcher is ready", registry=r)
-        self.outage = Gauge("retrain_outage", "1 while a backend is unreachable", ["backend"], registry=r)
-        self.dead_lettered = Counter("retrain_dead_lettered", "Sent to the dead-letter topic", ["reason"], registry=r)
+        self.outage = Gauge(
+            "retrain_outage", "1 while a backend (kubernetes, gcs, kfp, pubsub) is unreachable", ["backend"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "retrain_dead_lettered", "Messages the watcher itself sent to the dead-letter topic", ["reason"], registry=r
+        )
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -1,9 +1,9 @@
 """The process: `jobgen watch --config FILE`.
 
-/healthz (the process and its loops are alive), /readyz (state ConfigMap read, sources subscribed,
-the apiserver answered recently, not shutting down), /metrics (Prometheus). JSON logs on stderr.
-SIGTERM/SIGINT: stop pulling, let in-flight work finish, release held messages, flush the ledger,
-exit 0.
+/healthz (the process and its loops are alive), /readyz (state bucket and apiserver answered at
+start, sources subscribed, no backend outage, not shutting down), /metrics (Prometheus). JSON logs
+on stderr. SIGTERM/SIGINT: retries end, each stream stops pulling, in-flight callbacks finish or
+nack, and the client sends those nacks before its dispatcher stops; exit 0.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from jobgen.watcher.obs import LOG, Metrics, setup_logging
-
-READY_STALE_SECONDS = 120.0
 
 
 class WatcherProcess:
@@ -35,34 +33,36 @@ class WatcherProcess:
         self.started = False
         self.pullers: list[Any] = []
         self.poller: Any = None
-        self.threads: list[threading.Thread] = []
         self.heartbeat = time.monotonic()
         self.httpd: ThreadingHTTPServer | None = None
-        self.watcher: Any = None
+        self.app: Any = None
 
     # --- probes --------------------------------------------------------------
     def healthy(self) -> bool:
-        loops_ok = all(t.is_alive() for t in self.threads) or self.stop.is_set()
+        threads = (self.app.threads if self.app else []) + ([self.poller.thread] if self.poller else [])
+        loops_ok = all(t is None or t.is_alive() for t in threads) or self.stop.is_set()
         return loops_ok and time.monotonic() - self.heartbeat < 60
 
     def ready(self) -> tuple[bool, str]:
         if self.stop.is_set():
             return False, "shutting down"
         if not self.started:
-            return False, "starting"
+            out = self.app.outages.current() if self.app else {}
+            return False, "starting" + "".join(f"; {b} unreachable for {s:.0f}s" for b, s in out.items())
         if any(not p.alive for p in self.pullers):
             return False, "a subscription stream stopped"
-        w = self.watcher
-        recent = time.monotonic() - max(w.last_cluster_ok, self.poller.last_poll_ok if self.poller else 0)
-        if recent > READY_STALE_SECONDS and w.backoff.failures > 0:
-            return False, "the apiserver has not answered recently"
+        out = self.app.outages.current()
+        if out:
+            return False, "outage: " + ", ".join(
+                f"{b} unreachable for {s:.0f}s (messages kept leased)" for b, s in sorted(out.items())
+            )
         return True, "ok"
 
     def serve_http(self) -> None:
         proc = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/healthz":
                     ok, text = proc.healthy(), "ok"
                     self._send(200 if ok else 503, (text if ok else "unhealthy").encode())
@@ -95,80 +95,59 @@ class WatcherProcess:
         LOG.info("serving probes and metrics", extra={"port": port})
 
     # --- lifecycle -----------------------------------------------------------
-    def _loop(self, name: str, every: float, fn: Any) -> None:
-        def body() -> None:
-            while not self.stop.wait(every):
-                self.heartbeat = time.monotonic()
-                try:
-                    fn()
-                except Exception as exc:  # noqa: BLE001 - loops retry on the next tick
-                    self.metrics.errors.labels(name).inc()
-                    LOG.warning(f"{name} failed; retrying", extra={"error": str(exc)[:300]})
-
-        t = threading.Thread(target=body, name=name, daemon=True)
-        t.start()
-        self.threads.append(t)
-
     def start(self) -> None:
         from jobgen import kube
-        from jobgen.watcher.app import Watcher
-        from jobgen.watcher.sink import KubeSink
-        from jobgen.watcher.sources import DeadLetterPublisher, Poller, PubSubPuller
+        from jobgen.watcher.app import App
+        from jobgen.watcher.retrying import Outages, Stopped
+        from jobgen.watcher.sources.poll import Poller
+        from jobgen.watcher.sources.pubsub import DeadLetterPublisher, PubSubPuller
+        from jobgen.watcher.state import GcsBlobs
+        from jobgen.watcher.targets.kube import KubeAdapter
 
         cfg = self.config
         self.serve_http()
-        cluster = kube.connect(self.context, self.kubeconfig)
-        sink = KubeSink(cluster, cfg.namespace, cfg.state_config_map)
+        outages = Outages(self.metrics)
+        cluster = kube.connect(self.context, self.kubeconfig, retry_seconds=0)  # the watcher retries itself
+        api = KubeAdapter(cluster, cfg.namespace, on_ok=outages.up)
+        blobs = GcsBlobs(cfg.state.bucket, on_ok=outages.up)
         dead = DeadLetterPublisher(cfg.dead_letter.topic) if cfg.dead_letter.topic else None
-        self.watcher = w = Watcher(cfg, self.specs, sink, self.metrics, dead, self.stop, self.pipelines)
-        delay = cfg.retry.initial_seconds
-        while not self.stop.is_set():  # the state ConfigMap must be readable before anything is acked
-            try:
-                w.load_state()
-                break
-            except Exception as exc:  # noqa: BLE001
-                LOG.warning("cannot read the state ConfigMap yet; retrying", extra={"error": str(exc)[:300]})
-                self.stop.wait(delay)
-                delay = min(delay * 2, cfg.retry.max_seconds)
-        if self.stop.is_set():
+        self.app = app = App(cfg, self.specs, api, blobs, self.metrics, outages, self.stop, dead, self.pipelines)
+        try:
+            app.check_backends()  # nothing is acked before the state bucket and the apiserver answer
+        except Stopped:
             return
-        self._loop("debounce", 0.5, w.fire_due)
-        self._loop("ledger", cfg.ledger_flush_seconds, w.flush_ledger)
-        if any(t.concurrency == "Forbid" for t in cfg.triggers) or (
-                cfg.sources.requests and cfg.sources.requests.concurrency == "Forbid"):
-            self._loop("queue", cfg.queue_check_seconds, w.drain_queue)
+        app.start_loops()
         if cfg.sources.poll:
-            self.poller = Poller(cfg.sources.poll, w, cfg.triggers)
-            t = threading.Thread(target=self.poller.run, args=(self.stop,), name="poll", daemon=True)
-            t.start()
-            self.threads.append(t)
+            self.poller = Poller(cfg.sources.poll, app.sensor, app.stores, list(cfg.triggers))
+            self.poller.start(self.stop)
         if cfg.sources.pubsub:
-            self.pullers.append(PubSubPuller(cfg.sources.pubsub, w.on_notification, "notifications"))
+            self.pullers.append(PubSubPuller(cfg.sources.pubsub, app.sensor.on_notification, "pubsub"))
         if cfg.sources.requests:
-            self.pullers.append(PubSubPuller(cfg.sources.requests, w.on_request, "requests"))
+            self.pullers.append(PubSubPuller(cfg.sources.requests, app.sensor.on_request, "requests"))
         for p in self.pullers:
             p.start()
         self.started = True
         self.metrics.ready.set(1)
-        LOG.info("watcher started", extra={"triggers": [t.name for t in cfg.triggers], "jobs": list(self.specs),
-                                           "namespace": cfg.namespace})
+        LOG.info(
+            "watcher started",
+            extra={
+                "triggers": [t.name for t in cfg.triggers],
+                "jobs": list(self.specs),
+                "namespace": cfg.namespace,
+                "state_bucket": cfg.state.bucket,
+            },
+        )
 
     def shutdown(self) -> None:
         if getattr(self, "_shut", False):
             return
         self._shut = True
         LOG.info("stopping: no new messages; finishing in-flight work")
-        self.stop.set()
+        self.stop.set()  # retries end: their callbacks nack
         self.metrics.ready.set(0)
         for p in self.pullers:
             p.stop()
-        if self.watcher is not None:
-            released = self.watcher.release_held()
-            try:
-                self.watcher.flush_ledger()
-            except Exception as exc:  # noqa: BLE001 - the jobs remain the ledger
-                LOG.warning("final ledger flush failed", extra={"error": str(exc)[:200]})
-            LOG.info("stopped", extra={"released": released})
+        LOG.info("stopped")
         if self.httpd is not None:
             self.httpd.shutdown()
 

@@ -51,9 +51,16 @@ def test_one_pipeline_run_per_data_version(case_factory, kfp):
     assert args["data_uri"] == f"gs://{case.bucket}/mnist/v1/" and args["epochs"] == 2
 
     # The same data version notified again (new message ID), and a second version.
-    case.publish(case.tap_messages(1)[0].data, **{"eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1",
-                                                  "bucketId": case.bucket, "objectId": "mnist/v1/_SUCCESS",
-                                                  "objectGeneration": str(generation)})
+    case.publish(
+        case.tap_messages(1)[0].data,
+        **{
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+            "bucketId": case.bucket,
+            "objectId": "mnist/v1/_SUCCESS",
+            "objectGeneration": str(generation),
+        },
+    )
     case.upload("mnist/v2/_SUCCESS")
     wait_for(lambda: len(posts(store, "/apis/v2beta1/runs")) == 2 or None, 60, "the second version's run")
     wait_for(lambda: watcher.metric("retrain_events_deduped_total") >= 1 or None, 30, "the dedupe")
@@ -70,11 +77,25 @@ def test_missing_pipeline_package_is_a_config_error(tmp_path):
     from tests.watcher.conftest import REPO
 
     (tmp_path / "job.yaml").write_text((REPO / "jobs/cpu-ddp.yaml").read_text())
-    (tmp_path / "w.yaml").write_text(yaml.safe_dump({
-        "jobs": {"train": {"file": "job.yaml", "pipeline": {"host": "http://127.0.0.1:9", "package": "nope.yaml"}}},
-        "triggers": [{"name": "data", "job": "train", "bucket": "my-data"}],
-        "sources": {"pubsub": {"subscription": "projects/my-project/subscriptions/retrain-gcs"}}}))
-    proc = subprocess.run([sys.executable, "-m", "jobgen.cli", "watch", "--config", str(tmp_path / "w.yaml")],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    (tmp_path / "w.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "state": {"bucket": "my-state"},
+                "jobs": {
+                    "train": {"file": "job.yaml", "pipeline": {"host": "http://127.0.0.1:9", "package": "nope.yaml"}}
+                },
+                "triggers": [{"name": "data", "job": "train", "bucket": "my-data"}],
+                "sources": {"pubsub": {"subscription": "projects/my-project/subscriptions/retrain-gcs"}},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "watch", "--config", str(tmp_path / "w.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "jobs.train.pipeline.package" in proc.stderr and "jobgen pipeline SPEC" in proc.stderr

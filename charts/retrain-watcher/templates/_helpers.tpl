@@ -41,17 +41,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{- define "retrain-watcher.stateName" -}}
-{{- default (printf "%s-state" (include "retrain-watcher.fullname" .)) .Values.stateConfigMap.name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
 {{- define "retrain-watcher.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
-{{- end }}
-
-{{/* True when a trigger uses concurrency Replace (the Role then also allows delete). */}}
-{{- define "retrain-watcher.needsDelete" -}}
-{{- range .Values.triggers }}{{ if eq (default "Forbid" .concurrency) "Replace" }}true{{ end }}{{ end }}
 {{- end }}
 
 {{/* A job spec with the chart's defaults (namespace, serviceAccount). */}}
@@ -84,7 +75,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if $v.gcp.requestsSubscription }}
 {{- $_ := set $sources "requests" (dict "subscription" $v.gcp.requestsSubscription) }}
 {{- end }}
-{{- $cfg := dict "namespace" $v.trainer.namespace "stateConfigMap" (include "retrain-watcher.stateName" .) "jobs" $jobs "triggers" $triggers "sources" $sources "server" (dict "port" (int $v.metrics.port)) }}
+{{- $state := dict "bucket" $v.gcp.stateBucket "retentionDays" (int $v.gcp.stateRetentionDays) }}
+{{- $cfg := dict "namespace" $v.trainer.namespace "state" $state "jobs" $jobs "triggers" $triggers "sources" $sources "server" (dict "port" (int $v.metrics.port)) }}
 {{- if $v.gcp.deadLetterTopic }}{{ $_ := set $cfg "deadLetter" (dict "topic" $v.gcp.deadLetterTopic) }}{{ end }}
 {{- toYaml (mergeOverwrite $cfg (deepCopy $v.watcher.extraConfig)) }}
 {{- end }}

@@ -6,6 +6,7 @@ message goes to the dead-letter path; it never raises anything else.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import unicodedata
 from collections.abc import Mapping
@@ -42,6 +43,11 @@ class ObjectEvent:
     size: int | None = None
 
     @property
+    def event_timestamp(self) -> float | None:
+        """``eventTime`` as POSIX seconds (None when absent or unreadable)."""
+        return parse_time(self.event_time)
+
+    @property
     def key(self) -> tuple[str, str, int]:
         return (self.bucket, self.name, self.generation)
 
@@ -51,6 +57,16 @@ class RetrainRequest:
     job: str
     params: dict[str, Any] = field(default_factory=dict)
     request_id: str | None = None
+
+
+def parse_time(text: Any) -> float | None:
+    """RFC 3339 → POSIX seconds, or None."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def check_object_name(name: str, max_bytes: int = 512, allow_unicode: bool = False) -> None:
@@ -86,10 +102,28 @@ def _int(value: Any, what: str) -> int:
     return number
 
 
-def parse_notification(data: bytes, attributes: Mapping[str, str], max_bytes: int = 65536,
-                       max_name_bytes: int = 512, allow_unicode: bool = False) -> ObjectEvent:
+def parse_notification(
+    data: bytes,
+    attributes: Mapping[str, str],
+    max_bytes: int = 65536,
+    max_name_bytes: int = 512,
+    allow_unicode: bool = False,
+) -> ObjectEvent:
     """A GCS notification → :class:`ObjectEvent`; attributes are authoritative, the JSON payload must
-    agree with them (bucket, name, generation)."""
+    agree with them (bucket, name, generation). Raises only :class:`Rejected`, whatever the input."""
+    try:
+        return _parse_notification(data, attributes, max_bytes, max_name_bytes, allow_unicode)
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected("bad_message", f"unparseable notification ({type(exc).__name__})") from None
+
+
+def _parse_notification(
+    data: bytes, attributes: Mapping[str, str], max_bytes: int, max_name_bytes: int, allow_unicode: bool
+) -> ObjectEvent:
+    if not isinstance(data, (bytes, bytearray)):
+        raise Rejected("bad_payload", f"payload is a {type(data).__name__}, not bytes")
     if len(data) > max_bytes:
         raise Rejected("too_large", f"payload is {len(data)} bytes; at most {max_bytes}")
     for attr in ("eventType", "bucketId", "objectId", "objectGeneration"):
@@ -109,7 +143,7 @@ def parse_notification(data: bytes, attributes: Mapping[str, str], max_bytes: in
     if fmt == "JSON_API_V1":
         try:
             payload = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise Rejected("bad_payload", "payload is not JSON") from None
         if not isinstance(payload, dict):
             raise Rejected("bad_payload", f"payload is a JSON {type(payload).__name__}, not an object")
@@ -123,21 +157,36 @@ def parse_notification(data: bytes, attributes: Mapping[str, str], max_bytes: in
             size = _int(payload["size"], "size")
     overwrote = attributes.get("overwroteGeneration")
     return ObjectEvent(
-        bucket=bucket, name=name, generation=generation, event_type=event_type, metageneration=meta,
+        bucket=bucket,
+        name=name,
+        generation=generation,
+        event_type=event_type,
+        metageneration=meta,
         overwrote_generation=_int(overwrote, "overwroteGeneration") if overwrote else None,
-        event_time=attributes.get("eventTime"), size=size,
+        event_time=attributes.get("eventTime"),
+        size=size,
     )
 
 
 def parse_request(data: bytes, max_bytes: int = 65536) -> RetrainRequest:
     """``{"job": "mnist", "params": {"lr": 0.01}, "id": "optional"}`` → :class:`RetrainRequest`.
 
-    Params are checked against the job spec later (trigger.resolve); here only the shape."""
+    Params are checked against the job spec later (:meth:`Sensor.parse_retrain`, through
+    ``jobgen.render.resolve_params``); here only the shape. Raises only :class:`Rejected`."""
+    try:
+        return _parse_request(data, max_bytes)
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected("bad_message", f"unparseable request ({type(exc).__name__})") from None
+
+
+def _parse_request(data: bytes, max_bytes: int) -> RetrainRequest:
     if len(data) > max_bytes:
         raise Rejected("too_large", f"request is {len(data)} bytes; at most {max_bytes}")
     try:
         doc = json.loads(data, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Rejected("bad_payload", f"request is not JSON: {str(exc)[:80]}") from None
     if not isinstance(doc, dict):
         raise Rejected("bad_payload", "request must be a JSON object")
@@ -151,6 +200,8 @@ def parse_request(data: bytes, max_bytes: int = 65536) -> RetrainRequest:
     if not isinstance(params, dict):
         raise Rejected("bad_request", "request.params must be an object")
     for key, value in params.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise Rejected("bad_param", "params keys must be strings of 1-64 characters")
         if value is None or isinstance(value, (dict, list)):
             raise Rejected("bad_param", f"params.{key[:40]} must be a scalar, got {type(value).__name__}")
     rid = doc.get("id")
