@@ -35,7 +35,7 @@ else
 endif
 
 .PHONY: test
-test: venv bins tf-provider ## Run all tests (unit, integration against the local control plane, e2e if kind is present).
+test: venv bins tf-provider lint ## Run all tests (lint, unit, integration against the local control plane, real containers, e2e if kind is present).
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ##@ Jobs (JOB=jobs/x.yaml; the current kube context, or KUBECONFIG)

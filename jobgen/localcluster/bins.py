@@ -54,8 +54,8 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
     if not path.is_file():
         raise ClusterError(f"{path} not found: run from a checkout of the jobgen repository")
     versions: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             versions[key.strip()] = value.strip()

@@ -27,7 +27,7 @@ OPERATOR_SA = "training-operator"
 OPERATOR_MANIFESTS = REPO_ROOT / "manifests" / "training-operator"
 TRAINING_MANIFESTS = REPO_ROOT / "manifests" / "training"
 # The operator's webhook server reads its certs from this fixed path (pkg/cert in v1.9.4).
-WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
+WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # noqa: S108 - the operator's fixed path
 # Kinds of the operator install that need the operator running in the cluster.
 IN_CLUSTER_KINDS = {"Deployment", "Service", "ValidatingWebhookConfiguration"}
 FIELD_MANAGER = "jobgen-localcluster"

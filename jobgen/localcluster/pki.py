@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
             serialization.NoEncryption(),
         )
     )
-    os.chmod(path, 0o600)
+    Path(path).chmod(0o600)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
@@ -121,7 +120,7 @@ class PKI:
         """CA, SA keys, the apiserver's serving cert (also valid for `extra_ips`) and one client
         cert per identity; existing files are kept."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        self.dir.chmod(0o700)
         if not (self.ca_cert.exists() and self.ca_key.exists()):
             self._make_ca()
         if not (self.sa_key.exists() and self.sa_pub.exists()):
@@ -230,7 +229,7 @@ def write_kubeconfig(path: Path, *, server: str, ca_pem: bytes, context: str, us
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.chmod(tmp, 0o600)
+    tmp.chmod(0o600)
     tmp.replace(path)
     return path
 

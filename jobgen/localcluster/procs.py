@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -55,7 +56,7 @@ class Pidfile:
 
 def _exe_of(pid: int) -> str | None:
     try:
-        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        return str(Path(f"/proc/{pid}/exe").readlink()).removesuffix(" (deleted)")
     except OSError:
         return None
 
@@ -74,10 +75,8 @@ def state_of(pid: int) -> str | None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def running(pid: int, exe: str) -> bool:
@@ -95,7 +94,7 @@ def start(name: str, argv: list[str], state_dir: Path, env: dict[str, str] | Non
     pids = state_dir / "pids"
     logs.mkdir(parents=True, exist_ok=True)
     pids.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
+    with (logs / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -154,10 +153,8 @@ def log_tail(state_dir: Path, name: str, lines: int = 15) -> str:
 
 def signal_group(pgid: int, sig: int) -> None:
     """Send ``sig`` to process group ``pgid`` (gone already: nothing to do)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def group_alive(pgid: int) -> bool:

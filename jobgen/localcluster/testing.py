@@ -49,6 +49,7 @@ class LocalClusterHandle:
         proc = subprocess.run(
             [self.kubectl_path, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
             input=input,
+            check=False,
             capture_output=True,
             text=True,
             timeout=timeout,

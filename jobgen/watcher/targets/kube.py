@@ -110,8 +110,12 @@ class KubeAdapter:
                     "resourceVersion": meta.get("resourceVersion"),
                 }
             }
+
+            def send(body: dict[str, Any] = body) -> dict[str, Any]:
+                return self.cluster.patch(kubeflow.API_VERSION, kind, name, self.namespace, body)
+
             try:
-                self._do(lambda body=body: self.cluster.patch(kubeflow.API_VERSION, kind, name, self.namespace, body))
+                self._do(send)
             except Conflict:
                 continue
             except Refused as exc:
