@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobgen.emulators import Emulators, _group_alive
+from jobgen.emulators import Emulators
+from jobgen.localcluster.procs import group_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,11 +51,11 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path):
     emu = Emulators(tmp_path / "emu")
     first = emu.up(buckets=("b-one",))
     pgids = [int(p.read_text().split()[0]) for p in (tmp_path / "emu" / "pids").glob("*.pid")]
-    assert len(pgids) == 2 and all(_group_alive(g) for g in pgids)
+    assert len(pgids) == 2 and all(group_alive(g) for g in pgids)
     again = emu.up(buckets=("b-two",))
     assert again.storage_host == first.storage_host and set(again.buckets) == {"b-one", "b-two"}
     assert sorted(emu.down()) == ["fake-gcs-server", "pubsub-emulator"]
-    assert not any(_group_alive(g) for g in pgids)
+    assert not any(group_alive(g) for g in pgids)
     assert emu.down() == []
 
 
