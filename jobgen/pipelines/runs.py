@@ -7,8 +7,9 @@ looks for a run of that name and creates one only when there is none. So a calle
 gets the same run back instead of a second training.
 
 KFP itself has no unique constraint on run names: two callers racing on the very same name can
-both create. The watcher serialises per trigger (its state ConfigMap), which this check completes;
-see docs/pipelines.md.
+both create. This check alone does not prevent that; the watcher's pipeline target makes creation
+exclusive across replicas with a claim object in its state bucket (jobgen/watcher/targets/pipeline.py,
+tested in tests/watcher/test_pipeline_target.py); see docs/pipelines.md.
 """
 
 from __future__ import annotations
