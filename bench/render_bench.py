@@ -75,31 +75,44 @@ def main() -> int:
     results["throughput"] = rows
 
     jobgen = str(Path(sys.executable).parent / "jobgen")
-    render_cmd = [jobgen, "render", "jobs/cpu-ddp.yaml"]
-    floor_cmd = [sys.executable, "-c", "import yaml"]
-    wall(render_cmd), wall(floor_cmd)  # warm the page cache
-    cold, floor = [], []
-    for _ in range(args.runs):
-        cold.append(wall(render_cmd))
-        floor.append(wall(floor_cmd))
-    results["cold_start"] = {
-        "command": " ".join(["jobgen", *render_cmd[1:]]),
-        "runs": args.runs,
-        "median_s": round(statistics.median(cold), 4),
-        "floor_median_s": round(statistics.median(floor), 4),
-        "ratio_to_floor": round(statistics.median(cold) / statistics.median(floor), 2),
+    commands = {
+        "floor": [sys.executable, "-c", "import yaml"],
+        "help": [jobgen, "--help"],
+        "render": [jobgen, "render", "jobs/cpu-ddp.yaml"],
+        # what any pydantic-validated spec costs before jobgen's own code: the import and a first model
+        "pydantic_floor": [sys.executable, "-c", "import pydantic\nclass M(pydantic.BaseModel):\n    x: int"],
     }
+    for cmd in commands.values():
+        wall(cmd)  # warm the page cache
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(args.runs):  # interleaved, so the machine's load hits every command alike
+        for name, cmd in commands.items():
+            times[name].append(wall(cmd))
+    floor = statistics.median(times["floor"])
+    results["cold_start"] = {
+        name: {
+            "command": " ".join(["jobgen", *cmd[1:]]) if cmd[0] == jobgen else "python -c ...",
+            "median_s": round(statistics.median(times[name]), 4),
+            "ratio_to_floor": round(statistics.median(times[name]) / floor, 2),
+        }
+        for name, cmd in commands.items()
+    }
+    results["cold_start"]["runs"] = args.runs
 
     print(json.dumps(results, indent=2))
     worst = min(r["renders_per_s"] for r in rows)
     cs = results["cold_start"]
     ok_rate = worst >= 1000
-    ok_cold = cs["median_s"] <= 0.3 or cs["ratio_to_floor"] <= 2
     print(f"\nrender throughput: worst {worst}/s (target >= 1000): {'ok' if ok_rate else 'MISSED'}")
-    print(
-        f"cold start: {cs['median_s']}s, {cs['ratio_to_floor']}x the floor {cs['floor_median_s']}s "
-        f"(target <= 0.3 s or <= 2x): {'ok' if ok_cold else 'MISSED'}"
-    )
+    ok_cold = True
+    for name in ("help", "render"):
+        ratio = cs[name]["ratio_to_floor"]
+        ok_cold = ok_cold and ratio <= 2
+        print(
+            f"cold start `jobgen {name}`: {cs[name]['median_s']}s = {ratio}x the `import yaml` floor "
+            f"{cs['floor']['median_s']}s (target <= 2x): {'ok' if ratio <= 2 else 'MISSED'}"
+        )
+    print(f"  (pydantic's own floor, import + one model: {cs['pydantic_floor']['ratio_to_floor']}x)")
     return 0 if ok_rate and ok_cold else 1
 
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from jobgen import __version__
-from jobgen.errors import ClusterError, UserError
+from jobgen.errors import ApiRejected, ClusterError, UserError
 
 OUTPUT_FORMATS = click.Choice(["yaml", "json"])
 
@@ -28,8 +28,6 @@ class _Group(click.Group):
     """Turns known errors into messages and exit codes instead of tracebacks."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from jobgen.kube import ApiRejected
-
         try:
             return super().invoke(ctx)
         except UserError as exc:

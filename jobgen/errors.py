@@ -64,3 +64,12 @@ class ClusterError(Exception):
     """The cluster could not be reached or refused the request. One line, exit 1."""
 
     exit_code = 1
+
+
+class ApiRejected(Exception):
+    """The apiserver answered with an error status (the message is the apiserver's). Exit 1."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

@@ -18,20 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from jobgen import kubeflow, retry
-from jobgen.errors import ClusterError
+from jobgen.errors import ApiRejected, ClusterError
+
+__all__ = ["ApiRejected", "Cluster", "ClusterError", "connect", "is_conflict", "is_transient"]
 
 FIELD_MANAGER = "jobgen"
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 T = TypeVar("T")
-
-
-class ApiRejected(Exception):
-    """The apiserver answered with an error status (the message is the apiserver's)."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 # The apiserver answers a server-side apply whose object does not fit the schema with a 500
