@@ -86,7 +86,22 @@ def _check(problem: str | None) -> None:
         raise ValueError(problem)
 
 
-def _image(value: str | None) -> str | None:
+def valid_labels(v: dict[str, str]) -> dict[str, str]:
+    return _string_map("label", v, values_are_labels=True)
+
+
+def valid_annotations(v: dict[str, str]) -> dict[str, str]:
+    return _string_map("annotation", v, values_are_labels=False)
+
+
+def valid_env(v: dict[str, Any]) -> dict[str, Any]:
+    for key in v:
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"env name {key!r} is not valid; expected [A-Za-z_][A-Za-z0-9_]*")
+    return v
+
+
+def valid_image(value: str | None) -> str | None:
     if value is not None:
         _check(names.image_problem(value))
     return value
@@ -124,7 +139,7 @@ class Replica(_Model):
         None, description="Overrides the job-level restartPolicy."
     )
 
-    _image = field_validator("image")(_image)
+    _image = field_validator("image")(valid_image)
 
 
 class Toleration(_Model):
@@ -357,7 +372,7 @@ class JobSpec(_Model):
     volumes: Volumes = Field(default_factory=Volumes)
     template: StrictStr | None = Field(None, description="Template file name, looked up in --templates first.")
 
-    _image = field_validator("image")(_image)
+    _image = field_validator("image")(valid_image)
 
     @field_validator("namespace", "service_account")
     @classmethod
@@ -366,23 +381,9 @@ class JobSpec(_Model):
             raise ValueError(f"{v!r} is not valid; expected a DNS-1123 label (lower-case alphanumerics and '-', ≤ 63)")
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if not _ENV_NAME.fullmatch(key):
-                raise ValueError(f"env name {key!r} is not valid; expected [A-Za-z_][A-Za-z0-9_]*")
-        return v
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        return _string_map("label", v, values_are_labels=True)
-
-    @field_validator("annotations", "pod_annotations")
-    @classmethod
-    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
-        return _string_map("annotation", v, values_are_labels=False)
+    _env = field_validator("env")(valid_env)
+    _labels = field_validator("labels")(valid_labels)
+    _annotations = field_validator("annotations", "pod_annotations")(valid_annotations)
 
     @field_validator("hyperparameters")
     @classmethod

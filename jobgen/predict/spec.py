@@ -24,16 +24,14 @@ from pydantic.alias_generators import to_camel
 
 from jobgen.errors import FieldError
 from jobgen.names import is_dns1035, is_dns1123_label
-from jobgen.spec import Placement, Resources
+from jobgen.spec import Placement, Resources, valid_annotations, valid_env, valid_image, valid_labels
+from jobgen.uris import parse_gs
 
 KIND = "BatchPrediction"
 LATEST = "LATEST"
 DEFAULT_COMMAND = ("python", "-m", "trainer.predict")
 
-_BUCKET = r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"
-_GS = re.compile(rf"^gs://({_BUCKET})(/[^\x00-\x1f\x7f]*)?$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -45,13 +43,7 @@ class _Model(BaseModel):
 
 def check_gs_uri(value: str, what: str, glob: bool = False) -> str:
     """``value`` if it is ``gs://<bucket>[/<path>]`` (globs only where ``glob``); else ValueError."""
-    if not _GS.match(value):
-        raise ValueError(
-            f"{value!r} is not a gs:// URI; expected gs://<bucket>/<path> with a bucket name of "
-            "3-222 lower-case letters, digits, '-', '_' or '.'"
-        )
-    if "//" in value[5:]:
-        raise ValueError(f"{value!r} has an empty path segment ('//'); expected gs://<bucket>/<path>")
+    parse_gs(value)  # the one gs:// parser: ValueError says what was expected
     if not glob and _GLOB_CHARS.search(value):
         raise ValueError(f"{value!r} contains a glob character (*, ? or [); {what} must be a plain prefix")
     return value
@@ -222,13 +214,10 @@ class PredictionSpec(_Model):
             )
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"env name {key!r} is not valid; expected [A-Za-z_][A-Za-z0-9_]*")
-        return v
+    _image = field_validator("image")(valid_image)
+    _env = field_validator("env")(valid_env)
+    _labels = field_validator("labels")(valid_labels)
+    _annotations = field_validator("annotations", "pod_annotations")(valid_annotations)
 
     @field_validator("command")
     @classmethod
