@@ -42,7 +42,13 @@ from .realnode import IMAGES, NODE_IP, TRAINING_NAMESPACE
 
 PROJECT = "demo-project"
 TOPIC = "gcs-notifications"
-BUCKETS = {"data": "demo-data", "models": "demo-models", "checkpoints": "demo-checkpoints"}
+# state: the watcher's claims and pending versions (the chart's gcp.stateBucket)
+BUCKETS = {
+    "data": "demo-data",
+    "models": "demo-models",
+    "checkpoints": "demo-checkpoints",
+    "state": "demo-watcher-state",
+}
 PREFIX = "mnist"
 RELEASE = "retrain"
 CHART = REPO_ROOT / "charts" / "retrain-watcher"
@@ -141,6 +147,7 @@ class ContainersLoop:
                 "subscription": self.subscription,
                 "dataBucket": BUCKETS["data"],
                 "modelsBucket": BUCKETS["models"],
+                "stateBucket": BUCKETS["state"],
             },
             "trainer": {"namespace": TRAINING_NAMESPACE, "serviceAccount": "jobgen-trainer"},
             "jobs": {"train": job_spec(self.storage_host, epochs)},
