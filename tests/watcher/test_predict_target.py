@@ -126,6 +126,8 @@ def test_one_indexed_job_per_input_version(tmp_path: Path) -> None:
     meta = job["metadata"]
     assert meta["labels"]["prediction.jobgen.io/trigger"] == "inputs"
     assert meta["labels"]["retrain.jobgen.io/generation"] == "11"
+    assert meta["annotations"]["prediction.jobgen.io/object"] == "gs://inputs-bkt/batches/b1/_SUCCESS"
+    assert meta["annotations"]["prediction.jobgen.io/generation"] == "11"
     assert meta["finalizers"] == []  # released once the claim existed
     assert [e[1] for e in app.api.events] == ["PredictionTriggered"]
     claim = app.stores.claims.get("inputs", meta["annotations"]["prediction.jobgen.io/key"])

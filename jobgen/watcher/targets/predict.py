@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobgen.errors import UserError
+from jobgen.predict.labels import ANN_GENERATION, ANN_OBJECT
 from jobgen.predict.labels import ANN_KEY as PREDICTION_ANN_KEY
 from jobgen.predict.spec import PredictionSpec
 from jobgen.watcher.state import ClaimStore
@@ -47,7 +48,11 @@ class PredictionJobTarget(ClaimedJobTarget):
         meta = manifest["metadata"]
         if (meta.get("annotations") or {}).get(self.key_annotation) != req.key:  # the claim and the Job name agree
             raise UserError.one("", f"the rendered Job does not carry the key {req.key[:200]}", where)
+        # The object that completed the version (the key names its folder) and its generation.
+        if req.source_object is not None:
+            meta["annotations"][ANN_OBJECT] = req.source_object
         if req.generation is not None:
+            meta["annotations"][ANN_GENERATION] = str(req.generation)
             meta.setdefault("labels", {})[LABEL_GENERATION] = str(req.generation)
         # Held until the durable claim records this Job (docs/watcher.md, "Exactly once").
         meta["finalizers"] = [FINALIZER]
