@@ -400,3 +400,68 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
         ).stdout.strip()
         == "no"
     )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_scheduled_prediction_cronjob_command(case_factory, wenv, tmp_path):
+    """The prediction CronJob's own command, run as its own ServiceAccount with the chart's ConfigMap
+    files (kwok runs no containers): the tick comes from the name of the Job the CronJob controller
+    creates, so a retried pod of one tick applies the same Indexed Job, and the next tick another."""
+    import datetime as dt
+    import os
+
+    from jobgen.predict.load import load
+    from jobgen.predict.trigger import manifest_for_run
+
+    case = case_factory(dead_letter=False)
+    predict = {**PREDICT_SPEC, "input": f"gs://{case.bucket}/batches/*.npy"}
+    values = install_values(case, case.sub, schedule={"predict": {"enabled": True, "job": "predict"}})
+    values["jobs"]["predict"] = predict
+    upgrade(case, values)
+    cron = wenv.cluster.get("cronjob", "retrain-retrain-watcher-predict", namespace=case.ns)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "retrain-retrain-watcher-predict-scheduler"
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    assert (
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    cm = wenv.cluster.get("configmap", "retrain-retrain-watcher-config", namespace=case.ns)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for fname, text in cm["data"].items():
+        (etc / fname).write_text(text)
+    token_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-retrain-watcher-predict-scheduler", tmp_path / "p.kc")
+
+    def run_tick(minute: int) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": token_kc,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "SCHEDULED_JOB": f"retrain-retrain-watcher-predict-{minute}",
+        }
+        proc = subprocess.run(
+            ["/bin/sh", "-c", script.replace("/etc/retrain", str(etc))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def batch_jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in wenv.cluster.get("jobs.batch", namespace=case.ns)["items"])
+
+    tick = 29_412_360  # minutes since the epoch: 2025-12-03T06:00Z
+    run_tick(tick)
+    run_tick(tick)  # the same tick again (a retried pod): the same Job
+    spec = load(etc / "job-predict.yaml")
+    when = dt.datetime.fromtimestamp(tick * 60, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+    first = manifest_for_run(spec, run=when)["metadata"]["name"]
+    assert batch_jobs() == [first]
+    run_tick(tick + 60)  # the next hourly tick: another Job
+    assert len(batch_jobs()) == 2 and first in batch_jobs()
+    job = wenv.cluster.get("jobs.batch", first, case.ns)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3
