@@ -9,6 +9,7 @@ propagate), :class:`Conflict` (a resourceVersion precondition failed), :class:`A
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -120,7 +121,7 @@ class KubeAdapter:
                 }
             }
             try:
-                self._do(lambda body=body: self.cluster.patch(api_version_of(kind), kind, name, self.namespace, body))
+                self._do(functools.partial(self.cluster.patch, api_version_of(kind), kind, name, self.namespace, body))
             except Conflict:
                 continue
             except Refused as exc:
