@@ -219,3 +219,21 @@ def test_kube_adapter_routes_job_kind_to_batch_v1() -> None:
         ("get", "kubeflow.org/v1", "PyTorchJob"),
     ]
     assert api_version_of("TFJob") == "kubeflow.org/v1"
+
+
+def test_watch_cli_rejects_a_bad_prediction_trigger_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _, path = config(tmp_path, concurrency="Replace")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobgen.cli", "watch", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert str(path) in line and "triggers[0].concurrency" in line and "expected Allow" in line
