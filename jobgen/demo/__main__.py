@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from jobgen import demo
 from jobgen.demo import report
 from jobgen.demo.infra import World, down
+from jobgen.demo.predictions import predict_after_promotion
 from jobgen.demo.retrain import Retrain
 from jobgen.demo.settings import BUCKETS, METRIC, NAMESPACE, PREFIX
 from jobgen.demo.ui import DemoError, say, step
@@ -50,7 +51,7 @@ def summarize(retrain: Retrain, world: World) -> None:
     say(f"\ntraining curves: {png}  (also gs://{BUCKETS['models']}/{PREFIX}/curves.png)")
 
 
-def outline(world: World, retrain: Retrain) -> list[Step]:
+def outline(world: World, retrain: Retrain, timeout: float = 300.0) -> list[Step]:
     data = f"gs://{BUCKETS['data']}/{PREFIX}"
     return [
         Step("Start the emulators: fake-gcs-server (GCS) and gcloud's Pub/Sub emulator", world.start_emulators),
@@ -63,6 +64,10 @@ def outline(world: World, retrain: Retrain) -> list[Step]:
         Step(f"A first data version lands: {data}/v1/", lambda: data_version_lands(retrain, "v1", 0.25, seed=4)),
         Step(
             f"A second, larger data version lands: {data}/v2/", lambda: data_version_lands(retrain, "v2", 1.0, seed=5)
+        ),
+        Step(
+            f"An input batch lands: predictions with the promoted model (gs://{BUCKETS['inputs']}/{PREFIX}/batch-1/)",
+            lambda: predict_after_promotion(world, timeout),
         ),
         Step("Summary", lambda: summarize(retrain, world)),
     ]
@@ -91,6 +96,7 @@ def next_steps(world: World) -> None:
     say("  source .venv/bin/activate")
     say(f"  export KUBECONFIG={shlex.quote(os.environ['KUBECONFIG'])}")
     say(f"  kubectl get pytorchjobs -n {NAMESPACE}          # the two retrains")
+    say(f"  kubectl get jobs.batch -n {NAMESPACE}            # the prediction Job (Indexed)")
     say(f"  jobgen status -n {NAMESPACE}")
     say(f"  eval $(python -m jobgen.emulators env --state-dir {shlex.quote(str(world.state / 'emulators'))})")
     say(
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
     parser.add_argument("--fast", action="store_true", help="fewer epochs per model (CI)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds each retrain may take")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds each retrain (and the prediction) may take"
+    )
     args = parser.parse_args(argv)
     if args.command == "down":
         return down()
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if cluster_kind is None:
         return 2
     world = World(args.fast, kind=cluster_kind == "kind")
-    steps = outline(world, Retrain(world, args.timeout))
+    steps = outline(world, Retrain(world, args.timeout), args.timeout)
     interrupted = False
     try:
         for n, s in enumerate(steps, start=1):

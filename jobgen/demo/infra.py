@@ -103,6 +103,8 @@ class World:
             self.cluster = kube.connect(None, str(info.kubeconfig))
         for job in self.cluster.list_jobs(NAMESPACE, f"retrain.jobgen.io/trigger={TRIGGER}"):
             self.cluster.delete_job(job["kind"], job["metadata"]["name"], NAMESPACE)
+        for job in self.cluster.list_objects("batch/v1", "Job", NAMESPACE, "prediction.jobgen.io/name"):
+            self.cluster.delete("batch/v1", "Job", job["metadata"]["name"], NAMESPACE)  # an earlier run's
 
     def start_watcher(self) -> None:
         from jobgen.localcluster.procs import free_port

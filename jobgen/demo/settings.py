@@ -17,6 +17,9 @@ BUCKETS = {
     "models": "demo-models",
     "checkpoints": "demo-checkpoints",
     "state": "demo-watcher-state",  # the watcher's claims (terraform's <prefix>-watcher-state)
+    # Prediction: input batches and their outputs, in their own buckets (never under the watched data prefix).
+    "inputs": "demo-inputs",
+    "predictions": "demo-predictions",
 }
 PREFIX = "mnist"
 NAMESPACE = "training"

@@ -20,8 +20,13 @@ from jobgen.predict.validate import manifest_problems
 def build(
     path: str | Path, sets: list[tuple[str, Any]] | None = None, run: str | None = None
 ) -> tuple[PredictionSpec, dict[str, Any]]:
-    """The spec at ``path`` and its validated Job (``run`` makes a separate job over the same input)."""
+    """The spec at ``path`` and its validated Job (``run`` makes a separate job over the same input:
+    :func:`jobgen.predict.trigger.manifest_for_run`, what the chart's prediction schedule runs)."""
     spec = loader.load(path, sets)
+    if run is not None:
+        from jobgen.predict.trigger import manifest_for_run
+
+        return spec, manifest_for_run(spec, run, source=str(path))
     manifest = render(spec, input_key(spec.input.prefix, spec.input.glob, run))
     problems = manifest_problems(manifest)
     if problems:

@@ -2,7 +2,7 @@
 
     sources (Pub/Sub notifications, retrain requests, polling)
       → sensor (parse, rules, debounce, dedupe through claims, Forbid/Replace)
-      → targets (training job on the apiserver, KFP run; a prediction target plugs in the same way)
+      → targets (training job or prediction Indexed Job on the apiserver, KFP run)
 
 Every decision reads the claims in the state bucket (:mod:`jobgen.watcher.state`); every call to a
 backend goes through :class:`~jobgen.watcher.retrying.RetryPolicy`.
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jobgen.predict.spec import PredictionSpec
 from jobgen.spec import JobSpec
 from jobgen.watcher.config import WatcherConfig
 from jobgen.watcher.obs import LOG, Metrics
@@ -25,6 +26,7 @@ from jobgen.watcher.targets import Target
 from jobgen.watcher.targets.job import TrainingJobTarget
 from jobgen.watcher.targets.kube import ClusterApi
 from jobgen.watcher.targets.pipeline import PipelineRunTarget
+from jobgen.watcher.targets.predict import PredictionJobTarget
 
 __all__ = ["App", "Delivery", "Outcome"]
 
@@ -42,7 +44,10 @@ class App:
         dead_letter: DeadLetter | None = None,
         pipelines: Mapping[str, Path] | None = None,
         extra_targets: Mapping[str, Target] | None = None,
+        predictions: Mapping[str, PredictionSpec] | None = None,
     ) -> None:
+        """``config`` as :func:`jobgen.watcher.config.load_predictions` returned it when ``predictions``
+        (its prediction jobs) are given; ``specs`` are the training jobs."""
         self.config = config
         self.metrics = metrics or Metrics()
         self.outages = outages or Outages(self.metrics)
@@ -62,7 +67,10 @@ class App:
         targets: dict[str, Target] = {
             name: (pipeline_target if name in pipelines else self.job_target) for name in config.jobs
         }
-        targets.update(extra_targets or {})  # e.g. a prediction target (issue 16)
+        if predictions:
+            prediction_target = PredictionJobTarget(api, self.stores.claims, predictions)
+            targets.update(dict.fromkeys(predictions, prediction_target))
+        targets.update(extra_targets or {})
         self.sensor = Sensor(config, specs, targets, self.stores, self.retry, self.metrics, dead_letter)
         self.threads: list[threading.Thread] = []
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,9 @@ from pydantic.alias_generators import to_camel
 
 from jobgen.errors import Problem, UserError
 from jobgen.spec import JobSpec, ScalarValue
+
+if TYPE_CHECKING:
+    from jobgen.predict.spec import PredictionSpec
 
 _LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -373,19 +376,35 @@ def pipeline_packages(config: WatcherConfig, config_path: str | Path | None) -> 
     return out
 
 
-def load_jobs(config: WatcherConfig, config_path: str | Path | None) -> dict[str, JobSpec]:
-    """The job specs the config names, validated (errors name the spec file or config field)."""
-    from jobgen.loader import load_spec, parse_spec
+def _documents(config: WatcherConfig, config_path: str | Path | None) -> dict[str, tuple[dict[str, Any], str]]:
+    """job → (its spec document, where it came from)."""
+    from jobgen.loader import read_document
 
     base = Path(config_path).parent if config_path else Path.cwd()
-    specs = {}
+    out = {}
     for name, ref in config.jobs.items():
         if ref.file is not None:
-            specs[name] = load_spec(base / ref.file)
+            out[name] = (read_document(base / ref.file), str(base / ref.file))
         else:
             assert ref.spec is not None
-            specs[name] = parse_spec(ref.spec, f"{config_path or 'config'}: jobs.{name}.spec")
+            out[name] = (ref.spec, f"{config_path or 'config'}: jobs.{name}.spec")
+    return out
+
+
+def load_jobs(config: WatcherConfig, config_path: str | Path | None) -> dict[str, JobSpec]:
+    """The training job specs the config names, validated (errors name the spec file or config
+    field). Prediction specs (``kind: BatchPrediction``) are :func:`load_predictions`'."""
+    from jobgen.loader import spec_from_document
+    from jobgen.predict.load import is_prediction
+
+    specs = {
+        name: spec_from_document(doc, source)
+        for name, (doc, source) in _documents(config, config_path).items()
+        if not is_prediction(doc)
+    }
     for i, trig in enumerate(config.triggers):
+        if trig.job not in specs:
+            continue  # a prediction job: checked by load_predictions
         from jobgen.render import resolve_params
         from jobgen.watcher.sensor.events import Rejected
         from jobgen.watcher.sensor.sensor import check_bounds
@@ -400,3 +419,41 @@ def load_jobs(config: WatcherConfig, config_path: str | Path | None) -> dict[str
         except Rejected as rej:
             raise UserError.one(f"triggers[{i}].params", rej.detail, str(config_path)) from None
     return specs
+
+
+def load_predictions(
+    config: WatcherConfig, config_path: str | Path | None
+) -> tuple[WatcherConfig, dict[str, PredictionSpec]]:
+    """The prediction specs (``kind: BatchPrediction``) the config names, validated, and the config
+    with their triggers' concurrency resolved to Allow: every input version is predicted, none is
+    queued, coalesced or replaced. Forbid/Replace set explicitly, trigger params or a pipeline on a
+    prediction job are errors naming the config field."""
+    from jobgen.predict.load import is_prediction, parse
+
+    source = str(config_path or "config")
+    specs = {
+        name: parse(doc, where) for name, (doc, where) in _documents(config, config_path).items() if is_prediction(doc)
+    }
+    for name in specs:
+        if config.jobs[name].pipeline is not None:
+            raise UserError.one(
+                f"jobs.{name}.pipeline", "a prediction job (kind BatchPrediction) cannot run as a pipeline", source
+            )
+    triggers = []
+    for i, trig in enumerate(config.triggers):
+        if trig.job in specs:
+            if trig.params:
+                raise UserError.one(
+                    f"triggers[{i}].params",
+                    f"job {trig.job!r} is a prediction job, which has no hyperparameters; remove params",
+                    source,
+                )
+            if "concurrency" in trig.model_fields_set and trig.concurrency != "Allow":
+                raise UserError.one(
+                    f"triggers[{i}].concurrency",
+                    f"{trig.concurrency} would queue, coalesce or replace input versions of prediction job "
+                    f"{trig.job!r}; expected Allow (the default for prediction jobs: every version is predicted)",
+                    source,
+                )
+        triggers.append(trig.model_copy(update={"concurrency": "Allow"}) if trig.job in specs else trig)
+    return config.model_copy(update={"triggers": triggers}), specs

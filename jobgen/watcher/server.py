@@ -21,10 +21,10 @@ from jobgen.watcher.obs import LOG, Metrics, setup_logging
 
 class WatcherProcess:
     def __init__(self, config_path: str | Path, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from jobgen.watcher.config import load_config, load_jobs, pipeline_packages
+        from jobgen.watcher.config import load_config, load_jobs, load_predictions, pipeline_packages
 
         self.config_path = str(config_path)
-        self.config = load_config(config_path)
+        self.config, self.predictions = load_predictions(load_config(config_path), config_path)
         self.specs = load_jobs(self.config, config_path)
         self.pipelines = pipeline_packages(self.config, config_path)
         self.kubeconfig, self.context = kubeconfig, context
@@ -111,7 +111,9 @@ class WatcherProcess:
         api = KubeAdapter(cluster, cfg.namespace, on_ok=outages.up)
         blobs = GcsBlobs(cfg.state.bucket, on_ok=outages.up)
         dead = DeadLetterPublisher(cfg.dead_letter.topic) if cfg.dead_letter.topic else None
-        self.app = app = App(cfg, self.specs, api, blobs, self.metrics, outages, self.stop, dead, self.pipelines)
+        self.app = app = App(
+            cfg, self.specs, api, blobs, self.metrics, outages, self.stop, dead, self.pipelines, None, self.predictions
+        )
         try:
             app.check_backends()  # nothing is acked before the state bucket and the apiserver answer
         except Stopped:
@@ -132,7 +134,7 @@ class WatcherProcess:
             "watcher started",
             extra={
                 "triggers": [t.name for t in cfg.triggers],
-                "jobs": list(self.specs),
+                "jobs": [*self.specs, *self.predictions],
                 "namespace": cfg.namespace,
                 "state_bucket": cfg.state.bucket,
             },

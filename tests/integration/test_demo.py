@@ -75,6 +75,41 @@ def test_demo_retrains_on_each_data_version_and_promotes(tmp_path):
             assert objects[f"mnist/{model_version}/model.pt"] > 0
         assert objects["mnist/curves.png"] > 0 and (tmp_path / "demo" / "curves.png").exists()
 
+        # The prediction step: its summary row, then the outputs and the manifest in demo-predictions.
+        pred = re.search(
+            r"^(mnist-predict-\S+)\s+(\S+)\s+\d+\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+[0-9.]+$",
+            out,
+            re.MULTILINE,
+        )
+        assert pred is not None, out
+        pjob, pstate, pversion, *counts = pred.groups()
+        assert pstate == "Complete" and pversion == latest["version"], out
+        assert counts == ["4", "3", "1", "300"], out  # inputs, predicted, quarantined (corrupt.npy), examples
+        assert "duplicate submission created nothing" in out and "sample predictions:" in out
+        texts = (
+            "import json; from google.cloud import storage; from google.auth.credentials import "
+            "AnonymousCredentials as A; c = storage.Client(project='demo-project', credentials=A()); "
+            "print(json.dumps({b.name: b.download_as_text() for b in c.list_blobs('demo-predictions') "
+            "if b.name.endswith(('.json', '.jsonl', '_SUCCESS'))}))"
+        )
+        preds = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", texts], env={**os.environ, **gcs_env}, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        manifest = json.loads(preds[f"mnist/{pjob}/manifest.json"])
+        assert f"mnist/{pjob}/_SUCCESS" in preds
+        assert manifest["model"]["version"] == latest["version"]
+        assert manifest["counts"] == {"inputs": 4, "predicted": 3, "quarantined": 1, "examples": 300}
+        assert [q["name"] for q in manifest["quarantined"]] == ["corrupt.npy"]
+        rows_out = [
+            json.loads(line)
+            for name, text in preds.items()
+            if name.startswith(f"mnist/{pjob}/predictions/")
+            for line in text.splitlines()
+        ]
+        assert len(rows_out) == 300 and {r["model_version"] for r in rows_out} == {latest["version"]}
+
         # The jobs the watcher created are in the cluster with the states the table reports.
         jobs = subprocess.run(
             [sys.executable, "-m", "jobgen.cli", "status", "-n", "training", "-o", "json"],
@@ -87,6 +122,7 @@ def test_demo_retrains_on_each_data_version_and_promotes(tmp_path):
         states = {j["name"]: j["state"] for j in json.loads(jobs.stdout)}
         for job, state, *_ in rows.values():
             assert states[job] == state
+        assert states[pjob] == "Complete"  # jobgen status lists the prediction Job too
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "jobgen.demo", "down"],

@@ -69,6 +69,16 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
+PREDICT_SPEC = {
+    "kind": "BatchPrediction",
+    "name": "mnist-predict",
+    "image": "trainer:1",
+    "input": "gs://my-inputs/batches/*.npy",
+    "model": "gs://my-models/mnist",
+    "output": "gs://my-predictions/mnist",
+    "parallelism": 3,
+}
+
 MATRIX = {
     "defaults": {},
     "schedule": {"schedule": {"enabled": True, "cron": "@daily", "params": {"lr": 0.01}}},
@@ -84,6 +94,11 @@ MATRIX = {
         "replicaCount": 3,
         "watcher": {"extraConfig": {"limits": {"dedupeCache": 500}}},
         "serviceAccount": {"create": False, "name": "existing-ksa"},
+    },
+    "predict+schedule": {
+        "jobs": {"predict": PREDICT_SPEC},
+        "triggers": [{"name": "inputs", "job": "predict", "bucket": "my-inputs", "prefix": "batches/"}],
+        "schedule": {"predict": {"enabled": True, "cron": "0 * * * *", "job": "predict"}},
     },
     "debounce+tfjob": {
         "jobs": {
@@ -118,7 +133,7 @@ def test_lint(tmp_path):
 
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_template_matrix(tmp_path, name):
-    from jobgen.watcher.config import load_config, load_jobs
+    from jobgen.watcher.config import load_config, load_jobs, load_predictions
 
     values = deep_merge(BASE, MATRIX[name])
     docs = template(tmp_path, values)
@@ -136,22 +151,38 @@ def test_template_matrix(tmp_path, name):
     roles = {r["metadata"]["name"]: r for r in by_kind(docs, "Role")}
     rules = roles["rw-retrain-watcher"]["rules"]
     assert rules[0]["verbs"] == ["create", "get", "list", "watch", "patch", "delete"]
-    assert rules[1:] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    batch = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": rules[0]["verbs"]}]
+    events = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    assert rules[1:] == (batch if name == "predict+schedule" else []) + events  # batch Jobs only to predict
     assert bool(by_kind(docs, "ServiceAccount")) == (name != "replicas+extra" or name == "schedule")
-    assert bool(by_kind(docs, "CronJob")) == (name == "schedule")
+    assert bool(by_kind(docs, "CronJob")) == (name in ("schedule", "predict+schedule"))
     # The rendered config is what the watcher itself accepts.
     cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "rw-retrain-watcher-config")
     for fname, text in cm["data"].items():
         (tmp_path / fname).write_text(text)
-    cfg = load_config(tmp_path / "watcher.yaml")
+    cfg, predictions = load_predictions(load_config(tmp_path / "watcher.yaml"), tmp_path / "watcher.yaml")
     specs = load_jobs(cfg, tmp_path / "watcher.yaml")
-    assert set(specs) == set(values.get("jobs", {"train": 1}) if name != "debounce+tfjob" else ["train", "tf"])
+    assert set(specs) | set(predictions) == set(
+        values.get("jobs", {"train": 1})
+        if name not in ("debounce+tfjob", "predict+schedule")
+        else [*values["jobs"], "train"]
+    )
+    assert set(predictions) == ({"predict"} if name == "predict+schedule" else set())
     assert cfg.namespace == "training" and cfg.state.bucket == values["gcp"]["stateBucket"]
     assert not [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-state")]
     if name == "schedule":
         (cron,) = by_kind(docs, "CronJob")
         args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
         assert "jobgen submit /etc/retrain/job-train.yaml" in args and "--param 'lr=0.01'" in args
+    if name == "predict+schedule":
+        (cron,) = by_kind(docs, "CronJob")
+        assert cron["metadata"]["name"] == "rw-retrain-watcher-predict" and cron["spec"]["schedule"] == "0 * * * *"
+        pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "rw-retrain-watcher-predict-scheduler"
+        assert "jobgen predict /etc/retrain/job-predict.yaml --run" in pod["containers"][0]["args"][0]
+        assert roles["rw-retrain-watcher-predict-scheduler"]["rules"] == [
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "patch"]}
+        ]
 
 
 @pytest.mark.parametrize(
@@ -178,6 +209,10 @@ def test_template_matrix(tmp_path, name):
         ({"triggers": [{"name": "t", "job": "train", "unknown": 1}]}, "/triggers/0"),
         ({"jobs": {"x": {"kind": "MPIJob", "name": "x", "image": "i", "replicas": {"Worker": {}}}}}, "/jobs/x/kind"),
         ({"schedule": {"enabled": True, "cron": "every day"}}, "/schedule/cron"),
+        ({"schedule": {"predict": {"enabled": True, "cron": "hourly"}}}, "/schedule/predict/cron"),
+        ({"schedule": {"predict": {"enabled": True, "job": "train"}}}, "is not a BatchPrediction job"),
+        ({"schedule": {"predict": {"enabled": True, "job": "nope"}}}, 'schedule.predict.job "nope" is not a key'),
+        ({"jobs": {"p": {"kind": "BatchPrediction", "name": "p", "image": "i", "input": "gs://b/x"}}}, "/jobs/p"),
         ({"bogus": 1}, "bogus"),
         ({"triggers": [{"name": "t", "job": "missing"}]}, 'refers to job "missing"'),
         ({"gcp": {"subscription": ""}}, "the watcher needs a source"),
@@ -365,3 +400,68 @@ def test_scheduled_retraining_cronjob_command(case_factory, wenv, tmp_path):
         ).stdout.strip()
         == "no"
     )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_scheduled_prediction_cronjob_command(case_factory, wenv, tmp_path):
+    """The prediction CronJob's own command, run as its own ServiceAccount with the chart's ConfigMap
+    files (kwok runs no containers): the tick comes from the name of the Job the CronJob controller
+    creates, so a retried pod of one tick applies the same Indexed Job, and the next tick another."""
+    import datetime as dt
+    import os
+
+    from jobgen.predict.load import load
+    from jobgen.predict.trigger import manifest_for_run
+
+    case = case_factory(dead_letter=False)
+    predict = {**PREDICT_SPEC, "input": f"gs://{case.bucket}/batches/*.npy"}
+    values = install_values(case, case.sub, schedule={"predict": {"enabled": True, "job": "predict"}})
+    values["jobs"]["predict"] = predict
+    upgrade(case, values)
+    cron = wenv.cluster.get("cronjob", "retrain-retrain-watcher-predict", namespace=case.ns)
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "retrain-retrain-watcher-predict-scheduler"
+    (container,) = pod["containers"]
+    script = container["args"][0]
+    assert (
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    cm = wenv.cluster.get("configmap", "retrain-retrain-watcher-config", namespace=case.ns)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for fname, text in cm["data"].items():
+        (etc / fname).write_text(text)
+    token_kc = wenv.cluster.token_kubeconfig(case.ns, "retrain-retrain-watcher-predict-scheduler", tmp_path / "p.kc")
+
+    def run_tick(minute: int) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": token_kc,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "SCHEDULED_JOB": f"retrain-retrain-watcher-predict-{minute}",
+        }
+        proc = subprocess.run(
+            ["/bin/sh", "-c", script.replace("/etc/retrain", str(etc))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def batch_jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in wenv.cluster.get("jobs.batch", namespace=case.ns)["items"])
+
+    tick = 29_412_360  # minutes since the epoch: 2025-12-03T06:00Z
+    run_tick(tick)
+    run_tick(tick)  # the same tick again (a retried pod): the same Job
+    spec = load(etc / "job-predict.yaml")
+    when = dt.datetime.fromtimestamp(tick * 60, dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+    first = manifest_for_run(spec, run=when)["metadata"]["name"]
+    assert batch_jobs() == [first]
+    run_tick(tick + 60)  # the next hourly tick: another Job
+    assert len(batch_jobs()) == 2 and first in batch_jobs()
+    job = wenv.cluster.get("jobs.batch", first, case.ns)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3

@@ -344,3 +344,66 @@ def test_poll_cost_abandoned_folder_and_1000_versions(case_factory, wenv):
     # fake-gcs-server ignores matchGlob and returns every object; GCS returns only markers (1 call per 1,000).
     assert max(c for c, _ in costs) <= (n + 3 + 50) // 1000 + 2
     assert all(c == costs[0][0] for c, _ in costs), "list calls per poll grew"
+
+
+def test_prediction_target_one_indexed_job_per_input_version(case_factory, wenv):
+    """A config job with kind BatchPrediction: an input version lands → exactly one Indexed Job with 3
+    indexes (named by the version, claimed in the state bucket); the same notification republished
+    three times → no second Job; another version → another Job."""
+    import yaml
+
+    case = case_factory()
+    spec = {
+        "kind": "BatchPrediction",
+        "name": "mnist-predict",
+        "namespace": case.ns,
+        "image": "trainer:test",
+        "input": f"gs://{case.bucket}/mnist/*.npy",
+        "model": "gs://models-bkt/mnist",
+        "output": "gs://preds-bkt/mnist",
+        "parallelism": 3,
+    }
+    (case.dir / "predict.yaml").write_text(yaml.safe_dump(spec))
+    cfg = yaml.safe_load(case.config.read_text())
+    (trigger,) = cfg["triggers"]
+    trigger.pop("concurrency")  # prediction triggers resolve to Allow
+    case.edit_config(
+        jobs={**cfg["jobs"], "predict": {"file": "predict.yaml"}}, triggers=[{**trigger, "job": "predict"}]
+    )
+
+    def batch_jobs() -> list[dict]:
+        return wenv.cluster.get("jobs.batch", namespace=case.ns)["items"]
+
+    w = case.start()
+    case.upload("mnist/b1/part-0.npy", b"x")
+    gen = case.upload("mnist/b1/_SUCCESS")
+    (job,) = wait_for(lambda: batch_jobs(), 30, "the prediction Job")
+    meta, jspec = job["metadata"], job["spec"]
+    assert jspec["completionMode"] == "Indexed" and jspec["completions"] == 3 and jspec["parallelism"] == 3
+    args = jspec["template"]["spec"]["containers"][0]["args"]
+    assert f"--input=gs://{case.bucket}/mnist/b1" in args and "--glob=*.npy" in args
+    assert meta["annotations"]["prediction.jobgen.io/object"] == f"gs://{case.bucket}/mnist/b1/_SUCCESS"
+    assert meta["labels"]["prediction.jobgen.io/trigger"] == "data"
+    assert meta["annotations"]["prediction.jobgen.io/generation"] == str(gen)
+    assert meta["labels"]["retrain.jobgen.io/generation"] == str(gen)
+    wait_for(
+        lambda: not wenv.cluster.get("jobs.batch", meta["name"], case.ns)["metadata"].get("finalizers"),
+        30,
+        "the claim finalizer released",
+    )
+    assert len(case.claims()) == 1 and not case.jobs()  # claimed; no training job
+    events = wenv.cluster.get("events", namespace=case.ns)["items"]
+    assert any(e["involvedObject"]["name"] == meta["name"] and e["reason"] == "PredictionTriggered" for e in events)
+
+    notes = [m for m in case.tap_messages(2) if m.attributes["bucketId"] == case.bucket]
+    marker = next(m for m in notes if m.attributes["objectId"] == "mnist/b1/_SUCCESS")
+    for _ in range(3):
+        case.publish(marker.data, **dict(marker.attributes))
+    wait_for(lambda: w.metric("retrain_events_deduped_total") >= 3, 30, "3 dedupes")
+    assert [j["metadata"]["uid"] for j in batch_jobs()] == [meta["uid"]]
+
+    case.upload("mnist/b2/_SUCCESS")
+    wait_for(lambda: len(batch_jobs()) == 2, 30, "the second version's Job")
+    time.sleep(1)
+    assert len(batch_jobs()) == 2 and w.metric("retrain_jobs_created_total") == 2
+    assert w.terminate() == 0

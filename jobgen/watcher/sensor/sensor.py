@@ -194,6 +194,10 @@ class Sensor:
 
         msg = parse_request(data, self.config.limits.max_message_bytes)
         spec = self.specs.get(msg.job)
+        if spec is None and msg.job in self.targets:
+            raise Rejected(
+                "unknown_job", f"job {msg.job[:60]!r} is a prediction job: it runs per input version, not on request"
+            )
         if spec is None:
             raise Rejected("unknown_job", f"job {msg.job[:60]!r} is not configured ({', '.join(self.specs)})")
         for key, value in msg.params.items():

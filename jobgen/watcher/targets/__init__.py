@@ -1,8 +1,9 @@
 """Targets: what a completed data version (or a retrain request) starts.
 
 - :mod:`.job`: a PyTorchJob/TFJob rendered by jobgen (:class:`~.job.TrainingJobTarget`);
-- :mod:`.pipeline`: a Kubeflow Pipelines run (:class:`~.pipeline.PipelineRunTarget`);
-- a prediction job (issue 16) plugs in the same way: implement :class:`Target`.
+- :mod:`.predict`: a batch/v1 Indexed Job for a BatchPrediction spec (:class:`~.predict.PredictionJobTarget`,
+  on the same claim protocol: :class:`~.job.ClaimedJobTarget`);
+- :mod:`.pipeline`: a Kubeflow Pipelines run (:class:`~.pipeline.PipelineRunTarget`).
 
 Every target is idempotent per (trigger, key) through the durable claims of
 :mod:`jobgen.watcher.state`, so the sensor may call ``fire`` any number of times.

@@ -1,4 +1,7 @@
-"""The training-job target: one PyTorchJob/TFJob per (trigger, data key), exactly once.
+"""Job targets: one cluster job per (trigger, data key), exactly once.
+
+:class:`ClaimedJobTarget` holds the claim protocol below; :class:`TrainingJobTarget` renders
+PyTorchJobs/TFJobs, :class:`jobgen.watcher.targets.predict.PredictionJobTarget` batch/v1 Indexed Jobs.
 
 ``fire`` runs these steps, each safe to repeat, and a crash between any two of them is recovered
 by the next delivery of the same key (on any replica):
@@ -36,23 +39,28 @@ from jobgen.watcher.targets.kube import AlreadyExists, ClusterApi, Refused, fini
 from jobgen.watcher.targets.naming import ANN_KEY, FINALIZER, LABEL_TRIGGER, JobRequest, build_manifest, job_name
 
 
-class TrainingJobTarget:
-    def __init__(self, api: ClusterApi, claims: ClaimStore, specs: Mapping[str, JobSpec]) -> None:
+class ClaimedJobTarget:
+    """The claim protocol (module docstring) for any job kind; subclasses say how a request renders."""
+
+    key_annotation = ANN_KEY  # the annotation holding the request's key on the created job
+    triggered_reason = "RetrainTriggered"  # the Event recorded on the job by the claim writer
+
+    def __init__(self, api: ClusterApi, claims: ClaimStore) -> None:
         self.api = api
         self.claims = claims
-        self.specs = specs
         # Step 1's read of the claim runs while the manifest renders (latency: the two overlap).
         self._reads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="claim-read")
 
-    def name_of(self, req: JobRequest) -> str:
-        return job_name(req.trigger, self.specs[req.job].name, req.key)
+    def manifest(self, req: JobRequest) -> dict[str, Any]:
+        """The job for ``req``, with :data:`FINALIZER` and ``key_annotation``; UserError if it cannot render."""
+        raise NotImplementedError
 
     def fire(self, req: JobRequest) -> Fired:
         reading = self._reads.submit(self.claims.get, req.trigger, req.key)
         manifest: dict[str, Any] | None = None
         problem = ""
         try:
-            manifest = build_manifest(self.specs[req.job], req, self.api.namespace)
+            manifest = self.manifest(req)
         except UserError as exc:
             problem = str(exc)[:500]
         claim = reading.result()  # its Transient/ClaimCorrupt, if any, is raised here
@@ -71,7 +79,7 @@ class TrainingJobTarget:
             if found is None:
                 raise Transient("kubernetes", f"{kind} {name} was deleted right after AlreadyExists") from None
             job = found
-            theirs = (job["metadata"].get("annotations") or {}).get(ANN_KEY)
+            theirs = (job["metadata"].get("annotations") or {}).get(self.key_annotation)
             if theirs != req.key:
                 detail = (
                     f"{kind} {name} exists for key {str(theirs)[:200]}, not {req.key[:200]}: a job-name "
@@ -104,7 +112,7 @@ class TrainingJobTarget:
                 else f"by retrain request with params {json.dumps(req.params, sort_keys=True)}"
             )
             try:
-                self.api.emit_event(job, "RetrainTriggered", f"{kind} {name} created {what}")
+                self.api.emit_event(job, self.triggered_reason, f"{kind} {name} created {what}")
             except Exception as exc:
                 LOG.warning("could not record an Event", extra={"job": name, "error": str(exc)[:200]})
         return Fired("created" if ours else "deduped", name, kind)
@@ -115,9 +123,23 @@ class TrainingJobTarget:
             self.api.remove_finalizer(claim.kind, claim.name, FINALIZER, job)
             self.claims.mark_released(claim)
 
+    def stop(self, item: dict[str, Any]) -> None:
+        self.api.delete_job(item["kind"], item["metadata"]["name"])
+
+
+class TrainingJobTarget(ClaimedJobTarget):
+    """PyTorchJobs/TFJobs rendered by jobgen from the configured job specs."""
+
+    def __init__(self, api: ClusterApi, claims: ClaimStore, specs: Mapping[str, JobSpec]) -> None:
+        super().__init__(api, claims)
+        self.specs = specs
+
+    def name_of(self, req: JobRequest) -> str:
+        return job_name(req.trigger, self.specs[req.job].name, req.key)
+
+    def manifest(self, req: JobRequest) -> dict[str, Any]:
+        return build_manifest(self.specs[req.job], req, self.api.namespace)
+
     def running(self, trigger: str) -> list[dict[str, Any]]:
         jobs = self.api.list_jobs(f"{LABEL_TRIGGER}={trigger}")
         return [j for j in jobs if not finished(j) and not j["metadata"].get("deletionTimestamp")]
-
-    def stop(self, item: dict[str, Any]) -> None:
-        self.api.delete_job(item["kind"], item["metadata"]["name"])

@@ -21,6 +21,12 @@ from jobgen.watcher.retrying import Transient
 WATCHER_TRANSIENT_STATUS = {401, 403}
 COMPONENT = "retrain-watcher"
 BACKEND = "kubernetes"
+BATCH_API_VERSION = "batch/v1"  # kind "Job": a prediction job; every other kind is a kubeflow.org training job
+
+
+def api_version_of(kind: str) -> str:
+    """The apiVersion of a job kind the watcher creates: ``Job`` → batch/v1, else kubeflow.org/v1."""
+    return BATCH_API_VERSION if kind == "Job" else kubeflow.API_VERSION
 
 
 class AlreadyExists(Exception):
@@ -44,12 +50,13 @@ def finished(job: dict[str, Any]) -> bool:
 
 
 class ClusterApi(Protocol):
-    """What the targets need of the cluster, in the watcher's namespace."""
+    """What the targets need of the cluster, in the watcher's namespace. ``kind`` is a kubeflow.org
+    training kind (PyTorchJob, TFJob) or ``Job`` (batch/v1, prediction): :func:`api_version_of`."""
 
     namespace: str
 
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create (never update); raises :class:`AlreadyExists`."""
+        """Create (never update) the manifest's apiVersion/kind; raises :class:`AlreadyExists`."""
 
     def get_job(self, kind: str, name: str) -> dict[str, Any] | None: ...
 
@@ -87,14 +94,16 @@ class KubeAdapter:
         return dict(self._do(lambda: self.cluster.create(body)))
 
     def get_job(self, kind: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self._do(lambda: self.cluster.get_job(name, self.namespace, kind))
+        result: dict[str, Any] | None = self._do(
+            lambda: self.cluster.get(api_version_of(kind), kind, name, self.namespace)
+        )
         return result
 
     def list_jobs(self, label_selector: str) -> list[dict[str, Any]]:
         return list(self._do(lambda: self.cluster.list_jobs(self.namespace, label_selector=label_selector)))
 
     def delete_job(self, kind: str, name: str) -> None:
-        self._do(lambda: self.cluster.delete_job(kind, name, self.namespace))
+        self._do(lambda: self.cluster.delete(api_version_of(kind), kind, name, self.namespace))
 
     def remove_finalizer(self, kind: str, name: str, finalizer: str, known: dict[str, Any] | None = None) -> None:
         for _ in range(10):
@@ -112,7 +121,7 @@ class KubeAdapter:
             }
 
             def send(body: dict[str, Any] = body) -> dict[str, Any]:
-                return self.cluster.patch(kubeflow.API_VERSION, kind, name, self.namespace, body)
+                return self.cluster.patch(api_version_of(kind), kind, name, self.namespace, body)
 
             try:
                 self._do(send)
