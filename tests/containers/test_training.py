@@ -95,7 +95,7 @@ def test_a_gcs_upload_creates_one_ddp_job_that_trains_in_containers(loop, real_c
         assert env["MASTER_ADDR"] == f"{name}-master-0"  # the operator's headless Service, via CoreDNS
         assert env["DATA_URI"].rstrip("/") == data_uri
     master_log = real_cluster.kubectl("logs", f"{name}-master-0", "-n", NS).stdout
-    assert re.search(r"training gs://\S+: 2 processes \(\w+, gloo\)", master_log), master_log[-2000:]
+    assert re.search(r"training gs://\S+: 2 processes \(\w+, gloo[,)]", master_log), master_log[-2000:]
     latest = loop.latest()
     assert latest is not None and latest["uri"].startswith(f"gs://{BUCKETS['models']}/{PREFIX}/")
     lineage = json.loads(
