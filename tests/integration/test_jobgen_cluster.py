@@ -198,4 +198,5 @@ def test_delete_and_unknown_job(local_cluster):
     )
     for args in (["status", name], ["logs", name], ["delete", name]):
         out = jobgen(local_cluster, *args, "-n", NS)
-        assert out.returncode == 2 and f"no PyTorchJob or TFJob named '{name}'" in out.stderr
+        # status also looks for a prediction Job of that name
+        assert out.returncode == 2 and "no PyTorchJob" in out.stderr and f"named '{name}'" in out.stderr
