@@ -50,22 +50,12 @@ class JobWatch:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
-        from kubernetes import watch
-
         while not self.stop:
-            w = watch.Watch()
             try:
-                for ev in w.stream(
-                    self.cluster.custom().list_namespaced_custom_object,
-                    "kubeflow.org",
-                    "v1",
-                    self.ns,
-                    "pytorchjobs",
-                    timeout_seconds=60,
-                ):
-                    if ev["type"] == "ADDED":
+                for kind, obj in self.cluster.watch("kubeflow.org/v1", "PyTorchJob", self.ns, timeout_seconds=60):
+                    if kind == "ADDED":
                         with self.cond:
-                            self.added.setdefault(ev["object"]["metadata"]["name"], time.perf_counter())
+                            self.added.setdefault(obj["metadata"]["name"], time.perf_counter())
                             self.cond.notify_all()
                     if self.stop:
                         break
@@ -295,7 +285,7 @@ def main() -> int:
                 rss = int(line.split()[1]) // 1024
         w.terminate()
         w.wait(60)
-        items = kube.list_jobs(cluster, ns, label_selector="retrain.jobgen.io/trigger=data")
+        items = cluster.list_jobs(ns, label_selector="retrain.jobgen.io/trigger=data")
         burst_jobs = [
             j for j in items if j["metadata"]["annotations"]["retrain.jobgen.io/key"].startswith(f'["gcs","{bb}"')
         ]

@@ -225,6 +225,15 @@ class Cluster:
             raise
         return True
 
+    def watch(
+        self, api_version: str, kind: str, namespace: str | None = None, timeout_seconds: int = 60
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, object) from one watch stream, until the server ends it after ``timeout_seconds``."""
+        res = self._resource(api_version, kind)
+        stream = self._once(lambda: res.watch(namespace=namespace or self.namespace, timeout=timeout_seconds))
+        for event in stream:
+            yield str(event["type"]), dict(event["raw_object"])
+
     def namespaces(self) -> list[str]:
         return [ns["metadata"]["name"] for ns in self.list_objects("v1", "Namespace")]
 

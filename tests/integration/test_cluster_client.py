@@ -86,3 +86,11 @@ def test_permanent_rejection_is_not_retried(local_cluster: LocalClusterHandle) -
         c.apply(bad)
     assert "unknownField" in str(info.value) and not kube.is_transient(info.value)
     assert time.monotonic() - started < 10
+
+
+def test_watch_streams_added_objects(local_cluster: LocalClusterHandle) -> None:
+    ns = local_cluster.create_namespace("client")
+    c = kube.connect(None, local_cluster.kubeconfig)
+    c.create(configmap("seen", ns))
+    events = list(c.watch("v1", "ConfigMap", ns, timeout_seconds=2))
+    assert ("ADDED", "seen") in [(kind, obj["metadata"]["name"]) for kind, obj in events]
