@@ -101,6 +101,12 @@ def valid_env(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
+def valid_dns1123_label(v: str | None) -> str | None:
+    if v is not None and not is_dns1123_label(v):
+        raise ValueError(f"{v!r} is not valid; expected a DNS-1123 label (lower-case alphanumerics and '-', ≤ 63)")
+    return v
+
+
 def valid_image(value: str | None) -> str | None:
     if value is not None:
         _check(names.image_problem(value))
@@ -374,12 +380,7 @@ class JobSpec(_Model):
 
     _image = field_validator("image")(valid_image)
 
-    @field_validator("namespace", "service_account")
-    @classmethod
-    def _dns1123(cls, v: str | None) -> str | None:
-        if v is not None and not is_dns1123_label(v):
-            raise ValueError(f"{v!r} is not valid; expected a DNS-1123 label (lower-case alphanumerics and '-', ≤ 63)")
-        return v
+    _dns1123 = field_validator("namespace", "service_account")(valid_dns1123_label)
 
     _env = field_validator("env")(valid_env)
     _labels = field_validator("labels")(valid_labels)

@@ -23,8 +23,16 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from jobgen.errors import FieldError
-from jobgen.names import is_dns1035, is_dns1123_label
-from jobgen.spec import Placement, Resources, valid_annotations, valid_env, valid_image, valid_labels
+from jobgen.names import is_dns1035
+from jobgen.spec import (
+    Placement,
+    Resources,
+    valid_annotations,
+    valid_dns1123_label,
+    valid_env,
+    valid_image,
+    valid_labels,
+)
 from jobgen.uris import parse_gs
 
 KIND = "BatchPrediction"
@@ -197,12 +205,7 @@ class PredictionSpec(_Model):
     def _output(cls, v: str) -> str:
         return check_gs_uri(v, "output").rstrip("/")
 
-    @field_validator("namespace", "service_account")
-    @classmethod
-    def _dns1123(cls, v: str | None) -> str | None:
-        if v is not None and not is_dns1123_label(v):
-            raise ValueError(f"{v!r} is not valid; expected a DNS-1123 label (lower-case alphanumerics and '-', ≤ 63)")
-        return v
+    _dns1123 = field_validator("namespace", "service_account")(valid_dns1123_label)
 
     @field_validator("name")
     @classmethod
