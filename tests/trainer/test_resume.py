@@ -109,7 +109,8 @@ def test_sigterm_at_a_random_step_then_restart_is_bitwise_identical(layout, buck
         assert "forwarding it to the 2 training processes" in results[0][1]
         assert "workers reported [143, 143]; exit 143" in results[0][1]
     found = ckpt.CheckpointManager(env("cut")["CHECKPOINT_URI"], 0, world).latest()
-    assert found and found[0] >= stop_at and found[1]["reason"] == "SIGTERM"
+    # the SIGTERM save of a step whose periodic ("every") checkpoint is already complete keeps that one
+    assert found and found[0] >= stop_at and found[1]["reason"] in ("SIGTERM", "every")
 
     results = finish(launch(layout, env("cut"), [*ARGS, "--model-version=cut"]))
     for rc, err in results:
