@@ -82,6 +82,7 @@ def test_the_chart_defaults_are_placeholders(tmp_path: Path):
                     "project": "p-123456",
                     "subscription": "projects/p-123456/subscriptions/sub",
                     "dataBucket": "p-123456-data",
+                    "stateBucket": "p-123456-watcher-state",
                 }
             }
         )

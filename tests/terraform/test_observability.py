@@ -209,6 +209,8 @@ def helm_bin() -> str:
 
 def template(tmp_path: Path, values: dict) -> list[dict]:
     vf = tmp_path / "values.yaml"
+    # the chart requires the watcher's state bucket (terraform output watcher_state_bucket)
+    values = {**values, "gcp": {"stateBucket": "p-watcher-state", **values.get("gcp", {})}}
     vf.write_text(yaml.safe_dump(values))
     res = subprocess.run(
         [helm_bin(), "template", "rw", str(REPO / "charts" / "retrain-watcher"), "-n", "training", "-f", str(vf)],
