@@ -256,7 +256,8 @@ def test_forbid_queues_newest_version(case_factory, wenv):
     (first,) = wait_for(lambda: case.jobs(), 30, "first job")
     g2 = case.upload("mnist/v2/_SUCCESS")
     g3 = case.upload("mnist/v3/_SUCCESS")
-    wait_for(
+    # 120 s: 30 s timed out at load 10+
+    wait_for(lambda: w.metric("retrain_versions_queued_total") >= 2, 120, "both queued")
         lambda: w.metric("retrain_versions_queued_total") >= 2, 120, "both queued"
     )  # 30 s was too short at load 10+
     assert len(case.jobs()) == 1
