@@ -182,10 +182,16 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
                     "pod name <job>-<role>-<n> stays within 63 characters",
                 )
             )
+    problems += namespace_problems(meta)
+    return problems
+
+
+def namespace_problems(meta: dict[str, Any]) -> list[Problem]:
+    """metadata.namespace, when set, must be a DNS-1123 label (every kind jobgen renders)."""
     namespace = meta.get("namespace")
     if namespace is not None and (not isinstance(namespace, str) or not is_dns1123_label(namespace)):
-        problems.append(Problem("metadata.namespace", f"{namespace!r} is not a DNS-1123 label"))
-    return problems
+        return [Problem("metadata.namespace", f"{namespace!r} is not a DNS-1123 label")]
+    return []
 
 
 def manifest_problems(manifest: dict[str, Any]) -> list[Problem]:

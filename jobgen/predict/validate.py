@@ -15,10 +15,10 @@ from importlib import resources
 from typing import Any
 
 from jobgen.errors import Problem, UserError
-from jobgen.names import is_dns1035, is_dns1123_label
+from jobgen.names import is_dns1035
 from jobgen.predict.labels import CONTAINER
 from jobgen.predict.render import max_name_len
-from jobgen.validate import K8S_SCHEMA_VERSION
+from jobgen.validate import K8S_SCHEMA_VERSION, namespace_problems
 from jobgen.validate import schema_problems_of as format_errors  # one formatter of jsonschema errors
 
 
@@ -98,9 +98,7 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
                 "fit, so that every pod hostname <job>-<index> stays within 63",
             )
         )
-    namespace = meta.get("namespace")
-    if namespace is not None and (not isinstance(namespace, str) or not is_dns1123_label(namespace)):
-        problems.append(Problem("metadata.namespace", f"{namespace!r} is not a DNS-1123 label"))
+    problems += namespace_problems(meta)
     return problems
 
 
