@@ -71,6 +71,53 @@ def emulators(tmp_path_factory: pytest.TempPathFactory):
         emu.down()
 
 
+# --- nothing a test package sets in this process outlives it -----------------------------------
+# A package that exports an emulator's address into os.environ and leaves it there sends every later
+# package's clients to an endpoint that is gone (a CI run once spent its budget on exactly that).
+# At the end of each top-level package the environment must be what it was at the start: otherwise
+# the last test of the package errors with the variables, and the environment is put back.
+
+_ENV_AT_START: dict[str, str] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ENV_AT_START.update(os.environ)
+
+
+def _package(item: pytest.Item | None) -> str | None:
+    if item is None:
+        return None
+    try:
+        parts = Path(str(item.path)).resolve().relative_to(item.config.rootpath / "tests").parts
+    except ValueError:
+        return str(item.path)
+    return parts[0] if len(parts) > 1 else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    result = yield
+    if _package(item) != _package(nextitem):
+        changed = env_changes(_ENV_AT_START, dict(os.environ))
+        if changed:
+            for key in changed:
+                if key in _ENV_AT_START:
+                    os.environ[key] = _ENV_AT_START[key]
+                else:
+                    os.environ.pop(key, None)
+            raise AssertionError(
+                f"tests/{_package(item)} left the process environment changed: {', '.join(changed)} "
+                "(restore what a fixture sets, e.g. with monkeypatch.setenv)"
+            )
+    return result
+
+
+def env_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The variables added, removed or changed, by name (values may be secrets); pytest's own aside."""
+    keys = (k for k in before.keys() | after.keys() if not k.startswith("PYTEST_"))
+    return sorted(k for k in keys if before.get(k) != after.get(k))
+
+
 # --- the local control plane -----------------------------------------------------------------
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

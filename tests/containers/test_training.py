@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
 import uuid
@@ -30,13 +31,16 @@ WATCHER = f"{RELEASE}-retrain-watcher"
 
 @pytest.fixture(scope="module")
 def loop(real_cluster: LocalClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainersLoop]:
+    saved = dict(os.environ)  # start_emulators exports the emulators' variables into this process
     lp = ContainersLoop(tmp_path_factory.mktemp("loop"), log=print, cluster=real_cluster.cluster)
-    lp.start_emulators()
-    lp.install_watcher(epochs=2, schedule=True)
     try:
+        lp.start_emulators()
+        lp.install_watcher(epochs=2, schedule=True)
         yield lp
     finally:
         Emulators(lp.state / "emulators").down()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def pods(cluster: LocalClusterHandle, selector: str) -> list[dict[str, Any]]:

@@ -95,3 +95,16 @@ def test_no_environment_is_a_single_process():
 def test_inconsistent_environments_are_rejected(bad, message):
     with pytest.raises(TrainerError, match=message):
         env.resolve(bad, gpus=0)
+
+
+def test_the_storage_client_follows_the_emulator_address_of_the_environment(monkeypatch):
+    """A client cached for one STORAGE_EMULATOR_HOST is never handed out after it changed."""
+    from trainer import gcs
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    first = gcs.client()
+    assert first is gcs.client()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:2")
+    assert gcs.client()._connection.API_BASE_URL == "http://127.0.0.1:2"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
+    assert gcs.client() is first

@@ -355,9 +355,15 @@ class Case:
                     self.env.subscriber.delete_subscription(subscription=sub)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def wenv(emulators, local_cluster, tmp_path_factory):
-    return Env(emulators, local_cluster, tmp_path_factory.mktemp("watcher"))
+    """The emulators' variables are set in this process for tests/watcher and removed after it."""
+    saved = dict(os.environ)
+    try:
+        yield Env(emulators, local_cluster, tmp_path_factory.mktemp("watcher"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

@@ -47,13 +47,25 @@ class GcsUri:
         return f"gs://{self.bucket}/{self.path}" if self.path else f"gs://{self.bucket}"
 
 
-@functools.cache
 def client():  # type: ignore[no-untyped-def]
-    """One storage client per process. Anonymous against the emulator, ADC otherwise."""
+    """One storage client per process and environment: anonymous against the emulator, ADC otherwise.
+
+    Keyed by the variables the client is built from, so a process whose STORAGE_EMULATOR_HOST or
+    project changes (a test session, a notebook) never talks to the endpoint of an earlier one."""
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
+    return _client(os.environ.get("STORAGE_EMULATOR_HOST") or None, project or None)
+
+
+def forget_clients() -> None:
+    """Drop the cached clients: a forked DataLoader worker must not share the parent's connections."""
+    _client.cache_clear()
+
+
+@functools.cache
+def _client(emulator: str | None, project: str | None):  # type: ignore[no-untyped-def]
     from google.cloud import storage
 
-    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+    if emulator:
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project=project or "local-project", credentials=AnonymousCredentials())

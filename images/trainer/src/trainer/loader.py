@@ -52,7 +52,7 @@ def _worker_init(_worker_id: int) -> None:
     # A forked worker must not share the parent's HTTP connections: a storage client of its own.
     from trainer import gcs
 
-    gcs.client.cache_clear()
+    gcs.forget_clients()
 
 
 class ShardLoader:
