@@ -81,7 +81,8 @@ def real_cluster(
     local_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalClusterHandle]:
     """A local cluster with the real node, in a temporary state dir; down at the end of tests/containers
-    (not of the session: the rest of the suite runs without its kubelet and pods), which must leave no process, mount, network namespace or bridge behind (checked: an error at teardown)."""
+    (not of the session: the rest of the suite runs without its kubelet and pods), which must leave no
+    process, mount, network namespace or bridge behind (checked: an error at teardown)."""
     if shutil.which("go") is None and binaries().missing(("kubelet", "containerd", "coredns")):
         unavailable("go not found: the node binaries are built with Go (hack/build-bins.sh node containerd coredns)")
     reuse = os.environ.get("JOBGEN_REALNODE_DIR")  # a running `up --real-node --state-dir DIR`: kept running
