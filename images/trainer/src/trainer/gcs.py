@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("trainer")
 
@@ -47,7 +47,7 @@ class GcsUri:
         return f"gs://{self.bucket}/{self.path}" if self.path else f"gs://{self.bucket}"
 
 
-def client():  # type: ignore[no-untyped-def]
+def client() -> Any:
     """One storage client per process and environment: anonymous against the emulator, ADC otherwise.
 
     Keyed by the variables the client is built from, so a process whose STORAGE_EMULATOR_HOST or
@@ -62,7 +62,7 @@ def forget_clients() -> None:
 
 
 @functools.cache
-def _client(emulator: str | None, project: str | None):  # type: ignore[no-untyped-def]
+def _client(emulator: str | None, project: str | None) -> Any:
     from google.cloud import storage
 
     if emulator:
