@@ -152,17 +152,44 @@ class RealNode:
         if absent:
             raise ClusterError(f"missing {', '.join(absent)}: run hack/container-tools.sh (Debian packages)")
         owner = _read(RUN_DIR / "owner")
-        if (_link_exists(BRIDGE) or owner) and owner != str(self.state_dir):
+        if owner and owner != str(self.state_dir) and not self.reclaim_stale(owner, bins):
             raise ClusterError(
-                f"network interface {BRIDGE} exists but is not this cluster's: another real "
-                "node runs on this machine (one at a time); stop it with "
-                "`python -m jobgen.localcluster down --state-dir <its dir>`"
+                f"another real node runs on this machine (one at a time), from {owner}; stop it with "
+                f"`python -m jobgen.localcluster down --state-dir {owner}`"
+            )
+        if _link_exists(BRIDGE) and _read(RUN_DIR / "owner") != str(self.state_dir):
+            raise ClusterError(
+                f"network interface {BRIDGE} exists and no real node of jobgen's owns it ({RUN_DIR}/owner is "
+                f"absent): remove it with `ip link del {BRIDGE}` if nothing else uses it"
             )
         missing_images = [ref for ref in IMAGES.values() if not _podman_image_exists(ref)]
         if PAUSE_IMAGE in missing_images:
             raise ClusterError(f"image {PAUSE_IMAGE} not built: run make images-local (hack/images-local.sh)")
         if missing_images:
             self.log(f"  note: images not built yet (make images-local): {', '.join(missing_images)}")
+
+    def reclaim_stale(self, owner: str, bins: Binaries | None) -> bool:
+        """Undo what a real node left when its run was killed (SIGKILL, OOM, a lost session): when no
+        process of it runs any more. Returns whether the host is free now; a live node is left alone."""
+        live = list(_processes_mentioning((owner, str(RUN_DIR))))
+        if live:
+            return False
+        stale = RealNode(Path(owner), self.log)
+        self.log(f"  cleaning up a real node left by {owner} (none of its processes runs)")
+        if stale.exists():
+            stale.teardown(bins)
+        else:  # its state dir is gone too (a deleted temp dir): what is left is host state
+            for mnt in _mounts_under(RUN_DIR):
+                subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
+            if bins is not None and os.access(bins.path("kube-proxy"), os.X_OK):
+                subprocess.run(
+                    [str(bins.path("kube-proxy")), "--cleanup"], capture_output=True, check=False, timeout=60
+                )
+            if _link_exists(BRIDGE):
+                subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+            _remove_cgroups()
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
+        return not _read(RUN_DIR / "owner") and not _link_exists(BRIDGE)
 
     # --- host network ----------------------------------------------------------
     def setup_host(self) -> None:

@@ -90,6 +90,44 @@ def host_listener() -> Iterator[tuple[int, list[bytes]]]:
     srv.close()
 
 
+def test_a_real_node_left_by_a_killed_run_is_cleaned_up_and_a_live_one_is_not(tmp_path):
+    """Runs before this package's node starts: its host state (owner file, bridge) is ours to fake."""
+    import os
+    import subprocess
+
+    from jobgen.localcluster import realnode
+    from tests.containers.conftest import unavailable
+
+    if realnode._read(realnode.RUN_DIR / "owner") or realnode._link_exists(realnode.BRIDGE):
+        unavailable(f"a real node runs on this machine ({realnode.RUN_DIR}/owner)")
+    if os.geteuid() != 0:
+        unavailable("needs root (a bridge)")
+    gone = tmp_path / "killed-run"  # its state dir was deleted with the temp dir it lived in
+    me = realnode.RealNode(tmp_path / "next-run", log=lambda _m: None)
+
+    def fake_leftover(owner) -> None:
+        realnode.RUN_DIR.mkdir(parents=True, exist_ok=True)
+        (realnode.RUN_DIR / "owner").write_text(f"{owner}\n")
+        subprocess.run(["ip", "link", "add", realnode.BRIDGE, "type", "bridge"], check=True)
+
+    try:
+        fake_leftover(gone)
+        live = subprocess.Popen(["sleep", "60", str(gone)])  # a process of that node still runs
+        try:
+            assert me.reclaim_stale(str(gone), binaries()) is False
+            assert realnode._link_exists(realnode.BRIDGE)
+        finally:
+            live.kill()
+            live.wait()
+        assert me.reclaim_stale(str(gone), binaries()) is True
+        assert not realnode._link_exists(realnode.BRIDGE)
+        assert not realnode.RUN_DIR.exists()
+    finally:
+        if realnode._link_exists(realnode.BRIDGE):
+            subprocess.run(["ip", "link", "del", realnode.BRIDGE], check=False)
+        subprocess.run(["rm", "-rf", str(realnode.RUN_DIR)], check=False)
+
+
 def test_the_node_is_ready_with_kubelet_and_containerd_versions(real_cluster):
     node = real_cluster.get("node", NODE_NAME)
     versions = read_versions()
