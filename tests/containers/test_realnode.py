@@ -112,7 +112,8 @@ def test_a_real_node_left_by_a_killed_run_is_cleaned_up_and_a_live_one_is_not(tm
 
     try:
         fake_leftover(gone)
-        live = subprocess.Popen(["sleep", "60", str(gone)])  # a process of that node still runs
+        # a process of that node still runs (its state dir in its arguments, as etcd's and the kubelet's are)
+        live = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", str(gone)])
         try:
             assert me.reclaim_stale(str(gone), binaries()) is False
             assert realnode._link_exists(realnode.BRIDGE)
