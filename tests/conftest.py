@@ -112,9 +112,18 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     return result
 
 
+# Set by libraries for the rest of the process, to a value that is the same whichever test ran first.
+LIBRARY_SET = {
+    # torch._inductor.runtime.cache_dir_utils.cache_dir() (torch.export, torch.compile) exports the
+    # directory it resolved, /tmp/torchinductor_<user> unless the variable was set.
+    "TORCHINDUCTOR_CACHE_DIR",
+}
+
+
 def env_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """The variables added, removed or changed, by name (values may be secrets); pytest's own aside."""
-    keys = (k for k in before.keys() | after.keys() if not k.startswith("PYTEST_"))
+    """The variables added, removed or changed, by name (values may be secrets); pytest's own and
+    LIBRARY_SET's aside."""
+    keys = (k for k in before.keys() | after.keys() if not k.startswith("PYTEST_") and k not in LIBRARY_SET)
     return sorted(k for k in keys if before.get(k) != after.get(k))
 
 

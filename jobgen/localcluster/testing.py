@@ -84,14 +84,15 @@ class LocalClusterHandle:
             check=check,
         )
 
-    def create_namespace(self, prefix: str = "t") -> str:
-        """A fresh namespace whose default ServiceAccount exists (pods need it)."""
+    def create_namespace(self, prefix: str = "t", timeout: float = 90) -> str:
+        """A fresh namespace whose default ServiceAccount exists (pods need it). The controller-manager
+        creates it; after an apiserver restart its informers reconnect with a backoff of up to 30 s."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
         self.created_namespaces.append(name)
         wait_for(
             lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-            30,
+            timeout,
             f"ServiceAccount default in {name}",
         )
         return name

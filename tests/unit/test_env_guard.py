@@ -50,3 +50,7 @@ def test_a_package_that_leaks_an_environment_variable_errors_and_the_next_one_st
     assert proc.returncode == 1, out
     assert "tests/leaky left the process environment changed: STORAGE_EMULATOR_HOST" in out, out
     assert "2 passed, 1 error" in out, out
+
+
+def test_a_variable_a_library_sets_for_the_process_is_not_a_leak():
+    assert env_changes({}, {"TORCHINDUCTOR_CACHE_DIR": "/tmp/torchinductor_root"}) == []

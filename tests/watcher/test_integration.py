@@ -202,6 +202,8 @@ def test_apiserver_restart_mid_run(case_factory, wenv):
     assert w.metric("retrain_errors_total", stage="kubernetes") >= 1, "the outage was not noticed"
     assert w.metric("retrain_dead_lettered_total") == 0
     assert w.proc.poll() is None and time.monotonic() - down_at > 4
+    # Leave the shared control plane working for the next test: its controllers are back too.
+    wenv.cluster.create_namespace("after-restart", timeout=180)
 
 
 def test_sigterm_is_graceful(case_factory):
