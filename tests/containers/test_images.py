@@ -43,6 +43,26 @@ def test_the_trainer_image_trains_imports_and_has_no_pip_at_run_time(local_image
     assert info["user"] == "trainer" and info["home"] == "/home/trainer"
 
 
+def test_the_trainer_image_compiles_its_model_with_torch_compile(local_images):
+    """`--compile=true` as a pod runs it: non-root, no network, a read-only root (podman mounts a
+    writable /tmp, where Inductor keeps its cache, as a pod's emptyDir would). Inductor generates C++
+    and builds it with the image's g++; the run trains its steps."""
+    out = podman(
+        *LOCKED_RUN,
+        "--user",
+        "10001:10001",
+        local_images["trainer"],
+        "sh",
+        "-c",
+        "python -m trainer.train --compile=true --max-steps=3 --epochs=1 --log-every=1 --device=cpu"
+        " --data-uri= --output-uri= --checkpoint-uri= && find /tmp/torchinductor_trainer -name '*.so' | head -1",
+        timeout=900,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == ["1", "2", "3"], out.stdout[-2000:]
+    assert lines[-1].endswith(".so"), f"Inductor built no shared object:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+
+
 def test_a_kfp_lightweight_component_runs_on_the_trainer_image_offline(local_images, tmp_path):
     """The component's own container command (compiled by kfp) runs in the image with no network:
     kfp's executor is already installed, nothing is pip-installed at start-up."""
