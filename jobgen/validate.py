@@ -38,14 +38,16 @@ def _crd_validator(kind: str) -> Any:
     return jsonschema.Draft7Validator(schema)
 
 
-@functools.lru_cache(maxsize=1)
-def _pod_template_validator() -> Any:
+@functools.lru_cache(maxsize=4)
+def k8s_validator(schema_file: str) -> Any:
+    """A validator for one Kubernetes v1.36 object schema of kubernetes-validate (strict: unknown
+    fields are errors), e.g. ``podtemplatespec-v1.json`` or ``job-batch-v1.json``."""
     import jsonschema
     from referencing import Registry, Resource
 
     base = resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"{K8S_SCHEMA_VERSION}-local-strict"
     definitions = json.loads((base / "_definitions.json").read_text())
-    schema = json.loads((base / "podtemplatespec-v1.json").read_text())
+    schema = json.loads((base / schema_file).read_text())
     registry = Registry().with_resource(
         "https://kubernetes.io/api/_definitions.json", Resource.from_contents(definitions)
     )
@@ -88,7 +90,9 @@ def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
         for role, rspec in specs.items():
             template = rspec.get("template") if isinstance(rspec, dict) else None
             if isinstance(template, dict):
-                problems += schema_problems_of(_pod_template_validator(), template, ("spec", field, role, "template"))
+                problems += schema_problems_of(
+                    k8s_validator("podtemplatespec-v1.json"), template, ("spec", field, role, "template")
+                )
     return problems
 
 

@@ -9,38 +9,21 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from importlib import resources
 from typing import Any
 
 from jobgen.errors import Problem, UserError
 from jobgen.names import is_dns1035
 from jobgen.predict.labels import CONTAINER
 from jobgen.predict.render import max_name_len
-from jobgen.validate import K8S_SCHEMA_VERSION, namespace_problems
+from jobgen.validate import k8s_validator, namespace_problems
 from jobgen.validate import schema_problems_of as format_errors  # one formatter of jsonschema errors
-
-
-@functools.lru_cache(maxsize=1)
-def _job_validator() -> Any:
-    import jsonschema
-    from referencing import Registry, Resource
-
-    base = resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"{K8S_SCHEMA_VERSION}-local-strict"
-    definitions = json.loads((base / "_definitions.json").read_text())
-    schema = json.loads((base / "job-batch-v1.json").read_text())
-    registry = Registry().with_resource(
-        "https://kubernetes.io/api/_definitions.json", Resource.from_contents(definitions)
-    )
-    return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
 def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
     """Layer 1: the core ``batch/v1`` Job schema."""
     if manifest.get("apiVersion") != "batch/v1" or manifest.get("kind") != "Job":
         return [Problem("kind", f"expected a batch/v1 Job, got {manifest.get('apiVersion')}/{manifest.get('kind')}")]
-    problems: list[Problem] = format_errors(_job_validator(), manifest)
+    problems: list[Problem] = format_errors(k8s_validator("job-batch-v1.json"), manifest)
     return problems
 
 
