@@ -171,9 +171,10 @@ class RealNode:
     def reclaim_stale(self, owner: str, bins: Binaries | None) -> bool:
         """Undo what a real node left when its run was killed (SIGKILL, OOM, a lost session): when no
         process of it runs any more. Returns whether the host is free now; a live node is left alone."""
-        live = list(_processes_mentioning((owner, str(RUN_DIR))))
-        if live:
-            return False
+        for _ in range(2):  # twice: a process in the middle of an exec shows no command line for an instant
+            if any(_processes_mentioning((owner, str(RUN_DIR)))):
+                return False
+            time.sleep(0.5)
         stale = RealNode(Path(owner), self.log)
         self.log(f"  cleaning up a real node left by {owner} (none of its processes runs)")
         if stale.exists():

@@ -94,6 +94,8 @@ def test_a_real_node_left_by_a_killed_run_is_cleaned_up_and_a_live_one_is_not(tm
     """Runs before this package's node starts: its host state (owner file, bridge) is ours to fake."""
     import os
     import subprocess
+    import sys
+    from pathlib import Path
 
     from jobgen.localcluster import realnode
     from tests.containers.conftest import unavailable
@@ -112,8 +114,11 @@ def test_a_real_node_left_by_a_killed_run_is_cleaned_up_and_a_live_one_is_not(tm
 
     try:
         fake_leftover(gone)
-        # a process of that node still runs (its state dir in its arguments, as etcd's and the kubelet's are)
-        live = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", str(gone)])
+        # a process of that node still runs (its state dir in its arguments, as etcd's and the kubelet's
+        # are). The interpreter itself, not a `python3` shim: a chain of execs shows an empty
+        # /proc/<pid>/cmdline for an instant at each exec.
+        live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(gone)])
+        wait_for(lambda: str(gone).encode() in Path(f"/proc/{live.pid}/cmdline").read_bytes(), 10, "the process")
         try:
             assert me.reclaim_stale(str(gone), binaries()) is False
             assert realnode._link_exists(realnode.BRIDGE)
