@@ -12,6 +12,7 @@ Set JOBGEN_LOCALCLUSTER_REUSE=1 to use (and leave running) the cluster of
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -110,6 +111,18 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
                 "(restore what a fixture sets, e.g. with monkeypatch.setenv)"
             )
     return result
+
+
+@contextlib.contextmanager
+def preserved_environ() -> Iterator[None]:
+    """For a fixture whose setup exports variables into this process (a demo step, an Env): the
+    environment as it was, back when the fixture ends."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # Set by libraries for the rest of the process, to a value that is the same whichever test ran first.

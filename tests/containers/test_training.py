@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 import uuid
@@ -24,6 +23,7 @@ from jobgen.localcluster.containers_demo import BUCKETS, PREFIX, RELEASE, Contai
 from jobgen.localcluster.realnode import IMAGES, NODE_NAME, TRAINING_NAMESPACE
 from jobgen.localcluster.testing import LocalClusterHandle, wait_for
 from jobgen.render import render as render_spec
+from tests.conftest import preserved_environ
 
 NS = TRAINING_NAMESPACE
 WATCHER = f"{RELEASE}-retrain-watcher"
@@ -31,16 +31,14 @@ WATCHER = f"{RELEASE}-retrain-watcher"
 
 @pytest.fixture(scope="module")
 def loop(real_cluster: LocalClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainersLoop]:
-    saved = dict(os.environ)  # start_emulators exports the emulators' variables into this process
     lp = ContainersLoop(tmp_path_factory.mktemp("loop"), log=print, cluster=real_cluster.cluster)
-    try:
-        lp.start_emulators()
-        lp.install_watcher(epochs=2, schedule=True)
-        yield lp
-    finally:
-        Emulators(lp.state / "emulators").down()
-        os.environ.clear()
-        os.environ.update(saved)
+    with preserved_environ():  # start_emulators exports the emulators' variables into this process
+        try:
+            lp.start_emulators()
+            lp.install_watcher(epochs=2, schedule=True)
+            yield lp
+        finally:
+            Emulators(lp.state / "emulators").down()
 
 
 def pods(cluster: LocalClusterHandle, selector: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from jobgen.localcluster.testing import wait_for
+from tests.conftest import preserved_environ
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -358,12 +359,8 @@ class Case:
 @pytest.fixture(scope="package")
 def wenv(emulators, local_cluster, tmp_path_factory):
     """The emulators' variables are set in this process for tests/watcher and removed after it."""
-    saved = dict(os.environ)
-    try:
+    with preserved_environ():
         yield Env(emulators, local_cluster, tmp_path_factory.mktemp("watcher"))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture
