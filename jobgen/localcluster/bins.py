@@ -58,7 +58,7 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
+            versions[key.strip()] = value.strip().strip('"')  # bash's quoting of a value with spaces
     return versions
 
 
