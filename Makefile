@@ -37,8 +37,10 @@ endif
 .PHONY: test
 test: ## Run all tests (lint, unit, integration against the local control plane, real containers, e2e if kind is present).
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-prereqs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
+# pytest runs on two xdist workers: tests/watcher (mostly waiting on the Pub/Sub emulator) beside
+# the rest (tests/conftest.py); PYTEST_ARGS="-n 0" runs everything in one process.
 # What the tests need, in three lanes side by side (on a cold machine the Go lane takes ~20 min of
 # CPU, the other two are mostly downloads and disk): the Go builds one after another (each go build
 # already uses every core), the virtualenv then lint, and the container images. An image build that

@@ -9,8 +9,13 @@ threads, measured in the same run, alternating (bare, predictor, bare, predictor
 Two predictor figures: ``stream`` (the input → output pipeline, Predictor.run) and ``end to end``
 (run_index: plan, model download and load, the pipeline, the completeness check and the manifest).
 
-    .venv/bin/python bench/predict_bench.py [--inputs 48] [--rows 512] [--dim 256] [--hidden 1024]
-        [--batch-size 512] [--repeats 3] [--threads 2]
+    .venv/bin/python bench/predict_bench.py [--model mlp|resnet] [--inputs 48] [--rows 512] [--dim 256]
+        [--hidden 1024] [--batch-size 512] [--repeats 3] [--threads 2]
+
+``--model mlp`` (default): an MLP on ``--dim`` features, the cheapest model per example, so the
+predictor's fixed per-example work (softmax, JSON line, .npz) weighs most. ``--model resnet``: the
+BYO example's ResNet-18 (examples/byo_resnet) on 3x32x32 images, an image classifier of the kind
+batch prediction usually serves.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def main() -> int:
     ap.add_argument("--inputs", type=int, default=48)
     ap.add_argument("--rows", type=int, default=512, help="examples per input file")
     ap.add_argument("--dim", type=int, default=256, help="features per example")
+    ap.add_argument("--model", choices=["mlp", "resnet"], default="mlp", help="the model both loops run")
     ap.add_argument("--hidden", type=int, default=1024, help="hidden width of the MLP")
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=512)
@@ -98,9 +104,18 @@ def run(args: argparse.Namespace, gcs_pid: int) -> int:
     for name in ("bench-in", "bench-models", "bench-out"):
         client.create_bucket(name)
     torch.manual_seed(0)
-    net = MLP(args.dim, args.classes, hidden=args.hidden, dropout=0.0).eval()
+    shape: tuple[int, ...]
+    if args.model == "resnet":
+        sys.path.insert(0, str(REPO / "examples/byo_resnet"))
+        import train as byo  # examples/byo_resnet/train.py
+
+        net = byo.resnet18(args.classes).eval()
+        shape = (3, 32, 32)
+    else:
+        net = MLP(args.dim, args.classes, hidden=args.hidden, dropout=0.0).eval()
+        shape = (args.dim,)
     program = torch.export.export(
-        net, (torch.zeros(8, args.dim),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}
+        net, (torch.zeros(8, *shape),), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}}
     )
     buf = io.BytesIO()
     torch.export.save(program, buf)
@@ -111,7 +126,7 @@ def run(args: argparse.Namespace, gcs_pid: int) -> int:
     rng = np.random.default_rng(0)
     arrays = []
     for i in range(args.inputs):
-        x = rng.normal(size=(args.rows, args.dim)).astype(np.float32)
+        x = rng.normal(size=(args.rows, *shape)).astype(np.float32)
         arrays.append(x)
         npy = io.BytesIO()
         np.save(npy, x)
@@ -167,10 +182,11 @@ def run(args: argparse.Namespace, gcs_pid: int) -> int:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     ratios = [r["stream"] / r["bare"] for r in rows]
     e2e_ratios = [r["end_to_end"] / r["bare"] for r in rows]
-    mb = args.inputs * args.rows * args.dim * 4 / 1e6
+    mb = args.inputs * args.rows * int(np.prod(shape)) * 4 / 1e6
     print(
-        f"\n{args.inputs} inputs x {args.rows} examples x {args.dim} features ({mb:.0f} MB float32), "
-        f"MLP hidden {args.hidden}, batch {args.batch_size}, {args.device}, torch threads {args.threads}, "
+        f"\n{args.inputs} inputs x {args.rows} examples x {list(shape)} ({mb:.0f} MB float32), "
+        f"{'ResNet-18' if args.model == 'resnet' else f'MLP hidden {args.hidden}'}, batch {args.batch_size}, "
+        f"{args.device}, torch threads {args.threads}, "
         f"{args.repeats} repeats"
     )
     print(

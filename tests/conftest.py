@@ -80,6 +80,25 @@ def emulators(tmp_path_factory: pytest.TempPathFactory):
 
 _ENV_AT_START: dict[str, str] = {}
 
+# `make test` runs pytest on two xdist workers (-n 2): tests/watcher on one, every other package on
+# the other. Most of the watcher tests' time is waiting for gcloud's Pub/Sub emulator (it hands a
+# killed or closed stream's leases back only in slow sweeps), so they run beside the CPU-bound rest
+# instead of after it (docs/benchmarks.md, "The whole CI run"). Each worker starts the emulators and
+# the local cluster it needs; the real node is only ever started by tests/containers, on one worker.
+# A scheduler of our own rather than `--dist loadgroup`: that one groups by rewriting node ids, which
+# pytest 9.2 no longer honours (pytest-dev/pytest-xdist#1386: tests silently spread over workers).
+SECOND_WORKER = "tests/watcher/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoGroups(LoadScopeScheduling):  # type: ignore[misc]  # xdist ships no type stubs
+        def _split_scope(self, nodeid: str) -> str:
+            return "watcher" if nodeid.startswith(SECOND_WORKER) else "rest"
+
+    return TwoGroups(config, log)
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _ENV_AT_START.update(os.environ)

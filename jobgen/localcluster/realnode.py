@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,13 +289,16 @@ class RealNode:
         wait("kube-proxy", lambda: waits.http_ok("127.0.0.1", ports.proxy_healthz, "/healthz"), timeout(), None)
         wait("kubelet", lambda: waits.http_ok("127.0.0.1", ports.kubelet_healthz, "/healthz"), timeout(), None)
 
-    def import_images(self, bins: Binaries, names: tuple[str, ...] | None = None) -> list[str]:
+    def import_images(
+        self, bins: Binaries, names: tuple[str, ...] | None = None, images: Mapping[str, str] = IMAGES
+    ) -> list[str]:
         """Copy the locally built images from podman's storage into containerd's k8s.io namespace.
 
-        An image already there with the same digest is skipped (the trainer is GBs)."""
+        An image already there with the same digest is skipped (the trainer is GBs); the versions a
+        new import replaced are then dropped (:meth:`prune_images`)."""
         have = self.containerd_images(bins)
         done = []
-        for name, ref in IMAGES.items():
+        for name, ref in images.items():
             if names is not None and name not in names:
                 continue
             podman_id = _podman_image_id(ref)
@@ -343,7 +346,27 @@ class RealNode:
                 )
             done.append(name)
             self.log(f"  image {ref} imported into containerd ({time.monotonic() - t:.1f}s)")
+        if done:
+            dropped = self.prune_images(bins)
+            if dropped:
+                self.log(f"  {len(dropped)} replaced image version(s) dropped from containerd")
         return done
+
+    def prune_images(self, bins: Binaries) -> list[str]:
+        """Drop the image versions no tag points at any more; returns their ``sha256:<id>`` names.
+
+        containerd's CRI plugin records every image it sees under its ID as well as its tag. When a
+        tag moves to a new build, the ID record of the old one stays, and with it the old layers
+        (GBs for the trainer), for good: the kubelet's image GC acts only above 85 % disk use. An ID
+        record whose manifest no tag has is such an old version; removing it (``--sync``: containerd
+        collects its content and snapshots at once) frees the space. A container still running from
+        it keeps its own snapshot."""
+        rows = [line.split() for line in self._ctr(bins, "images", "ls").stdout.splitlines()[1:] if line.strip()]
+        tagged = {row[2] for row in rows if not row[0].startswith("sha256:")}
+        old = [row[0] for row in rows if row[0].startswith("sha256:") and row[2] not in tagged]
+        if old:
+            self._ctr(bins, "images", "rm", "--sync", *old)
+        return old
 
     def require_images(self, bins: Binaries, refs: Iterable[str]) -> None:
         """Fail in one line naming the images the node does not have (nothing is ever pulled)."""

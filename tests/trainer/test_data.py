@@ -9,6 +9,8 @@ import pytest
 from trainer import data, gcs
 from trainer.gcs import GcsUri, TrainerError
 
+from tests.trainer.conftest import free_port
+
 
 def small(n: int = 1000, dim: int = 4) -> tuple[dict[str, np.ndarray], int]:
     rng = np.random.default_rng(1)
@@ -130,36 +132,59 @@ def test_a_shard_replaced_after_the_manifest_is_not_read_silently(bucket):
         list(r.epoch(0))
 
 
-def test_retries_back_off_on_transient_errors_only():
+def test_one_retry_policy_retries_transient_errors_only_until_its_deadline(caplog):
     from google.api_core import exceptions as gexc
+    from trainer import exitcodes
 
-    calls, sleeps = [], []
+    calls: list[int] = []
 
-    def flaky():
+    def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
             raise gexc.ServiceUnavailable("try later")
         return "ok"
 
-    assert gcs.with_retries(flaky, "op", base=0.1, sleep=sleeps.append) == "ok"
-    assert len(calls) == 3 and len(sleeps) == 2 and sleeps[0] <= 0.1 and sleeps[1] <= 0.2
+    with caplog.at_level("WARNING", logger="trainer"):
+        assert gcs.with_retries(flaky, "op", initial=0.01) == "ok"
+    assert len(calls) == 3 and caplog.text.count("op failed (ServiceUnavailable") == 2
 
-    def missing():
+    def missing() -> None:
         calls.append(1)
         raise gexc.NotFound("gone")
 
     calls.clear()
     with pytest.raises(gexc.NotFound):
-        gcs.with_retries(missing, "op", sleep=sleeps.append)
-    assert len(calls) == 1
+        gcs.with_retries(missing, "op", initial=0.01)
+    assert len(calls) == 1  # permanent: not retried
 
-    def always():
+    def down() -> None:
+        calls.append(1)
         raise ConnectionError("reset")
 
-    sleeps.clear()
-    with pytest.raises(ConnectionError):
-        gcs.with_retries(always, "op", attempts=4, sleep=sleeps.append)
-    assert len(sleeps) == 3
+    calls.clear()
+    with pytest.raises(gexc.RetryError) as info:
+        gcs.with_retries(down, "op", deadline=0.5, initial=0.01)
+    assert len(calls) > 2 and exitcodes.classify(info.value) == exitcodes.TRANSIENT
+
+
+def test_the_storage_clients_own_retry_is_off_under_the_policy(monkeypatch, caplog):
+    """A storage call against an endpoint nobody listens on: with the client's own retry (120 s)
+    still on, its first attempt would end in the client's RetryError, which the policy does not
+    retry; here the policy itself retries it, several times within its 3-second budget."""
+    from google.api_core import exceptions as gexc
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv(gcs.RETRY_SECONDS_ENV, "3")
+    with caplog.at_level("WARNING", logger="trainer"), pytest.raises(gexc.RetryError):
+        gcs.call(gcs.blob(GcsUri("b", "x")).download_as_bytes, what="read gs://b/x")
+    assert caplog.text.count("read gs://b/x failed") >= 2
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-1", "7200"])
+def test_a_bad_retry_budget_is_one_clear_error(monkeypatch, raw):
+    monkeypatch.setenv(gcs.RETRY_SECONDS_ENV, raw)
+    with pytest.raises(TrainerError, match=r"STORAGE_RETRY_SECONDS must be a number of seconds in \(0, 3600\]"):
+        gcs.retry_seconds()
 
 
 def test_data_cli_writes_a_dataset_from_a_source(bucket, capsys):

@@ -98,10 +98,11 @@ def test_row_3_auto_device_refuses_cpu_fallback_in_a_gpu_pod(monkeypatch):
 
 def test_row_138_storage_unreachable_after_retries_is_transient(bucket, gcs_env, dataset):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused on every retry
-    env = child_env({**gcs_env, "STORAGE_EMULATOR_HOST": dead}, DATA_URI=dataset)
+    env = child_env({**gcs_env, "STORAGE_EMULATOR_HOST": dead, "STORAGE_RETRY_SECONDS": "8"}, DATA_URI=dataset)
     p = run(SMALL, env)
     assert p.returncode == exitcodes.TRANSIENT, p.stderr[-2000:]
     assert "transient failure, exit 138" in p.stderr
+    assert p.stderr.count("failed (ConnectionError") >= 2, p.stderr[-2000:]  # retried, then given up
     assert exitcodes.retryable(p.returncode)
 
 

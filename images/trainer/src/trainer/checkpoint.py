@@ -92,10 +92,7 @@ class CheckpointStore:
     def steps(self) -> list[int]:
         """Steps of the checkpoints present, newest first."""
         prefix = self.base.path + "/" if self.base.path else ""
-        names = gcs.with_retries(
-            lambda: [b.name for b in gcs.client().list_blobs(self.base.bucket, prefix=prefix, delimiter="/")],
-            f"list {self.base}",
-        )
+        names = [b.name for b in gcs.list_blobs(self.base.bucket, f"list {self.base}", prefix=prefix, delimiter="/")]
         out = []
         for n in names:
             m = NAME.match(n[len(prefix) :])
@@ -115,11 +112,12 @@ class CheckpointStore:
         parts = [gcs.blob(self.base.join("_tmp", f"{self.name(step)}.{token}.{i:02d}")) for i in range(n_parts)]
 
         def up(i: int) -> None:
-            gcs.with_retries(
-                lambda: parts[i].upload_from_string(
-                    chunks[i], content_type="application/octet-stream", if_generation_match=0
-                ),
-                f"upload part {i} of {final}",
+            gcs.call(
+                parts[i].upload_from_string,
+                chunks[i],
+                content_type="application/octet-stream",
+                if_generation_match=0,
+                what=f"upload part {i} of {final}",
             )
 
         dest = gcs.blob(final)
@@ -127,47 +125,48 @@ class CheckpointStore:
             # One object: a GCS upload is atomic (the object appears only once complete), and
             # ifGenerationMatch=0 refuses to replace an existing checkpoint.
             try:
-                gcs.with_retries(
-                    lambda: dest.upload_from_string(
-                        data, content_type="application/octet-stream", if_generation_match=0
-                    ),
-                    f"upload {final}",
+                gcs.call(
+                    dest.upload_from_string,
+                    data,
+                    content_type="application/octet-stream",
+                    if_generation_match=0,
+                    what=f"upload {final}",
                 )
             except gexc.PreconditionFailed:
                 log.info("checkpoint %s exists already; keeping it", final)
-                dest.reload()
+                gcs.call(dest.reload, what=f"stat {final}")
             return Saved(str(final), step, len(data), dest.generation)
-        if gcs.with_retries(dest.exists, f"stat {final}"):
+        if gcs.call(dest.exists, what=f"stat {final}"):
             # Complete by construction (only compose creates it). GCS would also refuse the compose
             # below (ifGenerationMatch=0); fake-gcs-server ignores preconditions on compose.
             log.info("checkpoint %s exists already; keeping it", final)
-            dest.reload()
+            gcs.call(dest.reload, what=f"stat {final}")
             return Saved(str(final), step, dest.size or 0, dest.generation)
         try:
             with ThreadPoolExecutor(min(8, n_parts)) as pool:
                 list(pool.map(up, range(n_parts)))
             dest.content_type = "application/octet-stream"
             try:
-                gcs.with_retries(lambda: dest.compose(parts, if_generation_match=0), f"compose {final}")
+                gcs.call(dest.compose, parts, if_generation_match=0, what=f"compose {final}")
             except gexc.PreconditionFailed:
                 log.info("checkpoint %s exists already (complete by construction); keeping it", final)
-                dest.reload()
+                gcs.call(dest.reload, what=f"stat {final}")
             return Saved(str(final), step, len(data), dest.generation)
         finally:
             for p in parts:
                 with contextlib.suppress(Exception):  # a leftover part is only garbage, never read
-                    p.delete()
+                    gcs.call(p.delete, what=f"delete {p.name}")
 
     def prune(self) -> None:
         for step in self.steps()[self.keep :]:
             try:
-                gcs.blob(self.base.join(self.name(step))).delete()
+                gcs.call(gcs.blob(self.base.join(self.name(step))).delete, what=f"delete checkpoint {step}")
             except Exception as exc:
                 log.warning("could not delete old checkpoint step %d: %s", step, exc)
 
     def read(self, step: int) -> bytes:
-        data: bytes = gcs.with_retries(
-            gcs.blob(self.base.join(self.name(step))).download_as_bytes, f"read checkpoint {step}"
+        data: bytes = gcs.call(
+            gcs.blob(self.base.join(self.name(step))).download_as_bytes, what=f"read checkpoint {step}"
         )
         return data
 

@@ -160,7 +160,7 @@ class _GcsReader(FileSystemReader):
             return
         blob = gcs.blob(self.remote.join(name))
         tmp = dest.with_name(dest.name + f".part{os.getpid()}")
-        gcs.with_retries(lambda: blob.download_to_filename(str(tmp)), f"read {self.remote.join(name)}")
+        gcs.call(blob.download_to_filename, str(tmp), what=f"read {self.remote.join(name)}")
         tmp.rename(dest)
         self.downloaded += dest.stat().st_size
 
@@ -214,7 +214,7 @@ class CheckpointManager:
         client = gcs.client()
 
         def ls() -> list[str]:
-            it = client.list_blobs(self.base.bucket, prefix=prefix, delimiter=delimiter)
+            it = client.list_blobs(self.base.bucket, prefix=prefix, delimiter=delimiter, retry=None)
             names = [b.name for b in it]
             return names + sorted(it.prefixes) if delimiter else names
 
@@ -239,7 +239,7 @@ class CheckpointManager:
         names = {n[len(pre) :] for n in self._names(pre)}
         if META not in names or ".metadata" not in names:
             return None
-        raw = gcs.with_retries(gcs.blob(self.base.join(step_dir(step), META)).download_as_bytes, "read meta.json")
+        raw = gcs.call(gcs.blob(self.base.join(step_dir(step), META)).download_as_bytes, what="read meta.json")
         doc: dict[str, Any] = json.loads(raw)
         if not all(f"rank-{r}.pt" in names for r in range(int(doc["world_size"]))):
             return None
@@ -321,9 +321,9 @@ class CheckpointManager:
             try:
                 # A 64 MiB chunk on a busy node can take longer than the client's default 60 s.
                 if path is not None:
-                    blob.upload_from_filename(str(path), if_generation_match=0, timeout=UPLOAD_TIMEOUT)
+                    blob.upload_from_filename(str(path), if_generation_match=0, timeout=UPLOAD_TIMEOUT, retry=None)
                 else:
-                    blob.upload_from_string(data or b"", if_generation_match=0, timeout=UPLOAD_TIMEOUT)
+                    blob.upload_from_string(data or b"", if_generation_match=0, timeout=UPLOAD_TIMEOUT, retry=None)
             except gexc.NotFound as exc:
                 # A resumable session the server no longer knows (expired, or lost under load):
                 # start the whole upload again in a new session.
@@ -352,7 +352,7 @@ class CheckpointManager:
             if complete >= self.keep or (complete and self.meta(step) is None):
                 for name in self._names(self._prefix() + step_dir(step) + "/"):
                     with contextlib.suppress(Exception):
-                        gcs.client().bucket(self.base.bucket).blob(name).delete()
+                        gcs.call(gcs.client().bucket(self.base.bucket).blob(name).delete, what=f"delete {name}")
             elif self.meta(step) is not None:
                 complete += 1
 
@@ -367,9 +367,9 @@ class CheckpointManager:
             dcp_load(state, storage_reader=reader, process_group=self.pg)
             rank_state = None
             if same_world:
-                raw = gcs.with_retries(
+                raw = gcs.call(
                     gcs.blob(self.base.join(step_dir(step), f"rank-{self.rank}.pt")).download_as_bytes,
-                    "read rank state",
+                    what="read rank state",
                 )
                 rank_state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
             return rank_state, reader.downloaded

@@ -23,7 +23,6 @@ shards one at a time with a download-ahead thread, and can start at any step of 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import io
 import json
@@ -181,9 +180,8 @@ def write_dataset(
             name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
             payload = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
             b = gcs.blob(base.join(name))
-            gcs.with_retries(
-                functools.partial(b.upload_from_string, payload, content_type="application/octet-stream"),
-                f"upload {base.join(name)}",
+            gcs.call(
+                b.upload_from_string, payload, content_type="application/octet-stream", what=f"upload {base.join(name)}"
             )
             splits[split].append(
                 Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
@@ -196,9 +194,11 @@ def write_dataset(
         "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
     }
     mb = gcs.blob(base.join(MANIFEST))
-    gcs.with_retries(
-        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
-        f"upload {base.join(MANIFEST)}",
+    gcs.call(
+        mb.upload_from_string,
+        json.dumps(doc, indent=1),
+        content_type="application/json",
+        what=f"upload {base.join(MANIFEST)}",
     )
     return Manifest(str(base), mb.generation, doc["features"], int(num_classes), splits, doc["meta"])
 
@@ -245,10 +245,7 @@ def write_tar_dataset(
             name = f"{split}-{i:05d}-of-{n_shards:05d}.tar"
             payload = tar_shard(recs[bounds[i] : bounds[i + 1]], offset + int(bounds[i]))
             b = gcs.blob(base.join(name))
-            gcs.with_retries(
-                functools.partial(b.upload_from_string, payload, content_type="application/x-tar"),
-                f"upload {base.join(name)}",
-            )
+            gcs.call(b.upload_from_string, payload, content_type="application/x-tar", what=f"upload {base.join(name)}")
             splits[split].append(
                 Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
             )
@@ -265,9 +262,11 @@ def write_tar_dataset(
         "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
     }
     mb = gcs.blob(base.join(MANIFEST))
-    gcs.with_retries(
-        lambda: mb.upload_from_string(json.dumps(doc, indent=1), content_type="application/json"),
-        f"upload {base.join(MANIFEST)}",
+    gcs.call(
+        mb.upload_from_string,
+        json.dumps(doc, indent=1),
+        content_type="application/json",
+        what=f"upload {base.join(MANIFEST)}",
     )
     return Manifest(str(base), mb.generation, features, int(num_classes), splits, doc["meta"])
 
@@ -300,7 +299,7 @@ def read_manifest(uri: str) -> Manifest:
 
     mb = gcs.blob(base.join(MANIFEST))
     try:
-        raw = gcs.with_retries(mb.download_as_bytes, f"read {base.join(MANIFEST)}")
+        raw = gcs.call(mb.download_as_bytes, what=f"read {base.join(MANIFEST)}")
     except gexc.NotFound:
         raise TrainerError(
             f"no data set at {base}: {base.join(MANIFEST)} does not exist "
@@ -542,7 +541,7 @@ class ShardReader:
         uri = GcsUri.parse(self.manifest.uri).join(shard.name)
         b = gcs.blob(uri, generation=shard.generation)
         try:
-            payload: bytes = gcs.with_retries(b.download_as_bytes, f"read {uri}")
+            payload: bytes = gcs.call(b.download_as_bytes, what=f"read {uri}")
         except gexc.NotFound:
             raise TrainerError(
                 f"shard {uri} (generation {shard.generation}) named by the manifest is gone: "

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -104,27 +103,60 @@ def requests_transient(exc: BaseException) -> bool:
     )
 
 
-def with_retries(
-    fn: Callable[[], T],
-    what: str,
-    attempts: int = 6,
-    base: float = 0.2,
-    cap: float = 10.0,
-    transient: Callable[[BaseException], bool] = _transient,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call ``fn`` until it succeeds, retrying transient errors with exponential backoff and full jitter.
+RETRY_SECONDS_ENV = "STORAGE_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0  # google-cloud-storage's own default deadline for one call
+
+
+def retry_seconds() -> float:
+    """How long one storage operation is retried before it fails as transient (exit 138):
+    ``STORAGE_RETRY_SECONDS``, default 120 s."""
+    raw = os.environ.get(RETRY_SECONDS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise TrainerError(f"{RETRY_SECONDS_ENV} must be a number of seconds in (0, 3600], got {raw!r}")
+    return value
+
+
+def policy(what: str, deadline: float | None = None, initial: float = 0.2, maximum: float = 10.0) -> Any:
+    """The trainer's one retry policy: google-api-core's ``Retry`` (the storage client's own
+    machinery): exponential backoff with jitter, only errors ``_transient`` accepts, for at most
+    ``deadline`` seconds (default :func:`retry_seconds`); then ``RetryError`` (exit 138)."""
+    from google.api_core.retry import Retry
+
+    def on_error(exc: Exception) -> None:
+        log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
+
+    return Retry(
+        predicate=_transient,
+        initial=initial,
+        maximum=maximum,
+        multiplier=2.0,
+        timeout=retry_seconds() if deadline is None else deadline,
+        on_error=on_error,
+    )
+
+
+def with_retries(fn: Callable[[], T], what: str, deadline: float | None = None, initial: float = 0.2) -> T:
+    """``fn()`` under :func:`policy`: for an operation of several storage calls (a listing with its
+    pages, an upload that starts a new session when the server lost the old one). The calls inside
+    pass ``retry=None``, so this is the only retry layer.
 
     Non-transient errors (404, 403, precondition failures, …) are raised at once."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts or not transient(exc):
-                raise
-            delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-            log.warning(
-                "%s failed (%s: %s); retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt, attempts - 1, delay
-            )
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    result: T = policy(what, deadline, initial)(fn)()
+    return result
+
+
+def list_blobs(bucket: str, what: str, **kwargs: Any) -> list[Any]:
+    """Every object of a listing (all its pages) under :func:`policy`, retried as a whole."""
+    return with_retries(lambda: list(client().list_blobs(bucket, retry=None, **kwargs)), what)
+
+
+def call(method: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T:
+    """One google-cloud-storage call, ``method(*args, **kwargs)``, under :func:`policy` (its own
+    retry turned off: one layer, one deadline)."""
+    return with_retries(lambda: method(*args, retry=None, **kwargs), what)

@@ -66,7 +66,7 @@ def fetch(base: GcsUri, entry: dict[str, Any]) -> Item:
     item = Item(name, generation)
     uri = base.join(name)
     try:
-        data = gcs.with_retries(gcs.blob(uri, generation=generation).download_as_bytes, f"read {uri}")
+        data = gcs.call(gcs.blob(uri, generation=generation).download_as_bytes, what=f"read {uri}")
         x, ids = decode(name, data)
     except gexc.NotFound:
         item.reason = f"generation {generation} of {uri} no longer exists (overwritten or deleted after the plan)"

@@ -42,7 +42,7 @@ def load_model(info: dict[str, Any], device: Any) -> LoadedModel:
     import torch
 
     vuri = GcsUri.parse(info["uri"])
-    data = gcs.with_retries(gcs.blob(vuri.join(info["file"])).download_as_bytes, f"read {vuri}/{info['file']}")
+    data = gcs.call(gcs.blob(vuri.join(info["file"])).download_as_bytes, what=f"read {vuri}/{info['file']}")
     if info["file"] == "model.pt2":
         program = torch.export.load(io.BytesIO(data))
         module = program.module().to(device)

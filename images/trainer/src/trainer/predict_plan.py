@@ -39,9 +39,7 @@ def create_once(uri: GcsUri, data: bytes, content_type: str, metadata: dict[str,
     if metadata:
         blob.metadata = metadata
     try:
-        gcs.with_retries(
-            lambda: blob.upload_from_string(data, content_type=content_type, if_generation_match=0), f"create {uri}"
-        )
+        gcs.call(blob.upload_from_string, data, content_type=content_type, if_generation_match=0, what=f"create {uri}")
     except Exception as exc:
         if _precondition_failed(exc):
             return False
@@ -53,7 +51,7 @@ def read_json(uri: GcsUri) -> dict[str, Any] | None:
     from google.api_core import exceptions as gexc
 
     try:
-        raw = gcs.with_retries(gcs.blob(uri).download_as_bytes, f"read {uri}")
+        raw = gcs.call(gcs.blob(uri).download_as_bytes, what=f"read {uri}")
     except gexc.NotFound:
         return None
     doc = json.loads(raw)
@@ -65,7 +63,7 @@ def read_json(uri: GcsUri) -> dict[str, Any] | None:
 def list_names(base: GcsUri, sub: str) -> dict[str, Any]:
     """Objects under ``base/sub/`` → {relative name: blob}."""
     prefix = base.join(sub).path + "/"
-    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(base.bucket, prefix=prefix)), f"list {base}/{sub}")
+    blobs = gcs.list_blobs(base.bucket, f"list {base}/{sub}", prefix=prefix)
     return {b.name[len(prefix) :]: b for b in blobs}
 
 
@@ -118,7 +116,7 @@ def list_inputs(prefix: GcsUri, glob: str) -> list[dict[str, Any]]:
     Markers and hidden objects (a path segment starting with '_' or '.') are never inputs."""
     rx = glob_regex(glob)
     base = prefix.path + "/" if prefix.path else ""
-    blobs = gcs.with_retries(lambda: list(gcs.client().list_blobs(prefix.bucket, prefix=base)), f"list {prefix}")
+    blobs = gcs.list_blobs(prefix.bucket, f"list {prefix}", prefix=base)
     out = []
     for b in blobs:
         rel = b.name[len(base) :]

@@ -25,7 +25,6 @@ and a worse one never replaces a better one.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
@@ -178,9 +177,12 @@ class Registry:
                 )
             )
             try:
-                gcs.with_retries(
-                    functools.partial(b.upload_from_string, data, content_type=ctype, if_generation_match=0),
-                    f"upload {vuri.join(name)}",
+                gcs.call(
+                    b.upload_from_string,
+                    data,
+                    content_type=ctype,
+                    if_generation_match=0,
+                    what=f"upload {vuri.join(name)}",
                 )
             except gexc.PreconditionFailed:
                 raise TrainerError(
@@ -193,11 +195,12 @@ class Registry:
         """The LATEST pointer and its generation (None, 0 when there is none)."""
         from google.api_core import exceptions as gexc
 
-        b = gcs.client().bucket(self.base.bucket).get_blob(self.base.join(LATEST).path)
+        uri = self.base.join(LATEST)
+        b = gcs.call(gcs.client().bucket(uri.bucket).get_blob, uri.path, what=f"stat {uri}")
         if b is None:
             return None, 0
         try:
-            raw = b.download_as_bytes(if_generation_match=b.generation)
+            raw = gcs.call(b.download_as_bytes, if_generation_match=b.generation, what=f"read {uri}")
         except (gexc.NotFound, gexc.PreconditionFailed):
             return self.latest()  # replaced between the two calls: read again
         return json.loads(raw), int(b.generation)
@@ -229,8 +232,12 @@ class Registry:
                     return Promotion(False, cur, attempt)
             b = gcs.blob(self.base.join(LATEST))
             try:
-                b.upload_from_string(
-                    json.dumps(doc, indent=1), content_type="application/json", if_generation_match=gen
+                gcs.call(
+                    b.upload_from_string,
+                    json.dumps(doc, indent=1),
+                    content_type="application/json",
+                    if_generation_match=gen,
+                    what=f"update {self.base.join(LATEST)}",
                 )
                 return Promotion(True, doc, attempt)
             except gexc.PreconditionFailed:
@@ -248,7 +255,7 @@ class Registry:
         found: dict[str, tuple[str, str, dict[str, Any]]] = {}
         complete: set[str] = set()
         lineages = []
-        for blob in gcs.client().list_blobs(self.base.bucket, prefix=prefix):
+        for blob in gcs.list_blobs(self.base.bucket, f"list {self.base}", prefix=prefix):
             rest = blob.name[len(prefix) :]
             version, _, leaf = rest.partition("/")
             if leaf == COMPLETE:
@@ -258,7 +265,7 @@ class Registry:
         for version, blob in lineages:
             if version not in complete:
                 continue
-            lineage = json.loads(gcs.with_retries(blob.download_as_bytes, f"read {blob.name}"))
+            lineage = json.loads(gcs.call(blob.download_as_bytes, what=f"read {blob.name}"))
             job = lineage.get("job_name")
             if job in wanted:
                 key = str(lineage.get("ended_at", ""))
@@ -266,10 +273,8 @@ class Registry:
                     found[job] = (key, version, lineage)
         out: dict[str, Published] = {}
         for job, (_, version, lineage) in found.items():
-            raw = gcs.with_retries(
-                gcs.blob(self.version_uri(version).join("metrics.json")).download_as_bytes,
-                f"read {self.version_uri(version)}/metrics.json",
-            )
+            metrics = self.version_uri(version).join("metrics.json")
+            raw = gcs.call(gcs.blob(metrics).download_as_bytes, what=f"read {metrics}")
             out[job] = Published(
                 version=version, uri=str(self.version_uri(version)), lineage=lineage, metrics=json.loads(raw)
             )
