@@ -357,10 +357,10 @@ class RealNode:
 
         containerd's CRI plugin records every image it sees under its ID as well as its tag. When a
         tag moves to a new build, the ID record of the old one stays, and with it the old layers
-        (GBs for the trainer), for good: the kubelet's image GC acts only above 85 % disk use. An ID
-        record whose manifest no tag has is such an old version; removing it (``--sync``: containerd
-        collects its content and snapshots at once) frees the space. A container still running from
-        it keeps its own snapshot."""
+        (GBs for the trainer), for good: the kubelet's image GC is off on this node (its images
+        cannot be pulled back). An ID record whose manifest no tag has is such an old version;
+        removing it (``--sync``: containerd collects its content and snapshots at once) frees the
+        space."""
         rows = [line.split() for line in self._ctr(bins, "images", "ls").stdout.splitlines()[1:] if line.strip()]
         tagged = {row[2] for row in rows if not row[0].startswith("sha256:")}
         old = [row[0] for row in rows if row[0].startswith("sha256:") and row[2] not in tagged]
