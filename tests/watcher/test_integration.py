@@ -63,6 +63,8 @@ def test_one_job_per_version_republish_and_overwrite(case_factory, wenv):
     case.upload("mnist/v2/_SUCCESS")
     wait_for(lambda: len(case.jobs()) == 2, 30, "the second job")
     time.sleep(1)
+    # the counter moves after the create returns: wait for it rather than read it once
+    wait_for(lambda: w.metric("retrain_jobs_created_total") == 2, 30, "the second job counted")
     assert len(case.jobs()) == 2 and w.metric("retrain_jobs_created_total") == 2
     assert w.http("/healthz")[0] == 200
     assert w.terminate() == 0
