@@ -26,6 +26,7 @@ OPERATOR_NAMESPACE = "kubeflow"
 OPERATOR_SA = "training-operator"
 OPERATOR_MANIFESTS = REPO_ROOT / "manifests" / "training-operator"
 TRAINING_MANIFESTS = REPO_ROOT / "manifests" / "training"
+PYTORCH_INIT_CONTAINER = OPERATOR_MANIFESTS / "pytorch-init-container.gotmpl"
 # The operator's webhook server reads its certs from this fixed path (pkg/cert in v1.9.4).
 WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")  # noqa: S108 - the operator's fixed path
 # Kinds of the operator install that need the operator running in the cluster.
@@ -330,21 +331,16 @@ class LocalCluster:
         # training-operator install (minus its in-cluster Deployment/Service/webhook) and our manifests
         self._apply_install(bins, rendering, left())
         self._write_webhook_certs()
-        init_container: tuple[str, ...] = ()
-        if real_node:
-            template = sd / "pytorch-init-container.yaml"
-            template.write_text(realnode.PYTORCH_INIT_CONTAINER)
-            init_container = (
-                f"--pytorch-init-container-template-file={template}",
-                f"--pytorch-init-container-image={realnode.BASE_IMAGE}",
-            )
         self._spawn(
             "training-operator",
             [
                 str(bins.path("training-operator")),
                 "--enable-scheme=pytorchjob",
                 "--enable-scheme=tfjob",
-                *init_container,
+                # the PyTorchJob worker init container GKE gets (manifests/training-operator), with
+                # the local base image: PodSecurity `restricted` (manifests/training) admits it
+                f"--pytorch-init-container-template-file={PYTORCH_INIT_CONTAINER}",
+                f"--pytorch-init-container-image={realnode.BASE_IMAGE}",
                 f"--metrics-bind-address=127.0.0.1:{ports['operator-metrics']}",
                 f"--health-probe-bind-address=127.0.0.1:{ports['operator-probe']}",
                 f"--webhook-server-port={ports['operator-webhook']}",
@@ -454,16 +450,6 @@ class LocalCluster:
             kubelet_kc,
             self.kubeconfig,
             left,
-        )
-        # PodSecurity admission: the training namespace enforces the restricted profile.
-        self.kubectl(
-            bins,
-            "label",
-            "--overwrite",
-            "namespace",
-            realnode.TRAINING_NAMESPACE,
-            *(f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "audit", "warn")),
-            f"pod-security.kubernetes.io/enforce-version=v{bins.versions['KUBERNETES_VERSION'][1:5]}",
         )
 
     # --- helpers -----------------------------------------------------------

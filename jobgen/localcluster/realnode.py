@@ -33,7 +33,7 @@ POD_CIDR = "10.244.0.0/24"
 # (apiserver, fake-gcs-server, the Pub/Sub emulator, CoreDNS) on their own subnet's gateway.
 NODE_IP = "10.244.0.1"
 CLUSTER_DOMAIN = "cluster.local"
-TRAINING_NAMESPACE = "training"  # manifests/training: PodSecurity `restricted` is enforced there
+TRAINING_NAMESPACE = "training"  # manifests/training/namespace.yaml enforces PodSecurity `restricted`
 NODE_LABEL = ("jobgen.io/real-node", "true")
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 RUNC = ("/usr/sbin/runc", "/usr/bin/runc")
@@ -42,39 +42,13 @@ PAUSE_IMAGE = "localhost/jobgen/pause:3.10"
 BASE_IMAGE = "localhost/jobgen/base:bookworm"
 IMAGES = {
     "pause": PAUSE_IMAGE,
-    # the operator's PyTorchJob worker init container (wait for the master's DNS name): see
-    # PYTORCH_INIT_CONTAINER
+    # the operator's PyTorchJob worker init container (wait for the master's DNS name):
+    # manifests/training-operator/pytorch-init-container.gotmpl
     "base": BASE_IMAGE,
     "trainer": "localhost/jobgen/trainer:local",
     "tf-trainer": "localhost/jobgen/tf-trainer:local",
     "watcher": "localhost/jobgen/watcher:local",
 }
-# training-operator v1.9.4 adds an init container to every PyTorchJob worker that waits until the
-# master's name resolves. Its default (alpine:3.10, `nslookup`, no securityContext) is rejected by
-# PodSecurity `restricted` and would be pulled from a registry; this template (the operator's
-# --pytorch-init-container-template-file) does the same with the local base image's getent, as a
-# restricted container.
-PYTORCH_INIT_CONTAINER = """
-- name: init-pytorch
-  image: {{.InitContainerImage}}
-  imagePullPolicy: IfNotPresent
-  resources:
-    limits: {cpu: 100m, memory: 20Mi}
-    requests: {cpu: 50m, memory: 10Mi}
-  securityContext:
-    runAsNonRoot: true
-    runAsUser: 65534
-    runAsGroup: 65534
-    allowPrivilegeEscalation: false
-    capabilities: {drop: [ALL]}
-    seccompProfile: {type: RuntimeDefault}
-  command:
-    - sh
-    - -c
-    - >-
-      for i in $(seq {{.MaxTries}}); do if getent hosts {{.MasterAddr}}; then exit 0; fi;
-      echo waiting for master; sleep 2; done; exit 1
-"""
 K8S_NAMESPACE = "k8s.io"  # containerd namespace of the CRI plugin
 SYSCTLS = {
     # pods' traffic to ClusterIPs and to the host is routed by the host

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from jobgen.kubeflow import API_VERSION, PYTORCH, TENSORFLOW
+from jobgen.render import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 
 from .bins import binaries
 from .cluster import LocalCluster
@@ -144,7 +145,13 @@ def container(name: str, gpus: int = 0, cpu: str = "500m") -> dict[str, Any]:
     if gpus:
         res["requests"]["nvidia.com/gpu"] = gpus
         res["limits"]["nvidia.com/gpu"] = gpus
-    return {"name": name, "image": IMAGE, "command": ["python", "-c", "print('hi')"], "resources": res}
+    return {
+        "name": name,
+        "image": IMAGE,
+        "command": ["python", "-c", "print('hi')"],
+        "resources": res,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,  # PodSecurity `restricted`, as jobgen renders
+    }
 
 
 def placement(accelerator: str | None = None, spot: bool = False, pool: str | None = None) -> dict[str, Any]:
@@ -178,7 +185,9 @@ def replica(
     annotations: dict[str, str] | None = None,
     **place: Any,
 ) -> dict[str, Any]:
-    template: dict[str, Any] = {"spec": {"containers": [container(cname, gpus)], **placement(**place)}}
+    template: dict[str, Any] = {
+        "spec": {"securityContext": POD_SECURITY_CONTEXT, "containers": [container(cname, gpus)], **placement(**place)}
+    }
     if annotations:
         template["metadata"] = {"annotations": annotations}
     return {"replicas": replicas, "restartPolicy": restart, "template": template}

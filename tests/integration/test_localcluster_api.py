@@ -137,6 +137,44 @@ def test_manifests_training_namespace_rbac_and_priorityclasses(
     lc.kubectl("delete", "pytorchjob", "by-submitter", "-n", "training")
 
 
+def test_training_namespace_enforces_restricted_and_the_operator_init_container_passes(
+    local_cluster: LocalClusterHandle,
+) -> None:
+    """manifests/training enforces PodSecurity `restricted` (as on GKE), and the PyTorchJob worker's
+    init container the operator injects (manifests/training-operator/pytorch-init-container.gotmpl)
+    is admitted there. With upstream's default init container the worker pod is rejected."""
+    lc = local_cluster
+    labels = lc.get("namespace", "training")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted", labels
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "not-restricted", "namespace": "training"},
+        "spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]},
+    }
+    out = lc.apply(bare, check=False)
+    assert out.returncode != 0 and 'violates PodSecurity "restricted' in out.stderr, out.stderr
+
+    lc.apply(pytorchjob("init-restricted", "training", workers=1, pool="cpu"))
+    try:
+        worker = wait_for(
+            lambda: (
+                r := lc.kubectl("get", "pod", "init-restricted-worker-0", "-n", "training", "-o", "json", check=False)
+            ).returncode
+            == 0
+            and r,
+            60,
+            "worker pod admitted",
+            interval=0.5,
+        )
+        init = yaml.safe_load(worker.stdout)["spec"]["initContainers"]
+        assert [c["name"] for c in init] == ["init-pytorch"], init
+        assert init[0]["securityContext"]["runAsNonRoot"] is True
+        assert "getent hosts init-restricted-master-0" in init[0]["command"][-1]
+    finally:
+        lc.kubectl("delete", "pytorchjob", "init-restricted", "-n", "training", "--wait=false", check=False)
+
+
 def test_operator_runs_with_its_own_rbac(local_cluster: LocalClusterHandle) -> None:
     """The operator authenticates as its ServiceAccount, so the vendored ClusterRole is what lets it work."""
     lc = local_cluster

@@ -147,3 +147,44 @@ def test_overlay_lets_the_ci_deployer_manage_the_namespace_only(tmp_path: Path):
     assert not any(d["kind"] == "ClusterRoleBinding" for d in objs), "nothing cluster-wide for CI"
     without = overlay(tmp_path, "ml-team", "t", "t@p.iam.gserviceaccount.com")
     assert not any(d["metadata"]["name"] == "jobgen-ci-deploy" for d in without)
+
+
+def test_gke_operator_reads_the_restricted_pytorch_init_container(tmp_path: Path):
+    """What terraform installs on GKE: the operator's --pytorch-init-container-template-file names a
+    file of a mounted ConfigMap holding manifests/training-operator/pytorch-init-container.gotmpl
+    (the same file the local cluster's operator reads), and the namespace it runs in enforces
+    restricted. A mount path, key or ConfigMap name that drifts apart makes the operator fall back,
+    silently, to upstream's init container, which `restricted` rejects."""
+    overlay(tmp_path, "training", "jobgen-trainer", "g@p.iam.gserviceaccount.com")
+    res = subprocess.run([kubectl(), "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    objs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    (deploy,) = [d for d in objs if d["kind"] == "Deployment" and d["metadata"]["name"] == "training-operator"]
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "training-operator"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in container.get("args", []))
+    path = Path(flags["pytorch-init-container-template-file"])
+    assert flags["pytorch-init-container-image"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (cm,) = [
+        d
+        for d in objs
+        if d["kind"] == "ConfigMap"
+        and d["metadata"]["name"] == volume["configMap"]["name"]
+        and d["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+    ]
+    template = (REPO / "manifests" / "training-operator" / "pytorch-init-container.gotmpl").read_text()
+    assert cm["data"][path.name] == template
+    (ns,) = [d for d in objs if d["kind"] == "Namespace" and d["metadata"]["name"] == "training"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the template, filled in the way the operator fills it, is one restricted container
+    filled = (
+        template.replace("{{.InitContainerImage}}", flags["pytorch-init-container-image"])
+        .replace("{{.MaxTries}}", "100")
+        .replace("{{.MasterAddr}}", "job-master-0")
+    )
+    (init,) = yaml.safe_load(filled)
+    sc = init["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
