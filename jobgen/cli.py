@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -93,6 +94,19 @@ def _cluster_options(fn: Any) -> Any:
     return click.option("--context", "context", help="The kube context to use.")(fn)
 
 
+# The --dry-run and -o of the commands that server-side apply (their values go to _apply_and_report).
+_apply_dry_run = click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    default="none",
+    show_default=True,
+    help="client: render and validate only; server: ask the apiserver to validate without persisting.",
+)
+_apply_output = click.option(
+    "-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True
+)
+
+
 def _render_file(
     path: str, sets: tuple[str, ...], set_strings: tuple[str, ...], params: tuple[str, ...], template_dir: str | None
 ) -> dict[str, Any]:
@@ -129,6 +143,30 @@ def _emit(data: Any, output: str) -> None:
         from jobgen.render import dump_yaml
 
         click.echo(dump_yaml(data), nl=False)
+
+
+def _apply_and_report(
+    manifest: dict[str, Any],
+    resource: str,
+    apply: Callable[[Any, bool], dict[str, Any]],
+    dry_run: str,
+    output: str,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Server-side apply ``manifest`` with ``apply(cluster, server_dry_run)`` (not at all for
+    ``--dry-run=client``), then print ``RESOURCE/NAME serverside-applied`` (``-o name``) or the object."""
+    if dry_run == "client":
+        result, suffix = manifest, " (dry run)"
+    else:
+        from jobgen import kube
+
+        result = apply(kube.connect(context, kubeconfig), dry_run == "server")
+        suffix = " (server dry run)" if dry_run == "server" else ""
+    if output == "name":
+        click.echo(f"{resource}/{result['metadata']['name']} serverside-applied{suffix}")
+    else:
+        _emit(result, output)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -183,15 +221,9 @@ def validate(
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @_set_options
-@click.option(
-    "--dry-run",
-    type=click.Choice(["none", "client", "server"]),
-    default="none",
-    show_default=True,
-    help="client: render and validate only; server: ask the apiserver to validate without persisting.",
-)
+@_apply_dry_run
 @click.option("--force-conflicts", is_flag=True, help="Take over fields that another field manager owns.")
-@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
+@_apply_output
 @_cluster_options
 def submit(
     spec: str,
@@ -207,18 +239,15 @@ def submit(
 ) -> None:
     """Render, validate and server-side apply SPEC (field manager "jobgen"). Idempotent."""
     manifest = _validated(_render_file(spec, sets, set_strings, params, template_dir), spec)
-    if dry_run == "client":
-        result, suffix = manifest, " (dry run)"
-    else:
-        from jobgen import kube
-
-        cluster = kube.connect(context, kubeconfig)
-        result = cluster.apply(manifest, dry_run=dry_run == "server", force_conflicts=force_conflicts)
-        suffix = " (server dry run)" if dry_run == "server" else ""
-    if output == "name":
-        click.echo(f"{result['kind'].lower()}.kubeflow.org/{result['metadata']['name']} serverside-applied{suffix}")
-    else:
-        _emit(result, output)
+    _apply_and_report(
+        manifest,
+        f"{manifest['kind'].lower()}.kubeflow.org",
+        lambda cluster, server: cluster.apply(manifest, dry_run=server, force_conflicts=force_conflicts),
+        dry_run,
+        output,
+        context,
+        kubeconfig,
+    )
 
 
 @main.command()
@@ -432,14 +461,8 @@ def watch(config: str, log_level: str, context: str | None, kubeconfig: str | No
     metavar="ID",
     help="Another prediction over the same input (the job name hashes the input and this id).",
 )
-@click.option(
-    "--dry-run",
-    type=click.Choice(["none", "client", "server"]),
-    default="none",
-    show_default=True,
-    help="client: render and validate only; server: ask the apiserver to validate without persisting.",
-)
-@click.option("-o", "--output", type=click.Choice(["name", "yaml", "json"]), default="name", show_default=True)
+@_apply_dry_run
+@_apply_output
 @_cluster_options
 def predict(
     spec: str,
@@ -456,18 +479,15 @@ def predict(
     from jobgen.predict import submit as predictions
 
     _, manifest = predictions.build(spec, _pairs(sets, "--set", True), run)
-    if dry_run == "client":
-        result, suffix = manifest, " (dry run)"
-    else:
-        from jobgen import kube
-
-        cluster = kube.connect(context, kubeconfig)
-        result = predictions.apply(cluster, manifest, server_dry_run=dry_run == "server")
-        suffix = " (server dry run)" if dry_run == "server" else ""
-    if output == "name":
-        click.echo(f"job.batch/{result['metadata']['name']} serverside-applied{suffix}")
-    else:
-        _emit(result, output)
+    _apply_and_report(
+        manifest,
+        "job.batch",
+        lambda cluster, server: predictions.apply(cluster, manifest, server_dry_run=server),
+        dry_run,
+        output,
+        context,
+        kubeconfig,
+    )
 
 
 @main.command()

@@ -177,17 +177,19 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
             )
         )
     else:
-        limit = min(max_job_name_len(sizes), DNS1035_MAX)
-        if len(name) > limit:
-            problems.append(
-                Problem(
-                    "metadata.name",
-                    f"is {len(name)} characters; at most {limit} fit, so that every "
-                    "pod name <job>-<role>-<n> stays within 63 characters",
-                )
-            )
+        problems += name_length_problems(
+            name, min(max_job_name_len(sizes), DNS1035_MAX), "pod name <job>-<role>-<n> stays within 63 characters"
+        )
     problems += namespace_problems(meta)
     return problems
+
+
+def name_length_problems(name: str, limit: int, children: str) -> list[Problem]:
+    """The problem with a ``name`` longer than ``limit``, the longest that keeps every name derived from it
+    valid; ``children`` says which names and their limit (it ends the message, after "so that every")."""
+    if len(name) <= limit:
+        return []
+    return [Problem("metadata.name", f"is {len(name)} characters; at most {limit} fit, so that every {children}")]
 
 
 def namespace_problems(meta: dict[str, Any]) -> list[Problem]:

@@ -15,7 +15,7 @@ from jobgen.errors import Problem, UserError
 from jobgen.names import is_dns1035
 from jobgen.predict.labels import CONTAINER
 from jobgen.predict.render import max_name_len
-from jobgen.validate import k8s_validator, namespace_problems
+from jobgen.validate import k8s_validator, name_length_problems, namespace_problems
 from jobgen.validate import schema_problems_of as format_errors  # one formatter of jsonschema errors
 
 
@@ -73,14 +73,8 @@ def rule_problems(manifest: dict[str, Any]) -> list[Problem]:
                 f"{name!r} is not a DNS-1035 label (lower-case letters, digits, '-', starting with a letter, ≤ 63)",
             )
         )
-    elif isinstance(completions, int) and completions >= 1 and len(name) > max_name_len(completions):
-        problems.append(
-            Problem(
-                "metadata.name",
-                f"is {len(name)} characters; at most {max_name_len(completions)} "
-                "fit, so that every pod hostname <job>-<index> stays within 63",
-            )
-        )
+    elif isinstance(completions, int) and completions >= 1:
+        problems += name_length_problems(name, max_name_len(completions), "pod hostname <job>-<index> stays within 63")
     problems += namespace_problems(meta)
     return problems
 

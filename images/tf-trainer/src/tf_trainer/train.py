@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from trainer import data, registry
 from trainer.gcs import TrainerError
-from trainer.train import _gs, _ranged, _version
+from trainer.train import add_storage_arguments, ranged, version_name
 
 from tf_trainer import tfconfig
 
@@ -47,38 +47,18 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="MultiWorkerMirroredStrategy training with GCS data and the model registry.",
     )
-    p.add_argument("--lr", type=_ranged(float, 0, 10, lo_open=True), default=0.001, help="learning rate (Adam)")
-    p.add_argument("--epochs", type=_ranged(int, 1, 100000), default=5, help="passes over the training split")
-    p.add_argument("--batch-size", type=_ranged(int, 1, 1 << 20), default=64, help="examples per step per worker")
-    p.add_argument("--hidden", type=_ranged(int, 1, 1 << 16), default=128, help="hidden width of the default model")
-    p.add_argument("--dropout", type=_ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout rate")
-    p.add_argument("--seed", type=_ranged(int, 0, 2**31 - 1), default=0, help="seed for init and data order")
-    p.add_argument("--stop-check-every", type=_ranged(int, 1), default=10, help="steps between SIGTERM checks")
+    p.add_argument("--lr", type=ranged(float, 0, 10, lo_open=True), default=0.001, help="learning rate (Adam)")
+    p.add_argument("--epochs", type=ranged(int, 1, 100000), default=5, help="passes over the training split")
+    p.add_argument("--batch-size", type=ranged(int, 1, 1 << 20), default=64, help="examples per step per worker")
+    p.add_argument("--hidden", type=ranged(int, 1, 1 << 16), default=128, help="hidden width of the default model")
+    p.add_argument("--dropout", type=ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout rate")
+    p.add_argument("--seed", type=ranged(int, 0, 2**31 - 1), default=0, help="seed for init and data order")
+    p.add_argument("--stop-check-every", type=ranged(int, 1), default=10, help="steps between SIGTERM checks")
     p.add_argument("--metric", choices=sorted(METRICS), default="val_accuracy", help="promotion metric")
-    p.add_argument("--model-version", type=_version, default=None, help="registry version (default: UTC start time)")
     p.add_argument(
-        "--job-name",
-        default=os.environ.get("JOB_NAME", ""),
-        help="job name for lineage (default: $JOB_NAME, set by jobgen)",
+        "--model-version", type=version_name, default=None, help="registry version (default: UTC start time)"
     )
-    p.add_argument(
-        "--data-uri",
-        type=_gs("DATA_URI"),
-        default=os.environ.get("DATA_URI", ""),
-        help="data set prefix; unset: the built-in generated data set",
-    )
-    p.add_argument(
-        "--output-uri",
-        type=_gs("OUTPUT_URI"),
-        default=os.environ.get("OUTPUT_URI", ""),
-        help="registry root gs://<models>/<model>; unset: nothing is published",
-    )
-    p.add_argument(
-        "--checkpoint-uri",
-        type=_gs("CHECKPOINT_URI"),
-        default=os.environ.get("CHECKPOINT_URI", ""),
-        help="checkpoint prefix; unset: no checkpoints",
-    )
+    add_storage_arguments(p, checkpoint_help="checkpoint prefix; unset: no checkpoints")
     return p
 
 

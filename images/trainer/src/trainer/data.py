@@ -156,6 +156,61 @@ def split_arrays(arrays: dict[str, np.ndarray], val_fraction: float) -> dict[str
     return out
 
 
+def _upload_shards(
+    base: GcsUri,
+    sizes: dict[str, int],
+    shards: int,
+    val_shards: int,
+    ext: str,
+    content_type: str,
+    payload: Callable[[str, int, int], bytes],
+) -> dict[str, list[Shard]]:
+    """Cut each split's ``sizes[split]`` records into ``shards`` (train) or ``val_shards`` near-equal
+    shards and upload ``payload(split, start, stop)`` as each; every :class:`Shard` names the
+    generation written, its size and CRC-32."""
+    splits: dict[str, list[Shard]] = {}
+    for split, n in sizes.items():
+        n_shards = shards if split == "train" else val_shards
+        if n < n_shards:
+            raise TrainerError(f"{split}: {n} records cannot fill {n_shards} shards")
+        bounds = np.linspace(0, n, n_shards + 1).astype(int)
+        splits[split] = []
+        for i in range(n_shards):
+            name = f"{split}-{i:05d}-of-{n_shards:05d}.{ext}"
+            data = payload(split, int(bounds[i]), int(bounds[i + 1]))
+            b = gcs.blob(base.join(name))
+            gcs.call(b.upload_from_string, data, content_type=content_type, what=f"upload {base.join(name)}")
+            splits[split].append(
+                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(data), f"{zlib.crc32(data):08x}")
+            )
+    return splits
+
+
+def _upload_manifest(
+    base: GcsUri,
+    features: dict[str, Any],
+    num_classes: int,
+    splits: dict[str, list[Shard]],
+    meta: dict[str, Any] | None,
+) -> Manifest:
+    """Write manifest.json, naming the generation of every shard in ``splits`` (so upload it last)."""
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "features": features,
+        "num_classes": int(num_classes),
+        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
+        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
+    }
+    mb = gcs.blob(base.join(MANIFEST))
+    gcs.call(
+        mb.upload_from_string,
+        json.dumps(doc, indent=1),
+        content_type="application/json",
+        what=f"upload {base.join(MANIFEST)}",
+    )
+    return Manifest(str(base), mb.generation, features, int(num_classes), splits, doc["meta"])
+
+
 def write_dataset(
     uri: str,
     arrays: dict[str, np.ndarray],
@@ -168,39 +223,16 @@ def write_dataset(
     """Write shards, then the manifest naming their generations. Returns the manifest."""
     base = GcsUri.parse(uri, "data URI")
     parts = split_arrays(arrays, val_fraction)
-    splits: dict[str, list[Shard]] = {}
-    for split, data in parts.items():
-        n_shards = shards if split == "train" else val_shards
-        n = len(data["id"])
-        if n < n_shards:
-            raise TrainerError(f"{split}: {n} records cannot fill {n_shards} shards")
-        bounds = np.linspace(0, n, n_shards + 1).astype(int)
-        splits[split] = []
-        for i in range(n_shards):
-            name = f"{split}-{i:05d}-of-{n_shards:05d}.npz"
-            payload = _npz_bytes({k: v[bounds[i] : bounds[i + 1]] for k, v in data.items()})
-            b = gcs.blob(base.join(name))
-            gcs.call(
-                b.upload_from_string, payload, content_type="application/octet-stream", what=f"upload {base.join(name)}"
-            )
-            splits[split].append(
-                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
-            )
-    doc: dict[str, Any] = {
-        "format": FORMAT,
-        "features": _features(parts["train"]),
-        "num_classes": int(num_classes),
-        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
-        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
-    }
-    mb = gcs.blob(base.join(MANIFEST))
-    gcs.call(
-        mb.upload_from_string,
-        json.dumps(doc, indent=1),
-        content_type="application/json",
-        what=f"upload {base.join(MANIFEST)}",
+    splits = _upload_shards(
+        base,
+        {split: len(data["id"]) for split, data in parts.items()},
+        shards,
+        val_shards,
+        "npz",
+        "application/octet-stream",
+        lambda split, start, stop: _npz_bytes({k: v[start:stop] for k, v in parts[split].items()}),
     )
-    return Manifest(str(base), mb.generation, doc["features"], int(num_classes), splits, doc["meta"])
+    return _upload_manifest(base, _features(parts["train"]), num_classes, splits, meta)
 
 
 def tar_shard(records: list[dict[str, bytes | int]], first_id: int) -> bytes:
@@ -234,41 +266,21 @@ def write_tar_dataset(
     parts = {"train": (n_val, records[n_val:])}
     if n_val:
         parts["val"] = (0, records[:n_val])
-    splits: dict[str, list[Shard]] = {}
-    for split, (offset, recs) in parts.items():
-        n_shards = shards if split == "train" else val_shards
-        if len(recs) < n_shards:
-            raise TrainerError(f"{split}: {len(recs)} records cannot fill {n_shards} shards")
-        bounds = np.linspace(0, len(recs), n_shards + 1).astype(int)
-        splits[split] = []
-        for i in range(n_shards):
-            name = f"{split}-{i:05d}-of-{n_shards:05d}.tar"
-            payload = tar_shard(recs[bounds[i] : bounds[i + 1]], offset + int(bounds[i]))
-            b = gcs.blob(base.join(name))
-            gcs.call(b.upload_from_string, payload, content_type="application/x-tar", what=f"upload {base.join(name)}")
-            splits[split].append(
-                Shard(name, int(bounds[i + 1] - bounds[i]), b.generation, len(payload), f"{zlib.crc32(payload):08x}")
-            )
+    splits = _upload_shards(
+        base,
+        {split: len(recs) for split, (_, recs) in parts.items()},
+        shards,
+        val_shards,
+        "tar",
+        "application/x-tar",
+        lambda split, start, stop: tar_shard(parts[split][1][start:stop], parts[split][0] + start),
+    )
     first = records[0]
     features = {
         "id": {"dtype": "int64", "shape": []},
         **{k: {"dtype": "int64" if isinstance(v, int) else "bytes", "shape": []} for k, v in first.items()},
     }
-    doc: dict[str, Any] = {
-        "format": FORMAT,
-        "features": features,
-        "num_classes": int(num_classes),
-        "splits": {k: [s.__dict__ for s in v] for k, v in splits.items()},
-        "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
-    }
-    mb = gcs.blob(base.join(MANIFEST))
-    gcs.call(
-        mb.upload_from_string,
-        json.dumps(doc, indent=1),
-        content_type="application/json",
-        what=f"upload {base.join(MANIFEST)}",
-    )
-    return Manifest(str(base), mb.generation, features, int(num_classes), splits, doc["meta"])
+    return _upload_manifest(base, features, num_classes, splits, meta)
 
 
 def in_memory(

@@ -40,7 +40,7 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}
 # Hyperparameters: validated by argparse, before torch is even imported.
 
 
-def _ranged(
+def ranged(
     kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False
 ) -> Any:
     def parse(text: str) -> Any:
@@ -67,7 +67,7 @@ def _hook(text: str) -> str:
     return text
 
 
-def _gs(what: str) -> Any:
+def gs_uri(what: str) -> Any:
     def parse(text: str) -> str:
         if text == "":
             return ""
@@ -80,7 +80,7 @@ def _gs(what: str) -> Any:
     return parse
 
 
-def _version(text: str) -> str:
+def version_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", text):
         raise argparse.ArgumentTypeError(f"must be 1-128 characters of A-Z a-z 0-9 . _ -, got {text!r}")
     return text
@@ -102,14 +102,14 @@ def parser() -> argparse.ArgumentParser:
         description="DDP training with GCS data, exact checkpoint/resume and a versioned model registry.",
     )
     h = p.add_argument_group("hyperparameters")
-    h.add_argument("--lr", type=_ranged(float, 0, 10, lo_open=True), default=0.05, help="peak learning rate")
-    h.add_argument("--epochs", type=_ranged(int, 1, 100000), default=2, help="passes over the training split")
+    h.add_argument("--lr", type=ranged(float, 0, 10, lo_open=True), default=0.05, help="peak learning rate")
+    h.add_argument("--epochs", type=ranged(int, 1, 100000), default=2, help="passes over the training split")
     h.add_argument(
-        "--batch-size", type=_ranged(int, 1, 1 << 20), default=64, help="examples per micro-batch per process"
+        "--batch-size", type=ranged(int, 1, 1 << 20), default=64, help="examples per micro-batch per process"
     )
     h.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="SGD (momentum) or AdamW")
-    h.add_argument("--momentum", type=_ranged(float, 0, 1, hi_open=True), default=0.9, help="SGD momentum")
-    h.add_argument("--weight-decay", type=_ranged(float, 0, 1), default=0.0, help="weight decay (decoupled for AdamW)")
+    h.add_argument("--momentum", type=ranged(float, 0, 1, hi_open=True), default=0.9, help="SGD momentum")
+    h.add_argument("--weight-decay", type=ranged(float, 0, 1), default=0.0, help="weight decay (decoupled for AdamW)")
     h.add_argument(
         "--scheduler",
         choices=["cosine", "constant", "step"],
@@ -118,23 +118,23 @@ def parser() -> argparse.ArgumentParser:
     )
     h.add_argument(
         "--warmup",
-        type=_ranged(float, 0, 1, hi_open=True),
+        type=ranged(float, 0, 1, hi_open=True),
         default=0.0,
         help="fraction of the run with a linear LR warm-up",
     )
-    h.add_argument("--grad-accum", type=_ranged(int, 1, 4096), default=1, help="micro-batches per optimizer step")
-    h.add_argument("--clip-grad-norm", type=_ranged(float, 0), default=0.0, help="clip the global grad norm (0: off)")
+    h.add_argument("--grad-accum", type=ranged(int, 1, 4096), default=1, help="micro-batches per optimizer step")
+    h.add_argument("--clip-grad-norm", type=ranged(float, 0), default=0.0, help="clip the global grad norm (0: off)")
     h.add_argument(
         "--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast dtype (fp16 adds a GradScaler)"
     )
     h.add_argument("--tf32", type=_bool, default=True, help="TF32 matmuls/convolutions on Ampere and newer GPUs")
-    h.add_argument("--hidden", type=_ranged(int, 1, 1 << 16), default=128, help="hidden width of the default model")
+    h.add_argument("--hidden", type=ranged(int, 1, 1 << 16), default=128, help="hidden width of the default model")
     h.add_argument(
-        "--dropout", type=_ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout of the default model"
+        "--dropout", type=ranged(float, 0, 1, hi_open=True), default=0.1, help="dropout of the default model"
     )
-    h.add_argument("--seed", type=_ranged(int, 0, 2**32 - 1), default=0, help="seed for init, data order and dropout")
+    h.add_argument("--seed", type=ranged(int, 0, 2**32 - 1), default=0, help="seed for init, data order and dropout")
     h.add_argument(
-        "--max-steps", type=_ranged(int, 0), default=0, help="stop after this many optimizer steps (0: no limit)"
+        "--max-steps", type=ranged(int, 0), default=0, help="stop after this many optimizer steps (0: no limit)"
     )
     r = p.add_argument_group("runtime")
     r.add_argument(
@@ -150,9 +150,9 @@ def parser() -> argparse.ArgumentParser:
         help="torch.distributed backend (auto: nccl on CUDA, else gloo)",
     )
     r.add_argument("--compile", type=_bool, default=False, help="torch.compile the model (needs a C compiler on CPU)")
-    r.add_argument("--workers", type=_ranged(int, 0, 64), default=0, help="DataLoader worker processes per rank")
-    r.add_argument("--checkpoint-every", type=_ranged(int, 1), default=200, help="optimizer steps between checkpoints")
-    r.add_argument("--keep-checkpoints", type=_ranged(int, 1), default=3, help="checkpoints kept in CHECKPOINT_URI")
+    r.add_argument("--workers", type=ranged(int, 0, 64), default=0, help="DataLoader worker processes per rank")
+    r.add_argument("--checkpoint-every", type=ranged(int, 1), default=200, help="optimizer steps between checkpoints")
+    r.add_argument("--keep-checkpoints", type=ranged(int, 1), default=3, help="checkpoints kept in CHECKPOINT_URI")
     r.add_argument("--async-checkpoint", type=_bool, default=True, help="save checkpoints in the background (DCP)")
     r.add_argument(
         "--allow-resume-changes",
@@ -162,11 +162,11 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--stop-check-every",
-        type=_ranged(int, 1),
+        type=ranged(int, 1),
         default=10,
         help="optimizer steps between checks (one all-reduce) for a SIGTERM on any rank",
     )
-    r.add_argument("--log-every", type=_ranged(int, 1), default=50, help="steps between loss log lines")
+    r.add_argument("--log-every", type=ranged(int, 1), default=50, help="steps between loss log lines")
     r.add_argument(
         "--model",
         type=_hook,
@@ -187,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--model-version",
-        type=_version,
+        type=version_name,
         default=None,
         help="registry version (default: UTC start time + random suffix, kept across resumes)",
     )
@@ -197,29 +197,39 @@ def parser() -> argparse.ArgumentParser:
         default=False,
         help="fail (exit 2) when torch.export cannot export the model, instead of publishing without model.pt2",
     )
-    r.add_argument(
-        "--job-name", default=os.environ.get("JOB_NAME", ""), help="job name for lineage (default: $JOB_NAME)"
+    add_storage_arguments(p.add_argument_group("storage (default: the environment variables jobgen sets)"))
+    return p
+
+
+def add_storage_arguments(
+    group: argparse._ActionsContainer,
+    checkpoint_help: str = "checkpoint prefix; unset: no checkpoints, no resume",
+) -> None:
+    """--job-name, --data-uri, --output-uri and --checkpoint-uri, each defaulting to the environment
+    variable jobgen sets (JOB_NAME, DATA_URI, OUTPUT_URI, CHECKPOINT_URI). Shared with tf_trainer."""
+    group.add_argument(
+        "--job-name",
+        default=os.environ.get("JOB_NAME", ""),
+        help="job name for lineage (default: $JOB_NAME, set by jobgen)",
     )
-    s = p.add_argument_group("storage (default: the environment variables jobgen sets)")
-    s.add_argument(
+    group.add_argument(
         "--data-uri",
-        type=_gs("DATA_URI"),
+        type=gs_uri("DATA_URI"),
         default=os.environ.get("DATA_URI", ""),
         help="data set prefix (manifest.json); unset: the built-in generated data set",
     )
-    s.add_argument(
+    group.add_argument(
         "--output-uri",
-        type=_gs("OUTPUT_URI"),
+        type=gs_uri("OUTPUT_URI"),
         default=os.environ.get("OUTPUT_URI", ""),
         help="registry root gs://<models>/<model>; unset: nothing is published",
     )
-    s.add_argument(
+    group.add_argument(
         "--checkpoint-uri",
-        type=_gs("CHECKPOINT_URI"),
+        type=gs_uri("CHECKPOINT_URI"),
         default=os.environ.get("CHECKPOINT_URI", ""),
-        help="checkpoint prefix; unset: no checkpoints, no resume",
+        help=checkpoint_help,
     )
-    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
