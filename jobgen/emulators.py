@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -239,7 +240,7 @@ class Emulators:
         if buckets and self.state_file.exists():
             self.state_file.write_text(json.dumps(asdict(info), indent=2) + "\n")
 
-    def _wait(self, what: str, check, timeout: float, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, what: str, check: Callable[[], object], timeout: float, name: str) -> None:
         deadline = time.monotonic() + timeout
         pidfile = procs.Pidfile(self.state_dir / "pids" / f"{name}.pid")
         while time.monotonic() < deadline:

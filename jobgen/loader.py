@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# a base class chosen at run time (libyaml's when present), which mypy cannot check
 class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     """Safe loader that rejects duplicate keys, as kubectl does since 1.27."""
 

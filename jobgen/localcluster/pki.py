@@ -199,6 +199,7 @@ class PKI:
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # ca_key is loaded from PEM as the union of every private key type; it is always RSA here
         cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
         _write_key(self.key(stem), key)
         _write_cert(self.cert(stem), cert)

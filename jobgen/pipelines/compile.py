@@ -214,6 +214,7 @@ def build_pipeline(
         reg.set_display_name("register").set_caching_options(False)
         return reg.output  # the promotion decision (JSON), the pipeline's output
 
+    # KFP reads the pipeline's parameters from __signature__, which typeshed does not declare on functions
     pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
     pipeline_func.__name__ = parameter_name(spec.name)
     pipeline_func.__annotations__ = {**{p.name: p.annotation for p in signature.parameters.values()}, "return": str}

@@ -71,6 +71,7 @@ def rng_state() -> dict[str, Any]:
         "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
         "torch": torch.get_rng_state(),
     }
+    # torch.cuda.is_initialized has no annotations in torch's stubs
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         st["cuda"] = torch.cuda.get_rng_state()
     return st

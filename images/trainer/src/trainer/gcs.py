@@ -12,9 +12,12 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 log = logging.getLogger("trainer")
+
+if TYPE_CHECKING:
+    from google.cloud import storage  # imported lazily at run time (start-up)
 
 T = TypeVar("T")
 
@@ -71,7 +74,7 @@ def _client(emulator: str | None, project: str | None) -> Any:
     return storage.Client(project=project)
 
 
-def blob(uri: GcsUri, generation: int | None = None):  # type: ignore[no-untyped-def]
+def blob(uri: GcsUri, generation: int | None = None) -> storage.Blob:
     return client().bucket(uri.bucket).blob(uri.path, generation=generation)
 
 
