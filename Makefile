@@ -161,7 +161,7 @@ $(VENV)/.installed: pyproject.toml images/trainer/pyproject.toml images/tf-train
 	touch $@
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict over jobgen/, the trainers, tests/ and bench/.
+lint: venv ## ruff (lint + format check) over jobgen/, the trainers, tests/ and bench/; mypy --strict over jobgen/ and the trainers.
 	$(VENV)/bin/ruff check jobgen images bench tests
 	$(VENV)/bin/ruff format --check jobgen images bench tests
 	$(VENV)/bin/mypy

@@ -97,6 +97,7 @@ class PodRunner:
         self.done: dict[str, int] = {}
         self.ports: dict[str, LocalPorts] = {}
         self.stop_event = threading.Event()
+        self._lock = threading.Lock()  # one of step() and shutdown() at a time: both change `running`
 
     def _say(self, text: str) -> None:
         if self.echo is not None:
@@ -107,6 +108,11 @@ class PodRunner:
 
     def step(self) -> None:
         """One reconcile pass: start new Running pods, report exited processes, stop deleted pods."""
+        with self._lock:
+            if not self.stop_event.is_set():
+                self._step()
+
+    def _step(self) -> None:
         live = set()
         for pod in self._pods():
             name = pod["metadata"]["name"]
@@ -178,16 +184,22 @@ class PodRunner:
         run.log.close()
 
     def run(self) -> None:
+        """Reconcile every `poll` seconds until shutdown. A pass that fails (the apiserver unreachable
+        past the client's retries) is reported and the next pass tries again: pods keep running."""
         while not self.stop_event.is_set():
-            self.step()
+            try:
+                self.step()
+            except ClusterError as exc:
+                self._say(f"  pod runner: {exc}; retrying in {self.poll}s")
             self.stop_event.wait(self.poll)
 
     def shutdown(self) -> None:
-        """Stop the loop and every process it started."""
+        """Stop the loop and every process it started (after the pass in progress, if any)."""
         self.stop_event.set()
-        for run in list(self.running.values()):
-            self._kill(run)
-        self.running.clear()
+        with self._lock:
+            for run in list(self.running.values()):
+                self._kill(run)
+            self.running.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
