@@ -28,6 +28,7 @@ TEMPLATES = {"PyTorchJob": "pytorchjob.yaml.j2", "TFJob": "tfjob.yaml.j2"}
 
 GKE_ACCELERATOR = "cloud.google.com/gke-accelerator"
 GKE_SPOT = "cloud.google.com/gke-spot"
+GKE_NODEPOOL = "cloud.google.com/gke-nodepool"
 GPU_RESOURCE = "nvidia.com/gpu"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from jobgen.kubeflow import API_VERSION, PYTORCH, TENSORFLOW
-from jobgen.render import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+from jobgen.render import CONTAINER_SECURITY_CONTEXT, GKE_NODEPOOL, POD_SECURITY_CONTEXT, pod_placement
+from jobgen.spec import Placement, Resources
 
 from .bins import binaries
 from .cluster import LocalCluster
@@ -154,20 +155,14 @@ def container(name: str, gpus: int = 0, cpu: str = "500m") -> dict[str, Any]:
     }
 
 
-def placement(accelerator: str | None = None, spot: bool = False, pool: str | None = None) -> dict[str, Any]:
-    """nodeSelector + tolerations as jobgen renders them for GKE."""
-    selector: dict[str, str] = {}
-    tolerations: list[dict[str, str]] = []
-    if accelerator:
-        selector["cloud.google.com/gke-accelerator"] = accelerator
-        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
-    if spot:
-        selector["cloud.google.com/gke-spot"] = "true"
-        tolerations.append(
-            {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-        )
-    if pool:
-        selector["cloud.google.com/gke-nodepool"] = pool
+def placement(
+    gpus: int = 0, accelerator: str | None = None, spot: bool = False, pool: str | None = None
+) -> dict[str, Any]:
+    """nodeSelector + tolerations of a pod with ``gpus`` GPUs, by jobgen's own rule (render.pod_placement)."""
+    selector, tolerations = pod_placement(
+        Placement(accelerator=accelerator, spot=spot, node_selector={GKE_NODEPOOL: pool} if pool else {}),
+        Resources(gpu=gpus),
+    )
     out: dict[str, Any] = {}
     if selector:
         out["nodeSelector"] = selector
@@ -186,7 +181,11 @@ def replica(
     **place: Any,
 ) -> dict[str, Any]:
     template: dict[str, Any] = {
-        "spec": {"securityContext": POD_SECURITY_CONTEXT, "containers": [container(cname, gpus)], **placement(**place)}
+        "spec": {
+            "securityContext": POD_SECURITY_CONTEXT,
+            "containers": [container(cname, gpus)],
+            **placement(gpus, **place),
+        }
     }
     if annotations:
         template["metadata"] = {"annotations": annotations}
